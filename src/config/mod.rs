@@ -1,0 +1,666 @@
+//! The TOML configuration (SPEC §3): schema, defaults, validation with file
+//! positions and hints, and secret resolution from `*_env` / `*_file`.
+//!
+//! Parsing happens in two steps: serde reads the raw file (unknown keys are
+//! errors), then `validate` turns it into the checked `Config` the rest of
+//! the gateway uses. Every error carries `file:line:col` and a fix hint.
+
+mod duration;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use crate::secret::Secret;
+pub use duration::parse_duration;
+
+/// Clock skew beyond this is refused: a wider window makes stolen expired
+/// tokens useful again.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}\n  hint: {hint}")]
+    Invalid {
+        location: String,
+        message: String,
+        hint: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub issuers: Vec<IssuerConfig>,
+    pub targets: Vec<TargetConfig>,
+    pub policy: PolicyConfig,
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub postgres_listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+    pub allow_plaintext_loopback: bool,
+    /// How long a client has to finish startup and authentication.
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RS256,
+    ES256,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::ES256 => "ES256",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    /// Exact `iss` value; discovery lives under it.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks_uri: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew: Duration,
+    pub identity_claim: String,
+    /// A claim name, or a JSON pointer such as `/realm_access/roles`.
+    pub groups_claim: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTls {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    Session,
+    Transaction,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub mode: PoolMode,
+    pub max_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub protocol: Protocol,
+    /// `host:port` of the upstream server.
+    pub upstream: String,
+    pub database: String,
+    pub upstream_tls: UpstreamTls,
+    /// CA bundle for `verify-full`; the system roots when absent.
+    pub upstream_ca_file: Option<PathBuf>,
+    pub pool: PoolConfig,
+    pub roles: Vec<RoleConfig>,
+}
+
+impl TargetConfig {
+    pub fn role(&self, name: &str) -> Option<&RoleConfig> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    /// Host part of `upstream`, for TLS server-name checks.
+    pub fn upstream_host(&self) -> &str {
+        match self.upstream.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => &self.upstream,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleConfig {
+    pub name: String,
+    pub user: String,
+    /// `None` for upstream trust authentication.
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub file: PathBuf,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse `text` as if read from `path` (relative file names resolve
+    /// against the directory of `path`).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => position(path, text, span.start),
+                None => path.display().to_string(),
+            };
+            ConfigError::Invalid {
+                location,
+                message: e.message().to_string(),
+                hint: "see the configuration reference in README.md (SPEC §3)".into(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Validator { path, text, base }.validate(raw)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+/// `file:line:col` for a byte offset into `text`.
+fn position(path: &Path, text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    format!("{}:{line}:{col}", path.display())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway: RawGateway,
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+    policy: RawPolicy,
+    audit: RawAudit,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    postgres_listen: Spanned<String>,
+    admin_listen: Option<Spanned<String>>,
+    tls_cert_file: Option<String>,
+    tls_key_file: Option<String>,
+    #[serde(default)]
+    allow_plaintext_loopback: bool,
+    handshake_timeout: Option<Spanned<String>>,
+    max_connections: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    name: Spanned<String>,
+    issuer: Spanned<String>,
+    audiences: Spanned<Vec<String>>,
+    jwks_uri: Option<Spanned<String>>,
+    algorithms: Option<Spanned<Vec<String>>>,
+    clock_skew: Option<Spanned<String>>,
+    identity_claim: Option<String>,
+    groups_claim: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    name: Spanned<String>,
+    #[serde(default = "default_protocol")]
+    protocol: Spanned<String>,
+    upstream: Spanned<String>,
+    database: String,
+    #[serde(default = "default_upstream_tls")]
+    upstream_tls: Spanned<String>,
+    upstream_ca_file: Option<String>,
+    pool: Option<RawPool>,
+    #[serde(default)]
+    roles: Vec<RawRole>,
+}
+
+fn default_protocol() -> Spanned<String> {
+    Spanned::new(0..0, "postgres".into())
+}
+
+fn default_upstream_tls() -> Spanned<String> {
+    Spanned::new(0..0, "prefer".into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    mode: Option<Spanned<String>>,
+    max_size: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    name: Spanned<String>,
+    user: String,
+    password: Option<Spanned<toml::Value>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    file: String,
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            location: position(self.path, self.text, span.start),
+            message: message.into(),
+            hint: hint.into(),
+        })
+    }
+
+    fn resolve(&self, file: &str) -> PathBuf {
+        let p = Path::new(file);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let gateway = self.gateway(raw.gateway)?;
+        let mut names = HashSet::new();
+        let mut issuers = Vec::new();
+        for i in raw.issuers {
+            if !names.insert(i.name.get_ref().clone()) {
+                return self.err(
+                    i.name.span(),
+                    format!("duplicate issuer name `{}`", i.name.get_ref()),
+                    "give every [[issuers]] entry its own name",
+                );
+            }
+            issuers.push(self.issuer(i)?);
+        }
+        let mut names = HashSet::new();
+        let mut targets = Vec::new();
+        for t in raw.targets {
+            if !names.insert(t.name.get_ref().clone()) {
+                return self.err(
+                    t.name.span(),
+                    format!("duplicate target name `{}`", t.name.get_ref()),
+                    "give every [[targets]] entry its own name",
+                );
+            }
+            targets.push(self.target(t)?);
+        }
+        Ok(Config {
+            gateway,
+            issuers,
+            targets,
+            policy: PolicyConfig {
+                file: self.resolve(&raw.policy.file),
+            },
+            audit: AuditConfig {
+                file: self.resolve(&raw.audit.file),
+            },
+        })
+    }
+
+    fn socket_addr(&self, s: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        s.get_ref().parse().or_else(|_| {
+            self.err(
+                s.span(),
+                format!("`{}` is not an address", s.get_ref()),
+                "write IP:PORT, e.g. \"127.0.0.1:6432\"",
+            )
+        })
+    }
+
+    fn duration(&self, s: &Spanned<String>) -> Result<Duration, ConfigError> {
+        parse_duration(s.get_ref()).or_else(|e| {
+            self.err(
+                s.span(),
+                e,
+                "durations are strings like \"500ms\", \"60s\", \"15m\", \"1h\"",
+            )
+        })
+    }
+
+    fn gateway(&self, g: RawGateway) -> Result<GatewayConfig, ConfigError> {
+        let tls = match (g.tls_cert_file, g.tls_key_file) {
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert_file: self.resolve(&c),
+                key_file: self.resolve(&k),
+            }),
+            (None, None) => None,
+            _ => {
+                return self.err(
+                    g.postgres_listen.span(),
+                    "tls_cert_file and tls_key_file must be set together",
+                    "set both in [gateway], or neither",
+                );
+            }
+        };
+        if tls.is_none() && !g.allow_plaintext_loopback {
+            return self.err(
+                g.postgres_listen.span(),
+                "no TLS certificate and plaintext not allowed: no client could ever log in",
+                "set tls_cert_file/tls_key_file, or allow_plaintext_loopback = true for local use",
+            );
+        }
+        Ok(GatewayConfig {
+            postgres_listen: self.socket_addr(&g.postgres_listen)?,
+            admin_listen: g
+                .admin_listen
+                .as_ref()
+                .map(|a| self.socket_addr(a))
+                .transpose()?,
+            tls,
+            allow_plaintext_loopback: g.allow_plaintext_loopback,
+            handshake_timeout: match &g.handshake_timeout {
+                Some(d) => self.duration(d)?,
+                None => Duration::from_secs(15),
+            },
+            max_connections: g.max_connections.unwrap_or(10_000),
+        })
+    }
+
+    fn issuer(&self, i: RawIssuer) -> Result<IssuerConfig, ConfigError> {
+        let url = i.issuer.get_ref();
+        if let Err(hint) = check_issuer_url(url) {
+            return self.err(
+                i.issuer.span(),
+                format!("issuer `{url}` is not usable"),
+                hint,
+            );
+        }
+        if let Some(j) = &i.jwks_uri
+            && let Err(hint) = check_issuer_url(j.get_ref())
+        {
+            return self.err(j.span(), format!("jwks_uri `{}` is not usable", j.get_ref()), hint);
+        }
+        if i.audiences.get_ref().is_empty() {
+            return self.err(
+                i.audiences.span(),
+                "audiences is empty: every token would be refused",
+                "list the audience(s) your issuer puts in `aud`, e.g. [\"idgate\"]",
+            );
+        }
+        let algorithms = match &i.algorithms {
+            None => vec![Algorithm::RS256, Algorithm::ES256],
+            Some(list) => {
+                let mut out = Vec::new();
+                for a in list.get_ref() {
+                    out.push(match a.as_str() {
+                        "RS256" => Algorithm::RS256,
+                        "ES256" => Algorithm::ES256,
+                        other => {
+                            return self.err(
+                                list.span(),
+                                format!("algorithm `{other}` is not allowed"),
+                                "only asymmetric algorithms are accepted: \"RS256\", \"ES256\"",
+                            );
+                        }
+                    });
+                }
+                if out.is_empty() {
+                    return self.err(
+                        list.span(),
+                        "algorithms is empty",
+                        "allow at least one of \"RS256\", \"ES256\"",
+                    );
+                }
+                out
+            }
+        };
+        let clock_skew = match &i.clock_skew {
+            Some(s) => {
+                let d = self.duration(s)?;
+                if d > MAX_CLOCK_SKEW {
+                    return self.err(
+                        s.span(),
+                        format!("clock_skew {} is too large", s.get_ref()),
+                        "clock_skew is capped at \"5m\"",
+                    );
+                }
+                d
+            }
+            None => Duration::from_secs(60),
+        };
+        Ok(IssuerConfig {
+            name: i.name.into_inner(),
+            issuer: i.issuer.into_inner(),
+            audiences: i.audiences.into_inner(),
+            jwks_uri: i.jwks_uri.map(Spanned::into_inner),
+            algorithms,
+            clock_skew,
+            identity_claim: i.identity_claim.unwrap_or_else(|| "sub".into()),
+            groups_claim: i.groups_claim.unwrap_or_else(|| "groups".into()),
+        })
+    }
+
+    fn target(&self, t: RawTarget) -> Result<TargetConfig, ConfigError> {
+        let protocol = match t.protocol.get_ref().as_str() {
+            "postgres" => Protocol::Postgres,
+            other => {
+                return self.err(
+                    t.protocol.span(),
+                    format!("protocol `{other}` is not supported yet"),
+                    "use protocol = \"postgres\"",
+                );
+            }
+        };
+        if !t.upstream.get_ref().contains(':') {
+            return self.err(
+                t.upstream.span(),
+                format!("upstream `{}` has no port", t.upstream.get_ref()),
+                "write HOST:PORT, e.g. \"127.0.0.1:5432\"",
+            );
+        }
+        let upstream_tls = match t.upstream_tls.get_ref().as_str() {
+            "disable" => UpstreamTls::Disable,
+            "prefer" => UpstreamTls::Prefer,
+            "require" => UpstreamTls::Require,
+            "verify-full" => UpstreamTls::VerifyFull,
+            other => {
+                return self.err(
+                    t.upstream_tls.span(),
+                    format!("upstream_tls `{other}` is unknown"),
+                    "use one of \"disable\", \"prefer\", \"require\", \"verify-full\"",
+                );
+            }
+        };
+        let pool = match t.pool {
+            None => PoolConfig {
+                mode: PoolMode::Session,
+                max_size: 20,
+            },
+            Some(p) => PoolConfig {
+                mode: match &p.mode {
+                    None => PoolMode::Session,
+                    Some(m) => match m.get_ref().as_str() {
+                        "session" => PoolMode::Session,
+                        "transaction" => PoolMode::Transaction,
+                        other => {
+                            return self.err(
+                                m.span(),
+                                format!("pool mode `{other}` is unknown"),
+                                "use \"session\" or \"transaction\"",
+                            );
+                        }
+                    },
+                },
+                max_size: p.max_size.unwrap_or(20),
+            },
+        };
+        let mut names = HashSet::new();
+        let mut roles = Vec::new();
+        for r in t.roles {
+            if !names.insert(r.name.get_ref().clone()) {
+                return self.err(
+                    r.name.span(),
+                    format!("duplicate role `{}` in target `{}`", r.name.get_ref(), t.name.get_ref()),
+                    "give every [[targets.roles]] entry of a target its own name",
+                );
+            }
+            roles.push(self.role(r)?);
+        }
+        if roles.is_empty() {
+            return self.err(
+                t.name.span(),
+                format!("target `{}` has no roles", t.name.get_ref()),
+                "add a [[targets.roles]] entry with name, user and password_env",
+            );
+        }
+        Ok(TargetConfig {
+            name: t.name.into_inner(),
+            protocol,
+            upstream: t.upstream.into_inner(),
+            database: t.database,
+            upstream_tls,
+            upstream_ca_file: t.upstream_ca_file.map(|f| self.resolve(&f)),
+            pool,
+            roles,
+        })
+    }
+
+    fn role(&self, r: RawRole) -> Result<RoleConfig, ConfigError> {
+        if let Some(p) = &r.password {
+            return self.err(
+                p.span(),
+                "inline passwords are not accepted",
+                "put the password in an environment variable and write password_env = \"NAME\", or in a file and write password_file = \"PATH\"",
+            );
+        }
+        let password = match (&r.password_env, &r.password_file) {
+            (Some(_), Some(f)) => {
+                return self.err(
+                    f.span(),
+                    "password_env and password_file are both set",
+                    "keep one of them",
+                );
+            }
+            (Some(var), None) => match std::env::var(var.get_ref()) {
+                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    return self.err(
+                        var.span(),
+                        format!(
+                            "environment variable `{}` (password of role `{}`) is not set",
+                            var.get_ref(),
+                            r.name.get_ref()
+                        ),
+                        format!("export {}=… before starting idgate", var.get_ref()),
+                    );
+                }
+            },
+            (None, Some(file)) => {
+                let path = self.resolve(file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(v) if !v.trim_end().is_empty() => {
+                        Some(Secret::new(v.trim_end_matches(['\r', '\n'])))
+                    }
+                    Ok(_) => {
+                        return self.err(
+                            file.span(),
+                            format!("password file {} is empty", path.display()),
+                            "write the upstream password into it",
+                        );
+                    }
+                    Err(e) => {
+                        return self.err(
+                            file.span(),
+                            format!("cannot read password file {}: {e}", path.display()),
+                            "check the path and its permissions",
+                        );
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        Ok(RoleConfig {
+            name: r.name.into_inner(),
+            user: r.user,
+            password,
+        })
+    }
+}
+
+/// Issuers must be https; plain http is tolerated only on loopback, for
+/// development issuers and tests.
+fn check_issuer_url(s: &str) -> Result<(), &'static str> {
+    let url = url::Url::parse(s).map_err(|_| "write a full URL, e.g. \"https://login.example.com/realms/corp\"")?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(url.host()) => Ok(()),
+        _ => Err("issuers must use https (plain http only on loopback)"),
+    }
+}
+
+fn is_loopback_host(host: Option<url::Host<&str>>) -> bool {
+    match host {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[gateway]
+postgres_listen = "127.0.0.1:6432"
+allow_plaintext_loopback = true
+
+[[issuers]]
+name = "corp"
+issuer = "https://login.example.com"
+audiences = ["idgate"]
+
+[[targets]]
+name = "orders"
+upstream = "127.0.0.1:5432"
+database = "orders"
+
+[[targets.roles]]
+name = "reader"
+user = "orders_ro"
+
+[policy]
+file = "policy.cedar"
+
+[audit]
+file = "audit.jsonl"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/idgate/idgate.toml"))
+}
+
+fn error_of(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_gets_defaults_and_resolves_paths() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.issuers[0].identity_claim, "sub");
+    assert_eq!(c.issuers[0].clock_skew, Duration::from_secs(60));
+    assert_eq!(c.issuers[0].algorithms, vec![Algorithm::RS256, Algorithm::ES256]);
+    assert_eq!(c.targets[0].upstream_tls, UpstreamTls::Prefer);
+    assert_eq!(c.policy.file, PathBuf::from("/etc/idgate/policy.cedar"));
+    assert!(c.targets[0].roles[0].password.is_none());
+}
+
+#[test]
+fn unknown_key_is_an_error_with_its_line() {
+    let text = MINIMAL.replace("allow_plaintext_loopback = true", "allow_plaintext_loopback = true\nlisten_backlog = 5");
+    let e = error_of(&text);
+    assert!(e.contains("idgate.toml:5:"), "{e}");
+    assert!(e.contains("listen_backlog"), "{e}");
+    assert!(e.contains("hint:"), "{e}");
+}
+
+#[test]
+fn missing_password_env_names_the_variable_and_line() {
+    let text = MINIMAL.replace(
+        "user = \"orders_ro\"",
+        "user = \"orders_ro\"\npassword_env = \"IDGATE_TEST_SURELY_UNSET\"",
+    );
+    let e = error_of(&text);
+    assert!(e.contains("IDGATE_TEST_SURELY_UNSET"), "{e}");
+    assert!(e.contains("idgate.toml:20:"), "{e}");
+}
+
+#[test]
+fn inline_password_is_refused() {
+    let text = MINIMAL.replace("user = \"orders_ro\"", "user = \"orders_ro\"\npassword = \"hunter2\"");
+    let e = error_of(&text);
+    assert!(e.contains("inline passwords"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn symmetric_or_none_algorithms_are_refused() {
+    for alg in ["HS256", "none"] {
+        let text = MINIMAL.replace("audiences = [\"idgate\"]", &format!("audiences = [\"idgate\"]\nalgorithms = [\"{alg}\"]"));
+        assert!(error_of(&text).contains("not allowed"));
+    }
+}
+
+#[test]
+fn clock_skew_is_capped() {
+    let text = MINIMAL.replace("audiences = [\"idgate\"]", "audiences = [\"idgate\"]\nclock_skew = \"10m\"");
+    assert!(error_of(&text).contains("capped"));
+}
+
+#[test]
+fn plain_http_issuer_only_on_loopback() {
+    let remote = MINIMAL.replace("https://login.example.com", "http://login.example.com");
+    assert!(error_of(&remote).contains("https"));
+    let local = MINIMAL.replace("https://login.example.com", "http://127.0.0.1:9999");
+    assert!(parse(&local).is_ok());
+}
+
+#[test]
+fn no_tls_and_no_plaintext_is_refused() {
+    let text = MINIMAL.replace("allow_plaintext_loopback = true", "");
+    assert!(error_of(&text).contains("no TLS certificate"));
+}

@@ -1,0 +1,1 @@
+//! The embedded development issuer behind `idgate dev`.

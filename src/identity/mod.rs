@@ -1,0 +1,31 @@
+//! Who the caller is: issuer discovery, the JWKS cache and token validation.
+//! Only this module decides whether a token is valid; everyone else asks
+//! `TokenValidator::validate` and gets an `Identity` or a `TokenError`.
+
+use std::collections::BTreeMap;
+
+/// A validated caller. Built only by the validator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The configured issuer's `name`.
+    pub issuer_name: String,
+    /// The exact `iss` claim.
+    pub issuer: String,
+    pub sub: String,
+    /// The value of the issuer's `identity_claim` (falls back to `sub`).
+    pub identity: String,
+    pub groups: Vec<String>,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+    pub issued_at: Option<i64>,
+    pub jti: Option<String>,
+    /// All claims, for policy context.
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+impl Identity {
+    /// The Cedar entity id and audit key: `ISSUER_NAME/SUB`.
+    pub fn principal_id(&self) -> String {
+        format!("{}/{}", self.issuer_name, self.sub)
+    }
+}

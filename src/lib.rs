@@ -1,0 +1,10 @@
+//! idgate: an identity-aware gateway for databases. See ARCHITECTURE.md for
+//! the map of modules and how one connection flows through them.
+
+pub mod audit;
+pub mod config;
+pub mod dev;
+pub mod identity;
+pub mod policy;
+pub mod postgres;
+pub mod secret;

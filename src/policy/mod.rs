@@ -1,0 +1,1 @@
+//! Authorization with Cedar: schema, entities, decisions (SPEC §7).

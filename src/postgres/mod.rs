@@ -1,0 +1,1 @@
+//! The PostgreSQL front end: codec, client sessions, upstream connections, cancels.
