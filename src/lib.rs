@@ -4,7 +4,9 @@
 pub mod audit;
 pub mod config;
 pub mod dev;
+pub mod gateway;
 pub mod identity;
 pub mod policy;
 pub mod postgres;
 pub mod secret;
+pub mod tls;

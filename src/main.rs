@@ -1,1 +1,151 @@
-fn main() {}
+//! Command line: one function per command. Errors leave as one line plus a
+//! hint; exit code 2 for usage errors (clap), 1 for failures.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use idgate::config::Config;
+use idgate::gateway::Gateway;
+
+#[derive(Parser)]
+#[command(
+    name = "idgate",
+    version,
+    about = "Identity-aware gateway: reach PostgreSQL with an OpenID Connect token"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the config and policy; exit non-zero with file:line and a hint.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Zero-config trial: development issuer + gateway in front of a local PostgreSQL.
+    Dev {
+        /// The PostgreSQL server to put the gateway in front of.
+        #[arg(long, default_value = "postgres://127.0.0.1:5432")]
+        upstream: String,
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: SocketAddr,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit file; fails on any edited, deleted or reordered line.
+    Verify { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IDGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => serve(config).await,
+        Command::CheckConfig { config } => check_config(config),
+        Command::Dev { upstream, listen } => idgate::dev::trial::run(&upstream, listen).await,
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => audit_verify(file),
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let running = Gateway::start(config).await?;
+    let stop = running.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn check_config(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    idgate::policy::PolicyEngine::load(&config.policy.file)?;
+    if let Some(tls) = &config.gateway.tls {
+        idgate::tls::server_config(&tls.cert_file, &tls.key_file)?;
+    }
+    println!(
+        "{}: ok ({} issuer(s), {} target(s))",
+        path.display(),
+        config.issuers.len(),
+        config.targets.len()
+    );
+    Ok(())
+}
+
+fn audit_verify(file: PathBuf) -> anyhow::Result<()> {
+    let report = idgate::audit::verify(&file)?;
+    println!(
+        "{}: ok, {} events, chain head {}",
+        file.display(),
+        report.lines,
+        report.head
+    );
+    Ok(())
+}

@@ -129,6 +129,8 @@ pub struct TargetConfig {
     pub upstream_ca_file: Option<PathBuf>,
     pub pool: PoolConfig,
     pub roles: Vec<RoleConfig>,
+    /// Free-form tags (e.g. "prod") that policies can see in the context.
+    pub environment: Vec<String>,
 }
 
 impl TargetConfig {
@@ -199,7 +201,10 @@ impl Config {
 fn position(path: &Path, text: &str, offset: usize) -> String {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     format!("{}:{line}:{col}", path.display())
 }
 
@@ -253,6 +258,8 @@ struct RawTarget {
     upstream_tls: Spanned<String>,
     upstream_ca_file: Option<String>,
     pool: Option<RawPool>,
+    #[serde(default)]
+    environment: Vec<String>,
     #[serde(default)]
     roles: Vec<RawRole>,
 }
@@ -433,7 +440,11 @@ impl Validator<'_> {
         if let Some(j) = &i.jwks_uri
             && let Err(hint) = check_issuer_url(j.get_ref())
         {
-            return self.err(j.span(), format!("jwks_uri `{}` is not usable", j.get_ref()), hint);
+            return self.err(
+                j.span(),
+                format!("jwks_uri `{}` is not usable", j.get_ref()),
+                hint,
+            );
         }
         if i.audiences.get_ref().is_empty() {
             return self.err(
@@ -555,7 +566,11 @@ impl Validator<'_> {
             if !names.insert(r.name.get_ref().clone()) {
                 return self.err(
                     r.name.span(),
-                    format!("duplicate role `{}` in target `{}`", r.name.get_ref(), t.name.get_ref()),
+                    format!(
+                        "duplicate role `{}` in target `{}`",
+                        r.name.get_ref(),
+                        t.name.get_ref()
+                    ),
                     "give every [[targets.roles]] entry of a target its own name",
                 );
             }
@@ -577,6 +592,7 @@ impl Validator<'_> {
             upstream_ca_file: t.upstream_ca_file.map(|f| self.resolve(&f)),
             pool,
             roles,
+            environment: t.environment,
         })
     }
 
@@ -645,7 +661,8 @@ impl Validator<'_> {
 /// Issuers must be https; plain http is tolerated only on loopback, for
 /// development issuers and tests.
 fn check_issuer_url(s: &str) -> Result<(), &'static str> {
-    let url = url::Url::parse(s).map_err(|_| "write a full URL, e.g. \"https://login.example.com/realms/corp\"")?;
+    let url = url::Url::parse(s)
+        .map_err(|_| "write a full URL, e.g. \"https://login.example.com/realms/corp\"")?;
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback_host(url.host()) => Ok(()),

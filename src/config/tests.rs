@@ -39,7 +39,10 @@ fn minimal_config_gets_defaults_and_resolves_paths() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.issuers[0].identity_claim, "sub");
     assert_eq!(c.issuers[0].clock_skew, Duration::from_secs(60));
-    assert_eq!(c.issuers[0].algorithms, vec![Algorithm::RS256, Algorithm::ES256]);
+    assert_eq!(
+        c.issuers[0].algorithms,
+        vec![Algorithm::RS256, Algorithm::ES256]
+    );
     assert_eq!(c.targets[0].upstream_tls, UpstreamTls::Prefer);
     assert_eq!(c.policy.file, PathBuf::from("/etc/idgate/policy.cedar"));
     assert!(c.targets[0].roles[0].password.is_none());
@@ -47,7 +50,10 @@ fn minimal_config_gets_defaults_and_resolves_paths() {
 
 #[test]
 fn unknown_key_is_an_error_with_its_line() {
-    let text = MINIMAL.replace("allow_plaintext_loopback = true", "allow_plaintext_loopback = true\nlisten_backlog = 5");
+    let text = MINIMAL.replace(
+        "allow_plaintext_loopback = true",
+        "allow_plaintext_loopback = true\nlisten_backlog = 5",
+    );
     let e = error_of(&text);
     assert!(e.contains("idgate.toml:5:"), "{e}");
     assert!(e.contains("listen_backlog"), "{e}");
@@ -62,12 +68,15 @@ fn missing_password_env_names_the_variable_and_line() {
     );
     let e = error_of(&text);
     assert!(e.contains("IDGATE_TEST_SURELY_UNSET"), "{e}");
-    assert!(e.contains("idgate.toml:20:"), "{e}");
+    assert!(e.contains("idgate.toml:19:"), "{e}");
 }
 
 #[test]
 fn inline_password_is_refused() {
-    let text = MINIMAL.replace("user = \"orders_ro\"", "user = \"orders_ro\"\npassword = \"hunter2\"");
+    let text = MINIMAL.replace(
+        "user = \"orders_ro\"",
+        "user = \"orders_ro\"\npassword = \"hunter2\"",
+    );
     let e = error_of(&text);
     assert!(e.contains("inline passwords"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
@@ -76,14 +85,20 @@ fn inline_password_is_refused() {
 #[test]
 fn symmetric_or_none_algorithms_are_refused() {
     for alg in ["HS256", "none"] {
-        let text = MINIMAL.replace("audiences = [\"idgate\"]", &format!("audiences = [\"idgate\"]\nalgorithms = [\"{alg}\"]"));
+        let text = MINIMAL.replace(
+            "audiences = [\"idgate\"]",
+            &format!("audiences = [\"idgate\"]\nalgorithms = [\"{alg}\"]"),
+        );
         assert!(error_of(&text).contains("not allowed"));
     }
 }
 
 #[test]
 fn clock_skew_is_capped() {
-    let text = MINIMAL.replace("audiences = [\"idgate\"]", "audiences = [\"idgate\"]\nclock_skew = \"10m\"");
+    let text = MINIMAL.replace(
+        "audiences = [\"idgate\"]",
+        "audiences = [\"idgate\"]\nclock_skew = \"10m\"",
+    );
     assert!(error_of(&text).contains("capped"));
 }
 

@@ -1,0 +1,178 @@
+//! `idgate dev`: a throwaway issuer, config and policy around a local
+//! PostgreSQL, so someone can try the gateway with one command. Everything
+//! it makes lives in a fresh temporary directory.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use super::DevIssuer;
+use crate::config::{
+    Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, PolicyConfig, PoolConfig,
+    PoolMode, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
+};
+use crate::gateway::Gateway;
+use crate::secret::Secret;
+
+pub const DEV_AUDIENCE: &str = "idgate";
+pub const DEV_USER: &str = "dev@example.com";
+pub const DEV_GROUP: &str = "developers";
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Where `idgate dev` points, from a `postgres://user:pass@host:port/db` URL.
+#[derive(Debug, PartialEq)]
+pub struct Upstream {
+    pub addr: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub database: String,
+}
+
+pub fn parse_upstream(url: &str) -> anyhow::Result<Upstream> {
+    let u = url::Url::parse(url).with_context(|| format!("`{url}` is not a URL"))?;
+    if !matches!(u.scheme(), "postgres" | "postgresql") {
+        bail!("`{url}` is not a postgres:// URL");
+    }
+    let host = u.host_str().unwrap_or("127.0.0.1");
+    let port = u.port().unwrap_or(5432);
+    let user = match u.username() {
+        "" => "postgres".to_owned(),
+        name => name.to_owned(),
+    };
+    let database = match u.path().trim_start_matches('/') {
+        "" => "postgres".to_owned(),
+        db => db.to_owned(),
+    };
+    Ok(Upstream {
+        addr: format!("{host}:{port}"),
+        user,
+        password: u.password().map(Secret::new),
+        database,
+    })
+}
+
+pub fn policy_text() -> String {
+    format!(
+        "// idgate dev: members of {DEV_GROUP} may connect and do anything.\n\
+         @id(\"dev-allow-all\")\n\
+         permit(principal in Group::\"{DEV_GROUP}\", action, resource);\n"
+    )
+}
+
+/// Build the trial config in `dir`, start issuer and gateway, print how to
+/// connect, and run until Ctrl-C.
+pub async fn run(upstream_url: &str, listen: SocketAddr) -> anyhow::Result<()> {
+    eprintln!(
+        "\n  *** idgate dev is for TRIAL ONLY: throwaway keys, a token anyone here can read,\n  \
+         *** a policy that allows everything. Never use it in production. ***\n"
+    );
+    let upstream = parse_upstream(upstream_url)?;
+    let dir = tempfile::Builder::new().prefix("idgate-dev-").tempdir()?;
+    let issuer = DevIssuer::start().await?;
+    let config = write_config(dir.path(), &issuer.issuer_url(), &upstream, listen)?;
+    let running = Gateway::start(config).await?;
+    let token = issuer.mint_for(DEV_USER, &[DEV_GROUP], DEV_AUDIENCE, TOKEN_TTL);
+    let addr = running.postgres_addr;
+    println!(
+        "idgate dev is ready: issuer {}, gateway {addr}",
+        issuer.issuer_url()
+    );
+    println!("files (config, policy, audit): {}", dir.path().display());
+    println!("token for {DEV_USER} (valid 1h) is the password; connect with:\n");
+    println!(
+        "PGPASSWORD='{token}' psql \"host={} port={} dbname={} user=dev sslmode=require\"\n",
+        addr.ip(),
+        addr.port(),
+        upstream.database
+    );
+    let stop = running.shutdown_token();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    running.wait().await;
+    drop(issuer);
+    Ok(())
+}
+
+/// The config `idgate dev` runs with; its policy file is written to `dir`.
+pub fn write_config(
+    dir: &Path,
+    issuer_url: &str,
+    upstream: &Upstream,
+    listen: SocketAddr,
+) -> anyhow::Result<Config> {
+    let (cert, key) = crate::tls::self_signed(&["localhost", "127.0.0.1"])?;
+    let cert_file = dir.join("gateway.crt");
+    let key_file = dir.join("gateway.key");
+    std::fs::write(&cert_file, cert)?;
+    std::fs::write(&key_file, key)?;
+    let policy_file = dir.join("policy.cedar");
+    std::fs::write(&policy_file, policy_text())?;
+    Ok(Config {
+        gateway: GatewayConfig {
+            postgres_listen: listen,
+            admin_listen: None,
+            tls: Some(TlsFiles {
+                cert_file,
+                key_file,
+            }),
+            allow_plaintext_loopback: true,
+            handshake_timeout: Duration::from_secs(15),
+            max_connections: 1000,
+        },
+        issuers: vec![IssuerConfig {
+            name: "dev".into(),
+            issuer: issuer_url.to_owned(),
+            audiences: vec![DEV_AUDIENCE.into()],
+            jwks_uri: None,
+            algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+            clock_skew: Duration::from_secs(60),
+            identity_claim: "email".into(),
+            groups_claim: "groups".into(),
+        }],
+        targets: vec![TargetConfig {
+            name: upstream.database.clone(),
+            protocol: Protocol::Postgres,
+            upstream: upstream.addr.clone(),
+            database: upstream.database.clone(),
+            upstream_tls: UpstreamTls::Prefer,
+            upstream_ca_file: None,
+            pool: PoolConfig {
+                mode: PoolMode::Session,
+                max_size: 20,
+            },
+            roles: vec![RoleConfig {
+                name: "dev".into(),
+                user: upstream.user.clone(),
+                password: upstream.password.clone(),
+            }],
+            environment: vec!["dev".into()],
+        }],
+        policy: PolicyConfig { file: policy_file },
+        audit: AuditConfig {
+            file: dir.join("audit.jsonl"),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_url_defaults() {
+        let u = parse_upstream("postgres://127.0.0.1:5432").unwrap();
+        assert_eq!(u.addr, "127.0.0.1:5432");
+        assert_eq!(u.user, "postgres");
+        assert_eq!(u.database, "postgres");
+        assert!(u.password.is_none());
+        let u = parse_upstream("postgresql://app:pw@db.local:6000/orders").unwrap();
+        assert_eq!(u.addr, "db.local:6000");
+        assert_eq!(u.password.unwrap().expose(), "pw");
+        assert_eq!(u.database, "orders");
+        assert!(parse_upstream("mysql://x").is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The running gateway: every shared component built from one `Config`, and
+//! the listener tasks that serve it. `idgate serve`, `idgate dev` and the
+//! integration tests all start the gateway through `Gateway::start`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls::{ClientConfig, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditLog, AuditWriter};
+use crate::config::Config;
+use crate::identity::TokenValidator;
+use crate::policy::PolicyEngine;
+use crate::postgres::cancel::CancelMap;
+
+/// State shared by every session. Built once; sessions hold an `Arc`.
+pub struct Gateway {
+    pub config: Config,
+    pub validator: TokenValidator,
+    pub policy: PolicyEngine,
+    pub audit: AuditLog,
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Per target name; `None` where upstream TLS is disabled.
+    pub upstream_tls: HashMap<String, Option<Arc<ClientConfig>>>,
+    pub cancels: Arc<CancelMap>,
+}
+
+/// A started gateway: where it listens and how to stop it.
+pub struct Running {
+    pub postgres_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    server: JoinHandle<()>,
+    audit_writer: AuditWriter,
+}
+
+impl Gateway {
+    /// Load policy, TLS and audit, fetch issuer keys, bind the listener.
+    pub async fn start(config: Config) -> anyhow::Result<Running> {
+        let policy = PolicyEngine::load(&config.policy.file)?;
+        let tls = match &config.gateway.tls {
+            Some(files) => Some(crate::tls::server_config(
+                &files.cert_file,
+                &files.key_file,
+            )?),
+            None => None,
+        };
+        let mut upstream_tls = HashMap::new();
+        for t in &config.targets {
+            let c = crate::tls::upstream_config(t.upstream_tls, t.upstream_ca_file.as_deref())
+                .with_context(|| format!("target {}", t.name))?;
+            upstream_tls.insert(t.name.clone(), c);
+        }
+        let (audit, audit_writer) = AuditLog::open(&config.audit.file)
+            .await
+            .with_context(|| format!("audit file {}", config.audit.file.display()))?;
+        let validator = TokenValidator::new(config.issuers.clone());
+        validator.warm_up().await;
+        let listener = TcpListener::bind(config.gateway.postgres_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.gateway.postgres_listen))?;
+        let postgres_addr = listener.local_addr()?;
+        let gateway = Arc::new(Gateway {
+            config,
+            validator,
+            policy,
+            audit,
+            tls,
+            upstream_tls,
+            cancels: Arc::new(CancelMap::default()),
+        });
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(crate::postgres::serve(
+            Arc::clone(&gateway),
+            listener,
+            shutdown.clone(),
+        ));
+        tracing::info!("PostgreSQL front end listening on {postgres_addr}");
+        Ok(Running {
+            postgres_addr,
+            gateway,
+            shutdown,
+            server,
+            audit_writer,
+        })
+    }
+}
+
+impl Running {
+    /// A token that, when cancelled, stops the gateway.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stop accepting, end sessions, and flush the audit trail.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        drop(self.gateway);
+        self.audit_writer.shutdown().await;
+    }
+
+    /// Run until `shutdown_token` is cancelled, then stop.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.stop().await;
+    }
+}

@@ -1,0 +1,119 @@
+//! Cancel keys: every client gets a random BackendKeyData from the gateway,
+//! mapped here to its upstream's real key. A CancelRequest is forwarded only
+//! when both its pid and secret match a live session, so one client can
+//! never cancel another's query, and upstream keys never leave the gateway.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::codec;
+
+/// Where a cancel for one client session must go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelTarget {
+    pub upstream: String,
+    pub pid: i32,
+    pub key: i32,
+}
+
+#[derive(Default)]
+pub struct CancelMap {
+    live: Mutex<HashMap<(i32, i32), CancelTarget>>,
+}
+
+/// The key handed to one client; unregisters itself when the session ends.
+pub struct CancelKey {
+    map: Arc<CancelMap>,
+    pub pid: i32,
+    pub key: i32,
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        self.map.lock().remove(&(self.pid, self.key));
+    }
+}
+
+impl CancelMap {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), CancelTarget>> {
+        // A panic elsewhere must not disable cancels for everyone.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(self: &Arc<Self>, target: CancelTarget) -> CancelKey {
+        let mut live = self.lock();
+        loop {
+            // Positive pids look like real backends to clients that print them.
+            let pid = rand::random::<i32>() & i32::MAX;
+            let key = rand::random::<i32>();
+            if let std::collections::hash_map::Entry::Vacant(slot) = live.entry((pid, key)) {
+                slot.insert(target);
+                return CancelKey {
+                    map: Arc::clone(self),
+                    pid,
+                    key,
+                };
+            }
+        }
+    }
+
+    pub fn lookup(&self, pid: i32, key: i32) -> Option<CancelTarget> {
+        self.lock().get(&(pid, key)).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Send the upstream its own CancelRequest. Like libpq, over a fresh plain
+/// connection; the server answers nothing.
+pub async fn forward(target: &CancelTarget) -> std::io::Result<()> {
+    let mut tcp = TcpStream::connect(&target.upstream).await?;
+    let mut buf = BytesMut::with_capacity(16);
+    codec::cancel_request(&mut buf, target.pid, target.key);
+    tcp.write_all(&buf).await?;
+    tcp.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(pid: i32) -> CancelTarget {
+        CancelTarget {
+            upstream: "127.0.0.1:5432".into(),
+            pid,
+            key: 42,
+        }
+    }
+
+    #[test]
+    fn only_the_exact_key_finds_the_session() {
+        let map = Arc::new(CancelMap::default());
+        let a = map.register(target(1));
+        let b = map.register(target(2));
+        assert_eq!(map.lookup(a.pid, a.key), Some(target(1)));
+        assert_eq!(map.lookup(b.pid, b.key), Some(target(2)));
+        assert_eq!(map.lookup(a.pid, a.key.wrapping_add(1)), None);
+        assert_eq!(map.lookup(a.pid, b.key), None);
+    }
+
+    #[test]
+    fn key_is_forgotten_when_session_ends() {
+        let map = Arc::new(CancelMap::default());
+        let a = map.register(target(1));
+        let (pid, key) = (a.pid, a.key);
+        drop(a);
+        assert_eq!(map.lookup(pid, key), None);
+        assert!(map.is_empty());
+    }
+}

@@ -1,0 +1,459 @@
+//! PostgreSQL wire protocol v3: bytes ⇄ messages, no I/O. Constants mirror
+//! `src/include/libpq/pqcomm.h` and the "Message Formats" chapter of the
+//! PostgreSQL documentation.
+
+use bytes::{BufMut, BytesMut};
+
+/// Protocol 3.0 (`PG_PROTOCOL(3, 0)`).
+pub const PROTOCOL_V3: i32 = 196_608;
+/// `NEGOTIATE_SSL_CODE` = PG_PROTOCOL(1234, 5679).
+pub const SSL_REQUEST_CODE: i32 = 80_877_103;
+/// `NEGOTIATE_GSS_CODE` = PG_PROTOCOL(1234, 5680).
+pub const GSSENC_REQUEST_CODE: i32 = 80_877_104;
+/// `CANCEL_REQUEST_CODE` = PG_PROTOCOL(1234, 5678).
+pub const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+/// The server refuses startup packets above `MAX_STARTUP_PACKET_LENGTH`.
+pub const MAX_STARTUP_LEN: usize = 10_000;
+
+/// Authentication request codes (`AUTH_REQ_*` in `protocol.h`).
+pub mod auth {
+    pub const OK: i32 = 0;
+    pub const CLEARTEXT_PASSWORD: i32 = 3;
+    pub const MD5_PASSWORD: i32 = 5;
+    pub const SASL: i32 = 10;
+    pub const SASL_CONTINUE: i32 = 11;
+    pub const SASL_FINAL: i32 = 12;
+}
+
+/// SQLSTATE codes we send ourselves (`errcodes.txt`).
+pub mod sqlstate {
+    pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("startup packet length {0} is out of range")]
+    StartupLength(usize),
+    #[error("unsupported protocol version {0}.{1}")]
+    Version(i32, i32),
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
+    #[error("message of {0} bytes exceeds the limit")]
+    TooLong(usize),
+}
+
+/// The first message of a connection, which has no type byte.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartupMessage {
+    SslRequest,
+    GssEncRequest,
+    Cancel { pid: i32, key: i32 },
+    Startup { params: Vec<(String, String)> },
+}
+
+/// Total length of the startup packet at the head of `buf`, once its length
+/// word is there.
+pub fn startup_len(buf: &[u8]) -> Result<Option<usize>, CodecError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = be_i32(&buf[..4]) as usize;
+    if !(8..=MAX_STARTUP_LEN).contains(&len) {
+        return Err(CodecError::StartupLength(len));
+    }
+    Ok(Some(len))
+}
+
+/// Parse a whole startup packet (length word included).
+pub fn parse_startup(packet: &[u8]) -> Result<StartupMessage, CodecError> {
+    let code = be_i32(&packet[4..8]);
+    let body = &packet[8..];
+    match code {
+        SSL_REQUEST_CODE => Ok(StartupMessage::SslRequest),
+        GSSENC_REQUEST_CODE => Ok(StartupMessage::GssEncRequest),
+        CANCEL_REQUEST_CODE => {
+            if body.len() != 8 {
+                return Err(CodecError::Malformed("CancelRequest"));
+            }
+            Ok(StartupMessage::Cancel {
+                pid: be_i32(&body[..4]),
+                key: be_i32(&body[4..8]),
+            })
+        }
+        PROTOCOL_V3 => {
+            let mut params = Vec::new();
+            let mut rest = body;
+            loop {
+                let (name, tail) = cstr(rest).ok_or(CodecError::Malformed("StartupMessage"))?;
+                if name.is_empty() {
+                    break;
+                }
+                let (value, tail) = cstr(tail).ok_or(CodecError::Malformed("StartupMessage"))?;
+                params.push((name.to_owned(), value.to_owned()));
+                rest = tail;
+            }
+            Ok(StartupMessage::Startup { params })
+        }
+        v => Err(CodecError::Version(v >> 16, v & 0xffff)),
+    }
+}
+
+/// A complete regular message at the head of `buf`: its type byte and total
+/// length (type byte and length word included). `max` bounds the length a
+/// peer may announce.
+pub fn frame_at(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, CodecError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = be_i32(&buf[1..5]);
+    if len < 4 {
+        return Err(CodecError::Malformed("message length"));
+    }
+    let total = len as usize + 1;
+    if total > max {
+        return Err(CodecError::TooLong(total));
+    }
+    Ok((buf.len() >= total).then_some((buf[0], total)))
+}
+
+/// Splits a byte stream into messages across reads without copying message
+/// bodies, except those `wants` asks to see, so large DataRow/CopyData
+/// traffic is forwarded untouched.
+pub struct FrameScanner {
+    header: [u8; 5],
+    header_len: usize,
+    remaining: usize,
+    tag: u8,
+    capturing: bool,
+    capture: Vec<u8>,
+    capture_limit: usize,
+}
+
+/// What the scanner hands to its caller for a message it asked to see.
+/// `truncated` is set when the body exceeded the capture limit.
+pub struct ScannedMessage<'a> {
+    pub tag: u8,
+    pub body: &'a [u8],
+    pub truncated: bool,
+}
+
+impl FrameScanner {
+    pub fn new(capture_limit: usize) -> Self {
+        Self {
+            header: [0; 5],
+            header_len: 0,
+            remaining: 0,
+            tag: 0,
+            capturing: false,
+            capture: Vec::new(),
+            capture_limit,
+        }
+    }
+
+    /// Feed the next chunk of the stream; `wants(tag)` selects the messages
+    /// to hand to `on_message`.
+    pub fn scan(
+        &mut self,
+        mut chunk: &[u8],
+        wants: impl Fn(u8) -> bool,
+        mut on_message: impl FnMut(ScannedMessage<'_>),
+    ) -> Result<(), CodecError> {
+        while !chunk.is_empty() {
+            if self.remaining == 0 && self.header_len < 5 {
+                let take = (5 - self.header_len).min(chunk.len());
+                self.header[self.header_len..self.header_len + take]
+                    .copy_from_slice(&chunk[..take]);
+                self.header_len += take;
+                chunk = &chunk[take..];
+                if self.header_len < 5 {
+                    break;
+                }
+                let len = be_i32(&self.header[1..5]);
+                if len < 4 {
+                    return Err(CodecError::Malformed("message length"));
+                }
+                self.tag = self.header[0];
+                self.remaining = len as usize - 4;
+                self.capturing = wants(self.tag);
+                self.capture.clear();
+                if self.remaining == 0 {
+                    self.finish(&mut on_message);
+                    continue;
+                }
+            }
+            let take = self.remaining.min(chunk.len());
+            if self.capturing {
+                let room = self.capture_limit.saturating_sub(self.capture.len());
+                self.capture.extend_from_slice(&chunk[..take.min(room)]);
+            }
+            self.remaining -= take;
+            chunk = &chunk[take..];
+            if self.remaining == 0 {
+                self.finish(&mut on_message);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, on_message: &mut impl FnMut(ScannedMessage<'_>)) {
+        if self.capturing {
+            let announced = be_i32(&self.header[1..5]) as usize - 4;
+            on_message(ScannedMessage {
+                tag: self.tag,
+                body: &self.capture,
+                truncated: announced > self.capture.len(),
+            });
+        }
+        self.header_len = 0;
+        self.capturing = false;
+    }
+
+    /// True between messages: nothing partial is pending.
+    pub fn at_boundary(&self) -> bool {
+        self.header_len == 0 && self.remaining == 0
+    }
+}
+
+// ---- Backend messages we write (server → client) ----
+
+fn begin(buf: &mut BytesMut, tag: u8) -> usize {
+    buf.put_u8(tag);
+    let at = buf.len();
+    buf.put_i32(0);
+    at
+}
+
+fn end(buf: &mut BytesMut, at: usize) {
+    let len = (buf.len() - at) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+pub fn authentication(buf: &mut BytesMut, code: i32) {
+    let at = begin(buf, b'R');
+    buf.put_i32(code);
+    end(buf, at);
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    let at = begin(buf, b'S');
+    put_cstr(buf, name);
+    put_cstr(buf, value);
+    end(buf, at);
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, key: i32) {
+    let at = begin(buf, b'K');
+    buf.put_i32(pid);
+    buf.put_i32(key);
+    end(buf, at);
+}
+
+pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+    let at = begin(buf, b'Z');
+    buf.put_u8(status);
+    end(buf, at);
+}
+
+/// An ErrorResponse ('E') or, with `notice`, a NoticeResponse ('N').
+pub fn error_response(buf: &mut BytesMut, e: &ErrorFields<'_>) {
+    let at = begin(buf, if e.notice { b'N' } else { b'E' });
+    for (field, value) in [
+        (b'S', Some(e.severity)),
+        (b'V', Some(e.severity)),
+        (b'C', Some(e.code)),
+        (b'M', Some(e.message)),
+        (b'D', e.detail),
+        (b'H', e.hint),
+    ] {
+        if let Some(v) = value {
+            buf.put_u8(field);
+            put_cstr(buf, v);
+        }
+    }
+    buf.put_u8(0);
+    end(buf, at);
+}
+
+/// Fields of an error we raise ourselves.
+pub struct ErrorFields<'a> {
+    pub severity: &'a str,
+    pub code: &'a str,
+    pub message: &'a str,
+    pub detail: Option<&'a str>,
+    pub hint: Option<&'a str>,
+    pub notice: bool,
+}
+
+impl<'a> ErrorFields<'a> {
+    pub fn fatal(code: &'a str, message: &'a str) -> Self {
+        Self {
+            severity: "FATAL",
+            code,
+            message,
+            detail: None,
+            hint: None,
+            notice: false,
+        }
+    }
+}
+
+// ---- Frontend messages we write (gateway → upstream) ----
+
+pub fn ssl_request(buf: &mut BytesMut) {
+    buf.put_i32(8);
+    buf.put_i32(SSL_REQUEST_CODE);
+}
+
+pub fn cancel_request(buf: &mut BytesMut, pid: i32, key: i32) {
+    buf.put_i32(16);
+    buf.put_i32(CANCEL_REQUEST_CODE);
+    buf.put_i32(pid);
+    buf.put_i32(key);
+}
+
+pub fn startup_message(buf: &mut BytesMut, params: &[(&str, &str)]) {
+    let at = buf.len();
+    buf.put_i32(0);
+    buf.put_i32(PROTOCOL_V3);
+    for (k, v) in params {
+        put_cstr(buf, k);
+        put_cstr(buf, v);
+    }
+    buf.put_u8(0);
+    end(buf, at);
+}
+
+/// PasswordMessage ('p') carrying a NUL-terminated password or md5 digest.
+pub fn password_message(buf: &mut BytesMut, password: &[u8]) {
+    let at = begin(buf, b'p');
+    buf.put_slice(password);
+    buf.put_u8(0);
+    end(buf, at);
+}
+
+pub fn sasl_initial_response(buf: &mut BytesMut, mechanism: &str, data: &[u8]) {
+    let at = begin(buf, b'p');
+    put_cstr(buf, mechanism);
+    buf.put_i32(data.len() as i32);
+    buf.put_slice(data);
+    end(buf, at);
+}
+
+pub fn sasl_response(buf: &mut BytesMut, data: &[u8]) {
+    let at = begin(buf, b'p');
+    buf.put_slice(data);
+    end(buf, at);
+}
+
+pub fn terminate(buf: &mut BytesMut) {
+    let at = begin(buf, b'X');
+    end(buf, at);
+}
+
+// ---- Parsing message bodies ----
+
+/// The password in a PasswordMessage body (NUL-terminated).
+pub fn parse_password(body: &[u8]) -> Result<&[u8], CodecError> {
+    match body.split_last() {
+        Some((0, pw)) if !pw.contains(&0) => Ok(pw),
+        _ => Err(CodecError::Malformed("PasswordMessage")),
+    }
+}
+
+/// Query ('Q') body → SQL text.
+pub fn parse_query(body: &[u8]) -> Result<&str, CodecError> {
+    cstr(body)
+        .map(|(s, _)| s)
+        .ok_or(CodecError::Malformed("Query"))
+}
+
+/// Parse ('P') body → (statement name, SQL text).
+pub fn parse_parse(body: &[u8]) -> Result<(&str, &str), CodecError> {
+    let (name, rest) = cstr(body).ok_or(CodecError::Malformed("Parse"))?;
+    let (sql, _) = cstr(rest).ok_or(CodecError::Malformed("Parse"))?;
+    Ok((name, sql))
+}
+
+/// Bind ('B') body → (portal, statement name).
+pub fn parse_bind(body: &[u8]) -> Result<(&str, &str), CodecError> {
+    let (portal, rest) = cstr(body).ok_or(CodecError::Malformed("Bind"))?;
+    let (stmt, _) = cstr(rest).ok_or(CodecError::Malformed("Bind"))?;
+    Ok((portal, stmt))
+}
+
+/// Execute ('E') or Close/Describe body's name field.
+pub fn parse_name(body: &[u8]) -> Result<&str, CodecError> {
+    cstr(body)
+        .map(|(s, _)| s)
+        .ok_or(CodecError::Malformed("Execute"))
+}
+
+/// Close ('C' from the client) body → (kind `S`/`P`, name).
+pub fn parse_close(body: &[u8]) -> Result<(u8, &str), CodecError> {
+    let (&kind, rest) = body.split_first().ok_or(CodecError::Malformed("Close"))?;
+    Ok((kind, parse_name(rest)?))
+}
+
+/// Rows affected or returned, from a CommandComplete tag such as
+/// `INSERT 0 5`, `SELECT 3`, `COPY 1000`.
+pub fn command_complete_rows(body: &[u8]) -> Option<u64> {
+    let (tag, _) = cstr(body)?;
+    tag.rsplit(' ').next()?.parse().ok()
+}
+
+/// The fields of an ErrorResponse or NoticeResponse body.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ErrorNotice {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+}
+
+pub fn parse_error(body: &[u8]) -> ErrorNotice {
+    let mut out = ErrorNotice::default();
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let Some((value, tail)) = cstr(tail) else {
+            break;
+        };
+        match field {
+            b'V' => value.clone_into(&mut out.severity),
+            b'S' if out.severity.is_empty() => value.clone_into(&mut out.severity),
+            b'C' => value.clone_into(&mut out.code),
+            b'M' => value.clone_into(&mut out.message),
+            _ => {}
+        }
+        rest = tail;
+    }
+    out
+}
+
+pub fn be_i32(b: &[u8]) -> i32 {
+    i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// A NUL-terminated UTF-8 string at the head of `b`, and what follows it.
+pub fn cstr(b: &[u8]) -> Option<(&str, &[u8])> {
+    let nul = b.iter().position(|&c| c == 0)?;
+    let s = std::str::from_utf8(&b[..nul]).ok()?;
+    Some((s, &b[nul + 1..]))
+}
+
+fn put_cstr(buf: &mut BytesMut, s: &str) {
+    buf.put_slice(s.as_bytes());
+    buf.put_u8(0);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,539 @@
+//! One client connection, start to end: startup and TLS, token login, role
+//! choice and the `connect` decision, the upstream login, then the relay
+//! until either side leaves. Every step that can refuse the client answers
+//! with a real PostgreSQL ErrorResponse.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::cancel::{self, CancelTarget};
+use super::codec::{self, ErrorFields, StartupMessage, sqlstate};
+use super::relay;
+use super::upstream::{self, UpstreamError};
+use crate::audit::{AuditEvent, EventKind};
+use crate::config::TargetConfig;
+use crate::gateway::Gateway;
+use crate::identity::Identity;
+use crate::policy::{AccessRequest, Action, RequestContext};
+use crate::secret::Secret;
+use crate::tls::Stream;
+
+/// Longest token we accept (SPEC §4), plus the message framing.
+const MAX_PASSWORD_MESSAGE: usize = 16 * 1024 + 5 + 1;
+
+/// Startup parameters a client may pass through to the upstream. Anything
+/// else (notably `options`, which can set `role` or
+/// `default_transaction_read_only`, and `replication`) is dropped.
+const PASSTHROUGH_PARAMS: &[&str] = &[
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "extra_float_digits",
+    "intervalstyle",
+    "search_path",
+];
+
+/// A refusal to send the client before closing.
+struct Refusal {
+    code: &'static str,
+    message: String,
+    hint: Option<String>,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Serve one accepted client socket to the end.
+pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(gw.config.gateway.handshake_timeout, startup(&gw, tcp));
+    let (mut client, params) = match handshake.await {
+        Ok(Ok(Some(ready))) => ready,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "startup failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "startup timed out");
+            return;
+        }
+    };
+    let mut session = Session::new(&gw, peer);
+    let login = tokio::time::timeout(
+        gw.config.gateway.handshake_timeout,
+        session.login(&mut client, &params),
+    );
+    let result = match login.await {
+        Ok(r) => r,
+        Err(_) => Err(Refusal::new(
+            sqlstate::CONNECTION_FAILURE,
+            "login did not finish in time",
+        )),
+    };
+    match result {
+        Ok(established) => session.serve(client, established).await,
+        Err(refusal) => {
+            let _ = send_refusal(&mut client, &refusal).await;
+        }
+    }
+}
+
+/// Turn away a client over the connection limit, in the protocol's terms.
+pub async fn refuse_busy(tcp: TcpStream) {
+    let mut stream = Stream::Plain(tcp);
+    let _ = send_refusal(
+        &mut stream,
+        &Refusal::new(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already",
+        ),
+    )
+    .await;
+}
+
+/// Read startup packets until a StartupMessage, upgrading to TLS on
+/// request. `None` means the connection was a cancel or was closed.
+async fn startup(
+    gw: &Gateway,
+    tcp: TcpStream,
+) -> std::io::Result<Option<(Stream, Vec<(String, String)>)>> {
+    let mut stream = Stream::Plain(tcp);
+    let mut packet = BytesMut::with_capacity(256);
+    loop {
+        packet.clear();
+        packet.resize(4, 0);
+        // Exact reads: bytes after an SSLRequest belong to the TLS handshake.
+        if stream.read_exact(&mut packet[..4]).await.is_err() {
+            return Ok(None);
+        }
+        let len = match codec::startup_len(&packet) {
+            Ok(Some(len)) => len,
+            Ok(None) | Err(_) => return Ok(None),
+        };
+        packet.resize(len, 0);
+        stream.read_exact(&mut packet[4..]).await?;
+        match codec::parse_startup(&packet) {
+            Ok(StartupMessage::SslRequest) => match (&gw.tls, stream) {
+                (Some(tls), Stream::Plain(mut tcp)) => {
+                    tcp.write_all(b"S").await?;
+                    let tls = tokio_rustls::TlsAcceptor::from(Arc::clone(tls))
+                        .accept(tcp)
+                        .await?;
+                    stream = Stream::Tls(Box::new(tls.into()));
+                }
+                (None, Stream::Plain(mut tcp)) => {
+                    tcp.write_all(b"N").await?;
+                    stream = Stream::Plain(tcp);
+                }
+                (_, tls @ Stream::Tls(_)) => {
+                    let mut s = tls;
+                    let _ = send_refusal(
+                        &mut s,
+                        &Refusal::new(sqlstate::PROTOCOL_VIOLATION, "SSLRequest inside TLS"),
+                    )
+                    .await;
+                    return Ok(None);
+                }
+            },
+            Ok(StartupMessage::GssEncRequest) => stream.write_all(b"N").await?,
+            Ok(StartupMessage::Cancel { pid, key }) => {
+                if let Some(target) = gw.cancels.lookup(pid, key) {
+                    if let Err(e) = cancel::forward(&target).await {
+                        tracing::warn!("forwarding cancel to {}: {e}", target.upstream);
+                    }
+                } else {
+                    tracing::debug!("dropped cancel for an unknown key");
+                }
+                return Ok(None);
+            }
+            Ok(StartupMessage::Startup { params }) => return Ok(Some((stream, params))),
+            Err(e) => {
+                let _ = send_refusal(
+                    &mut stream,
+                    &Refusal::new(sqlstate::PROTOCOL_VIOLATION, e.to_string()),
+                )
+                .await;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+async fn send_refusal(client: &mut Stream, r: &Refusal) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    codec::error_response(
+        &mut buf,
+        &ErrorFields {
+            hint: r.hint.as_deref(),
+            ..ErrorFields::fatal(r.code, &r.message)
+        },
+    );
+    client.write_all(&buf).await?;
+    client.flush().await
+}
+
+/// What a successful login hands to the relay.
+struct Established {
+    upstream: upstream::Upstream,
+    target: TargetConfig,
+}
+
+/// Audit context of one client session.
+pub(super) struct Session {
+    gw: Arc<Gateway>,
+    pub(super) id: String,
+    peer: SocketAddr,
+    started: Instant,
+    identity: Option<Identity>,
+    target: Option<String>,
+    role: Option<String>,
+}
+
+impl Session {
+    fn new(gw: &Arc<Gateway>, peer: SocketAddr) -> Self {
+        let id: [u8; 12] = rand::random();
+        Self {
+            gw: Arc::clone(gw),
+            id: hex::encode(id),
+            peer,
+            started: Instant::now(),
+            identity: None,
+            target: None,
+            role: None,
+        }
+    }
+
+    /// An audit event carrying everything known about this session.
+    pub(super) fn event(&self, kind: EventKind) -> AuditEvent {
+        let mut e = AuditEvent::new(kind);
+        e.session_id = Some(self.id.clone());
+        e.client_addr = Some(self.peer.to_string());
+        e.target.clone_from(&self.target);
+        e.role.clone_from(&self.role);
+        if let Some(id) = &self.identity {
+            e.issuer = Some(id.issuer.clone());
+            e.subject = Some(id.sub.clone());
+            e.identity = Some(id.identity.clone());
+            e.groups.clone_from(&id.groups);
+        }
+        e
+    }
+
+    async fn audit(&self, e: AuditEvent) {
+        self.gw.audit.record_durable(e).await;
+    }
+
+    fn context(&self, target: &TargetConfig) -> RequestContext {
+        RequestContext {
+            client_address: self.peer.ip().to_string(),
+            environment: target.environment.clone(),
+            ..RequestContext::default()
+        }
+    }
+
+    async fn login(
+        &mut self,
+        client: &mut Stream,
+        params: &[(String, String)],
+    ) -> Result<Established, Refusal> {
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if param("replication").is_some_and(|v| v != "false" && v != "0" && v != "off") {
+            return Err(Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "replication connections are not supported through idgate",
+            ));
+        }
+        let user = param("user").unwrap_or("");
+        let database = param("database").unwrap_or(user);
+        self.target = Some(database.to_owned());
+        let gw = Arc::clone(&self.gw);
+        let Some(target) = gw.config.target(database) else {
+            let names: Vec<&str> = gw.config.targets.iter().map(|t| t.name.as_str()).collect();
+            return Err(Refusal::new(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("target \"{database}\" does not exist"),
+            )
+            .hint(format!("set dbname to one of: {}", names.join(", "))));
+        };
+
+        let loopback = self.peer.ip().is_loopback();
+        if !client.is_tls() && !(loopback && gw.config.gateway.allow_plaintext_loopback) {
+            let mut e = self.event(EventKind::AuthFailed);
+            e.reason = Some("token offered without TLS".into());
+            self.audit(e).await;
+            return Err(Refusal::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "token authentication requires TLS",
+            )
+            .hint("connect with sslmode=require"));
+        }
+
+        let token = self.read_token(client).await?;
+        let identity = match gw.validator.validate(token.expose()).await {
+            Ok(identity) => identity,
+            Err(err) => {
+                let mut e = self.event(EventKind::AuthFailed);
+                e.reason = Some(err.to_string());
+                e.error = Some(err.kind().to_owned());
+                self.audit(e).await;
+                return Err(Refusal::new(
+                    sqlstate::INVALID_PASSWORD,
+                    format!("token rejected: {err}"),
+                )
+                .hint(
+                    "get a fresh token from your identity provider and pass it as the password",
+                ));
+            }
+        };
+        self.identity = Some(identity);
+        let identity = self.identity.as_ref().expect("just set");
+
+        let role_name = self.choose_role(target, user)?;
+        self.role = Some(role_name.clone());
+        let decision = gw.policy.authorize(&AccessRequest {
+            identity,
+            target: &target.name,
+            role: &role_name,
+            action: Action::Connect,
+            context: self.context(target),
+        });
+        if !decision.allowed {
+            let mut e = self.event(EventKind::Denied);
+            e.decision = Some("deny".into());
+            e.policy_ids = decision.policy_ids;
+            e.reason = Some(decision.reason.clone());
+            self.audit(e).await;
+            return Err(Refusal::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "permission denied to connect as role \"{role_name}\": {}",
+                    decision.reason
+                ),
+            ));
+        }
+        let mut e = self.event(EventKind::AuthOk);
+        e.decision = Some("allow".into());
+        e.policy_ids = decision.policy_ids;
+        self.audit(e).await;
+
+        let upstream = self.connect_upstream(target, &role_name, params).await?;
+        Ok(Established {
+            upstream,
+            target: target.clone(),
+        })
+    }
+
+    /// Ask for the token and read it from the PasswordMessage.
+    async fn read_token(&self, client: &mut Stream) -> Result<Secret, Refusal> {
+        let mut buf = BytesMut::with_capacity(64);
+        codec::authentication(&mut buf, codec::auth::CLEARTEXT_PASSWORD);
+        let io_err = |_| Refusal::new(sqlstate::CONNECTION_FAILURE, "connection lost during login");
+        client.write_all(&buf).await.map_err(io_err)?;
+        client.flush().await.map_err(io_err)?;
+        buf.clear();
+        let (tag, len) = loop {
+            match codec::frame_at(&buf, MAX_PASSWORD_MESSAGE) {
+                Ok(Some(frame)) => break frame,
+                Ok(None) => {}
+                Err(_) => {
+                    return Err(Refusal::new(
+                        sqlstate::INVALID_PASSWORD,
+                        "token rejected: longer than 16 KiB",
+                    ));
+                }
+            }
+            if client.read_buf(&mut buf).await.map_err(io_err)? == 0 {
+                return Err(Refusal::new(
+                    sqlstate::CONNECTION_FAILURE,
+                    "client left during login",
+                ));
+            }
+        };
+        let bad = || {
+            Refusal::new(
+                sqlstate::PROTOCOL_VIOLATION,
+                "expected a password message carrying the token",
+            )
+        };
+        if tag != b'p' {
+            return Err(bad());
+        }
+        let password = codec::parse_password(&buf[5..len]).map_err(|_| bad())?;
+        let token = std::str::from_utf8(password).map_err(|_| bad())?;
+        Ok(Secret::new(token.trim()))
+    }
+
+    /// The requested role if the target defines it; otherwise the only role
+    /// the policy lets this caller connect as.
+    fn choose_role(&self, target: &TargetConfig, requested: &str) -> Result<String, Refusal> {
+        if target.role(requested).is_some() {
+            return Ok(requested.to_owned());
+        }
+        let identity = self.identity.as_ref().expect("validated before");
+        let names: Vec<&str> = target.roles.iter().map(|r| r.name.as_str()).collect();
+        let permitted =
+            self.gw
+                .policy
+                .permitted_roles(identity, &target.name, &names, &self.context(target));
+        match permitted.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(Refusal::new(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!(
+                    "role \"{requested}\" is not defined for target \"{}\", and no policy permits you any of its roles",
+                    target.name
+                ),
+            )),
+            many => Err(Refusal::new(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                format!(
+                    "role \"{requested}\" is not defined for target \"{}\"",
+                    target.name
+                ),
+            )
+            .hint(format!(
+                "set user to one of the roles you may use: {}",
+                many.join(", ")
+            ))),
+        }
+    }
+
+    async fn connect_upstream(
+        &self,
+        target: &TargetConfig,
+        role_name: &str,
+        params: &[(String, String)],
+    ) -> Result<upstream::Upstream, Refusal> {
+        let identity = self.identity.as_ref().expect("validated before");
+        let role = target.role(role_name).expect("chosen from the target");
+        let application_name = truncate(&format!("idgate:{}", identity.identity), 63);
+        let options = format!("-c idgate.identity={}", escape_option(&identity.identity));
+        let mut startup: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| PASSTHROUGH_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        startup.push(("application_name", &application_name));
+        startup.push(("options", &options));
+        let tls = self
+            .gw
+            .upstream_tls
+            .get(&target.name)
+            .and_then(Option::as_ref);
+        match upstream::connect(target, tls, role, &startup).await {
+            Ok(u) => Ok(u),
+            Err(err) => {
+                tracing::warn!(target = %target.name, role = role_name, "upstream login failed: {err}");
+                let mut e = self.event(EventKind::SessionEnd);
+                e.error = Some(err.to_string());
+                self.audit(e).await;
+                Err(match err {
+                    UpstreamError::Refused(n) => Refusal {
+                        code: sqlstate::CONNECTION_FAILURE,
+                        message: format!("upstream refused the login: {} ({})", n.message, n.code),
+                        hint: Some("the gateway's upstream credentials or the database need attention; tell its operator".into()),
+                    },
+                    other => Refusal::new(sqlstate::CONNECTION_FAILURE, format!("upstream unavailable: {other}")),
+                })
+            }
+        }
+    }
+
+    /// Greet the client as the upstream would, then relay until the end.
+    async fn serve(self, mut client: Stream, established: Established) {
+        let Established { upstream, target } = established;
+        let cancel_key = upstream.backend_key.map(|(pid, key)| {
+            self.gw.cancels.register(CancelTarget {
+                upstream: target.upstream.clone(),
+                pid,
+                key,
+            })
+        });
+        let mut hello = BytesMut::with_capacity(512);
+        codec::authentication(&mut hello, codec::auth::OK);
+        for (name, value) in &upstream.parameters {
+            codec::parameter_status(&mut hello, name, value);
+        }
+        if let Some(k) = &cancel_key {
+            codec::backend_key_data(&mut hello, k.pid, k.key);
+        }
+        codec::ready_for_query(&mut hello, b'I');
+        if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
+            return;
+        }
+        self.audit(self.event(EventKind::SessionStart)).await;
+
+        let outcome = relay::run(client, upstream.stream, &self).await;
+        drop(cancel_key);
+        let mut e = self.event(EventKind::SessionEnd);
+        e.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        if let Err(err) = outcome {
+            e.error = Some(err.to_string());
+        }
+        self.audit(e).await;
+    }
+
+    pub(super) fn audit_log(&self) -> &crate::audit::AuditLog {
+        &self.gw.audit
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// Escape for the startup `options` string, where spaces separate arguments
+/// and backslash escapes (see `pg_split_opts`).
+fn escape_option(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if c == ' ' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_values_escape_spaces_and_backslashes() {
+        assert_eq!(escape_option(r"a b\c"), r"a\ b\\c");
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 63), "abc");
+    }
+}
