@@ -1,0 +1,279 @@
+//! Harness for integration tests: a development issuer, a gateway started
+//! in-process on an ephemeral port in front of the real PostgreSQL, and
+//! helpers to drive real clients (psql, pgbench, tokio-postgres) through it.
+//! Fixture roles and the `idgate_test` database come from `scripts/setup`.
+
+#![allow(dead_code)]
+
+pub mod oidc_provider;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use idgate::config::{
+    Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, PolicyConfig, PoolConfig,
+    PoolMode, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
+};
+use idgate::dev::DevIssuer;
+use idgate::gateway::{Gateway, Running};
+use idgate::secret::Secret;
+
+pub const AUDIENCE: &str = "idgate";
+pub const TARGET: &str = "app";
+
+/// `host:port` of the real PostgreSQL under test.
+pub fn pg_addr() -> String {
+    std::env::var("IDGATE_TEST_PG").unwrap_or_else(|_| "127.0.0.1:5432".into())
+}
+
+pub fn pg_host_port() -> (String, u16) {
+    let addr = pg_addr();
+    let (h, p) = addr.rsplit_once(':').expect("IDGATE_TEST_PG is host:port");
+    (h.to_owned(), p.parse().expect("port"))
+}
+
+/// A role as the test config defines it: gateway role name → upstream login.
+pub struct TestRole {
+    pub name: &'static str,
+    pub user: &'static str,
+    pub password: Option<&'static str>,
+}
+
+pub const READER: TestRole = TestRole {
+    name: "reader",
+    user: "idgate_ro",
+    password: None,
+};
+pub const WRITER: TestRole = TestRole {
+    name: "writer",
+    user: "idgate_scram",
+    password: Some("scram-secret"),
+};
+pub const LEGACY: TestRole = TestRole {
+    name: "legacy",
+    user: "idgate_md5",
+    password: Some("md5-secret"),
+};
+
+/// Analysts read; developers may also write and use the md5 role.
+pub const DEFAULT_POLICY: &str = r#"
+@id("analysts-read")
+permit(principal in Group::"analysts", action, resource == Role::"app/reader");
+
+@id("developers-write")
+permit(principal in Group::"developers", action, resource in Target::"app");
+"#;
+
+pub struct Options {
+    pub policy: String,
+    pub database: String,
+    pub roles: Vec<TestRole>,
+    pub allow_plaintext_loopback: bool,
+    /// Use this issuer URL instead of the harness's own DevIssuer.
+    pub issuer_url: Option<String>,
+    pub identity_claim: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            policy: DEFAULT_POLICY.into(),
+            database: "idgate_test".into(),
+            roles: vec![READER, WRITER, LEGACY],
+            allow_plaintext_loopback: true,
+            issuer_url: None,
+            identity_claim: "email".into(),
+        }
+    }
+}
+
+pub struct Harness {
+    pub issuer: DevIssuer,
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Harness {
+        let issuer = DevIssuer::start().await.expect("dev issuer");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issuer_url = options.issuer_url.clone().unwrap_or_else(|| issuer.issuer_url());
+        let config = config(dir.path(), &issuer_url, &options);
+        let running = Gateway::start(config).await.expect("gateway starts");
+        let addr = running.postgres_addr;
+        Harness {
+            issuer,
+            dir,
+            running: Some(running),
+            addr,
+        }
+    }
+
+    pub fn token(&self, sub: &str, groups: &[&str]) -> String {
+        self.issuer
+            .mint_for(sub, groups, AUDIENCE, Duration::from_secs(300))
+    }
+
+    pub fn analyst(&self) -> String {
+        self.token("ann@example.com", &["analysts"])
+    }
+
+    pub fn developer(&self) -> String {
+        self.token("dev@example.com", &["developers"])
+    }
+
+    pub fn audit_file(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    /// Stop the gateway so every audit event is on disk, then read them.
+    pub async fn stop_and_read_audit(&mut self) -> Vec<serde_json::Value> {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        read_audit(&self.audit_file())
+    }
+
+    /// libpq connection string for `role` through the gateway.
+    pub fn conninfo(&self, role: &str, sslmode: &str) -> String {
+        format!(
+            "host={} port={} dbname={TARGET} user={role} sslmode={sslmode} connect_timeout=10",
+            self.addr.ip(),
+            self.addr.port()
+        )
+    }
+
+    /// Run psql through the gateway with `token` as the password.
+    pub async fn psql(&self, token: &str, role: &str, sql: &str) -> Output {
+        run(tokio::process::Command::new("psql")
+            .arg(self.conninfo(role, "require"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGPASSWORD", token))
+        .await
+    }
+
+    /// A tokio-postgres client over plaintext loopback (allowed in tests).
+    pub async fn driver(
+        &self,
+        token: &str,
+        role: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(self.addr.ip().to_string())
+            .port(self.addr.port())
+            .dbname(TARGET)
+            .user(role)
+            .password(token)
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+}
+
+pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
+    let (cert, key) = idgate::tls::self_signed(&["localhost", "127.0.0.1"]).expect("cert");
+    std::fs::write(dir.join("gateway.crt"), cert).expect("write cert");
+    std::fs::write(dir.join("gateway.key"), key).expect("write key");
+    std::fs::write(dir.join("policy.cedar"), &options.policy).expect("write policy");
+    Config {
+        gateway: GatewayConfig {
+            postgres_listen: "127.0.0.1:0".parse().expect("addr"),
+            admin_listen: None,
+            tls: Some(TlsFiles {
+                cert_file: dir.join("gateway.crt"),
+                key_file: dir.join("gateway.key"),
+            }),
+            allow_plaintext_loopback: options.allow_plaintext_loopback,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 1000,
+        },
+        issuers: vec![IssuerConfig {
+            name: "test".into(),
+            issuer: issuer_url.to_owned(),
+            audiences: vec![AUDIENCE.into()],
+            jwks_uri: None,
+            algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+            clock_skew: Duration::from_secs(30),
+            identity_claim: options.identity_claim.clone(),
+            groups_claim: "groups".into(),
+        }],
+        targets: vec![TargetConfig {
+            name: TARGET.into(),
+            protocol: Protocol::Postgres,
+            upstream: pg_addr(),
+            database: options.database.clone(),
+            upstream_tls: UpstreamTls::Prefer,
+            upstream_ca_file: None,
+            pool: PoolConfig {
+                mode: PoolMode::Session,
+                max_size: 20,
+            },
+            roles: options
+                .roles
+                .iter()
+                .map(|r| RoleConfig {
+                    name: r.name.into(),
+                    user: r.user.into(),
+                    password: r.password.map(Secret::new),
+                })
+                .collect(),
+            environment: vec!["test".into()],
+        }],
+        policy: PolicyConfig {
+            file: dir.join("policy.cedar"),
+        },
+        audit: AuditConfig {
+            file: dir.join("audit.jsonl"),
+        },
+    }
+}
+
+pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("audit file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .collect()
+}
+
+pub async fn run(cmd: &mut tokio::process::Command) -> Output {
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.kill_on_drop(true).output())
+        .await
+        .expect("command finished in time")
+        .expect("command runs");
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run SQL directly against PostgreSQL as the superuser (fixtures only).
+pub async fn admin_sql(sql: &str) {
+    let (host, port) = pg_host_port();
+    let out = run(tokio::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!("host={host} port={port} dbname=postgres user=postgres"))
+        .args(["-c", sql]))
+    .await;
+    assert!(out.status.success(), "fixture SQL failed: {sql}: {}", stderr(&out));
+}
+
+/// A database name no other test uses.
+pub fn unique_name(prefix: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{prefix}_{n:016x}")
+}
