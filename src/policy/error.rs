@@ -54,8 +54,12 @@ pub struct PolicyProblem {
 impl fmt::Display for PolicyProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.location)?;
+        // Cedar's validation messages already start "for policy `id`, ".
+        // (No let-chains: the crate's MSRV is 1.85.)
         if let Some(id) = &self.policy_id {
-            write!(f, "policy `{id}`: ")?;
+            if !self.message.contains(&format!("policy `{id}`")) {
+                write!(f, "policy `{id}`: ")?;
+            }
         }
         write!(f, "{}\n  hint: {}", self.message, self.hint)
     }
