@@ -1,1 +1,416 @@
-//! Authorization with Cedar: schema, entities, decisions (SPEC §7).
+//! Authorization with Cedar (SPEC §7): the shipped schema, the policy file
+//! validated against it, per-request entities, and decisions that name the
+//! policies that produced them.
+//!
+//! Only this module decides whether an action is allowed. It fails closed:
+//! a policy that errors during evaluation, or a request that cannot be
+//! expressed against the schema, is a deny that says why, never a skip.
+
+mod entities;
+mod error;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::ffi::DetailedError;
+use cedar_policy::{
+    Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
+
+pub use entities::GATEWAY_ID;
+pub use error::{PolicyError, PolicyProblem};
+
+use crate::identity::Identity;
+
+/// The Cedar schema policies are validated against; see the file for the
+/// entity and action model.
+pub const SCHEMA: &str = include_str!("schema.cedarschema");
+
+/// The annotation that names a policy: `@id("analysts-read")`.
+const ID_ANNOTATION: &str = "id";
+
+const PARSE_HINT: &str = "see https://docs.cedarpolicy.com/policies/syntax-policy.html; \
+    a policy looks like `permit(principal in Group::\"analysts\", action == Action::\"connect\", resource == Role::\"orders/reader\");`";
+const VALIDATION_HINT: &str = "policies are checked against idgate's schema (src/policy/schema.cedarschema): \
+    entity types User, Group, Target, Role, Gateway; actions connect, read, write, ddl, admin, session, \
+    transaction, unknown (resource Role) and administer (resource Gateway)";
+
+/// What the caller wants to do. The statement actions come from the SQL
+/// classifier; `Administer` is the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Connect,
+    Read,
+    Write,
+    Ddl,
+    Admin,
+    Session,
+    Transaction,
+    Unknown,
+    Administer,
+}
+
+impl Action {
+    /// The Cedar action id, `Action::"<this>"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Connect => "connect",
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Ddl => "ddl",
+            Action::Admin => "admin",
+            Action::Session => "session",
+            Action::Transaction => "transaction",
+            Action::Unknown => "unknown",
+            Action::Administer => "administer",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Facts about the request that are not entities (the Cedar `context`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    /// Client IP address without port.
+    pub client_address: String,
+    /// The target's environment tags, e.g. `["prod"]`.
+    pub environment: Vec<String>,
+    /// Classifier kind of the statement; required for statement actions,
+    /// ignored for `connect` and `administer`.
+    pub statement_kind: Option<String>,
+    /// Tables the statement touches.
+    pub tables: Vec<String>,
+    /// Hour of day in UTC for time-of-day rules; `None` means now. Set only
+    /// by tests and `policy explain --at`.
+    pub hour_utc: Option<u8>,
+}
+
+/// One authorization question.
+#[derive(Debug, Clone)]
+pub struct AccessRequest<'a> {
+    pub identity: &'a Identity,
+    /// Target name; ignored for `Administer`, whose resource is the gateway.
+    pub target: &'a str,
+    /// Role name within the target; ignored for `Administer`.
+    pub role: &'a str,
+    pub action: Action,
+    pub context: RequestContext,
+}
+
+/// The answer, with the policy ids that produced it for audit and for the
+/// client-facing denial message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Allowed: the permits that matched. Denied: the forbids that matched,
+    /// or the policies that failed to evaluate; empty when nothing matched.
+    pub policy_ids: Vec<String>,
+    pub reason: String,
+}
+
+impl Decision {
+    fn deny(policy_ids: Vec<String>, reason: String) -> Decision {
+        Decision {
+            allowed: false,
+            policy_ids,
+            reason,
+        }
+    }
+}
+
+/// Loaded, validated policies plus the schema; cheap to share behind `Arc`.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    schema: Schema,
+    policies: PolicySet,
+    authorizer: Authorizer,
+    warnings: Vec<String>,
+}
+
+impl PolicyEngine {
+    /// Reads and validates the policy file named in `[policy] file`.
+    pub fn load(path: &Path) -> Result<PolicyEngine, PolicyError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Self::from_source(&text, &origin)
+    }
+
+    /// Parses and validates policy text; `origin` names it in errors.
+    pub fn from_source(text: &str, origin: &str) -> Result<PolicyEngine, PolicyError> {
+        let schema = builtin_schema()?;
+        let parsed = PolicySet::from_str(text).map_err(|errors| {
+            PolicyError::Invalid(
+                errors
+                    .iter()
+                    .map(|e| {
+                        let detail = DetailedError::from(e);
+                        error::problem_from_detailed(origin, text, None, &detail, PARSE_HINT)
+                    })
+                    .collect(),
+            )
+        })?;
+        let policies = rename_by_annotation(&parsed, text, origin)?;
+
+        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        let problems: Vec<PolicyProblem> = validation
+            .validation_errors()
+            .map(|e| {
+                let detail = DetailedError::from(e);
+                error::problem_from_detailed(
+                    origin,
+                    text,
+                    Some(e.policy_id().to_string()),
+                    &detail,
+                    VALIDATION_HINT,
+                )
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(PolicyError::Invalid(problems));
+        }
+        let warnings = validation
+            .validation_warnings()
+            .map(|w| {
+                let detail = DetailedError::from(w);
+                error::problem_from_detailed(
+                    origin,
+                    text,
+                    Some(w.policy_id().to_string()),
+                    &detail,
+                    VALIDATION_HINT,
+                )
+                .to_string()
+            })
+            .collect();
+        Ok(PolicyEngine {
+            schema,
+            policies,
+            authorizer: Authorizer::new(),
+            warnings,
+        })
+    }
+
+    /// Validator warnings (e.g. a policy that can never apply), rendered
+    /// like errors, for `check-config` to print.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Policy ids in the loaded set, sorted.
+    pub fn policy_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .policies
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn authorize(&self, req: &AccessRequest<'_>) -> Decision {
+        let hour = req.context.hour_utc.unwrap_or_else(current_hour_utc);
+        let query = match entities::build(req, hour, &self.schema) {
+            Ok(query) => query,
+            Err(message) => {
+                return Decision::deny(
+                    Vec::new(),
+                    format!("denied: cannot evaluate {}: {message}", req.action),
+                );
+            }
+        };
+        let response =
+            self.authorizer
+                .is_authorized(&query.request, &self.policies, &query.entities);
+        let diagnostics = response.diagnostics();
+
+        // Cedar skips a policy that errors and decides with the rest; for a
+        // gateway that would turn a broken forbid into an allow, so any
+        // error denies.
+        let errors: Vec<_> = diagnostics.errors().collect();
+        if !errors.is_empty() {
+            let ids = errors
+                .iter()
+                .map(|e| match e {
+                    cedar_policy::AuthorizationError::PolicyEvaluationError(pe) => {
+                        pe.policy_id().to_string()
+                    }
+                })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Decision::deny(
+                ids,
+                format!("denied: policy evaluation failed: {}", messages.join("; ")),
+            );
+        }
+
+        let mut ids: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        ids.sort();
+        match response.decision() {
+            CedarDecision::Allow => Decision {
+                allowed: true,
+                reason: format!("permitted by {}", ids.join(", ")),
+                policy_ids: ids,
+            },
+            CedarDecision::Deny if ids.is_empty() => Decision::deny(
+                ids,
+                format!(
+                    "no policy permits {} on {} for {}",
+                    req.action, query.resource, query.principal
+                ),
+            ),
+            CedarDecision::Deny => Decision {
+                allowed: false,
+                reason: format!("forbidden by {}", ids.join(", ")),
+                policy_ids: ids,
+            },
+        }
+    }
+
+    /// The roles among `roles` the identity may `connect` as on `target`,
+    /// in the order given. Used to pick the default role when the client
+    /// names none or an unknown one (SPEC §4: only if exactly one).
+    pub fn permitted_roles(
+        &self,
+        identity: &Identity,
+        target: &str,
+        roles: &[&str],
+        ctx: &RequestContext,
+    ) -> Vec<String> {
+        roles
+            .iter()
+            .filter(|role| {
+                self.authorize(&AccessRequest {
+                    identity,
+                    target,
+                    role,
+                    action: Action::Connect,
+                    context: ctx.clone(),
+                })
+                .allowed
+            })
+            .map(|role| (*role).to_string())
+            .collect()
+    }
+}
+
+fn builtin_schema() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(schema, _warnings)| schema)
+        .map_err(|e| PolicyError::Schema(DetailedError::from(&e).message))
+}
+
+fn current_hour_utc() -> u8 {
+    time::OffsetDateTime::now_utc().hour()
+}
+
+/// Gives each policy the id from its `@id("…")` annotation, keeping Cedar's
+/// `policyN` for the rest, and rejects templates and duplicate ids.
+fn rename_by_annotation(
+    parsed: &PolicySet,
+    text: &str,
+    origin: &str,
+) -> Result<PolicySet, PolicyError> {
+    let mut problems = Vec::new();
+    if parsed.templates().next().is_some() {
+        let offset = text
+            .find("?principal")
+            .or_else(|| text.find("?resource"))
+            .unwrap_or(0);
+        problems.push(PolicyProblem {
+            location: error::location(origin, text, offset),
+            policy_id: None,
+            message: "policy templates (`?principal`, `?resource`) are not supported".into(),
+            hint: "write the entity out, e.g. `principal in Group::\"analysts\"`".into(),
+        });
+    }
+
+    // Cedar numbers policies in source order; keep that order so that
+    // duplicate-id errors point at the later of the two.
+    let mut ordered: Vec<_> = parsed.policies().collect();
+    ordered.sort_by_key(|p| default_index(p.id()));
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut renamed = PolicySet::new();
+    for policy in ordered {
+        let id = policy
+            .annotation(ID_ANNOTATION)
+            .map_or_else(|| policy.id().to_string(), str::to_string);
+        if id.trim().is_empty() {
+            problems.push(PolicyProblem {
+                location: duplicate_location(origin, text, &id, 1),
+                policy_id: None,
+                message: "empty @id annotation".into(),
+                hint: "write @id(\"a-name\"), or drop the annotation to get policyN".into(),
+            });
+            continue;
+        }
+        let count = seen.entry(id.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            problems.push(PolicyProblem {
+                location: duplicate_location(origin, text, &id, *count),
+                policy_id: Some(id.clone()),
+                message: format!("policy id `{id}` is used more than once"),
+                hint: "give every policy a distinct @id(\"…\"); ids appear in audit records and denials".into(),
+            });
+            continue;
+        }
+        if let Err(e) = renamed.add(policy.new_id(PolicyId::new(&id))) {
+            problems.push(PolicyProblem {
+                location: origin.to_string(),
+                policy_id: Some(id),
+                message: e.to_string(),
+                hint: "give every policy a distinct @id(\"…\")".into(),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(renamed)
+    } else {
+        Err(PolicyError::Invalid(problems))
+    }
+}
+
+/// `policy12` → 12; annotated ids sort after, which cannot happen for ids
+/// fresh from the parser.
+fn default_index(id: &PolicyId) -> usize {
+    id.to_string()
+        .strip_prefix("policy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+/// Where the `nth` `@id("id")` annotation is, falling back to the start of
+/// the file for a clash with an unannotated `policyN`.
+fn duplicate_location(origin: &str, text: &str, id: &str, nth: usize) -> String {
+    let needle = format!("\"{id}\"");
+    let annotations: Vec<usize> = text
+        .match_indices(&needle)
+        .map(|(i, _)| i)
+        .filter(|&i| {
+            let before = text[..i].trim_end();
+            before
+                .strip_suffix('(')
+                .is_some_and(|b| b.trim_end().ends_with("@id"))
+        })
+        .collect();
+    let offset = annotations
+        .get(nth - 1)
+        .or(annotations.last())
+        .copied()
+        .unwrap_or(0);
+    error::location(origin, text, offset)
+}
