@@ -1,0 +1,126 @@
+//! The `idgate` binary as a user runs it: `dev` prints a psql line that
+//! connects, `check-config` points at the broken line, `audit verify`
+//! catches an edited trail.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn idgate() -> tokio::process::Command {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_idgate"))
+}
+
+#[tokio::test]
+async fn dev_prints_a_psql_line_that_connects() {
+    let mut child = idgate()
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .arg("--upstream")
+        .arg(format!("postgres://postgres@{}/postgres", pg_addr()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let psql_line = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("PGPASSWORD=") {
+                return line;
+            }
+        }
+        panic!("idgate dev exited without printing a psql line");
+    })
+    .await
+    .expect("idgate dev became ready");
+    let out = run(tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{psql_line} -X -A -t -c 'select current_user'"))
+        .stdin(Stdio::null()))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "postgres");
+
+    let mut err = String::new();
+    child.kill().await.unwrap();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
+        .await
+        .unwrap();
+    assert!(err.contains("TRIAL ONLY"), "{err}");
+}
+
+#[tokio::test]
+async fn check_config_accepts_the_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    for f in ["idgate.toml", "policy.cedar"] {
+        std::fs::copy(format!("{examples}/{f}"), dir.path().join(f)).unwrap();
+    }
+    let (cert, key) = idgate::tls::self_signed(&["localhost"]).unwrap();
+    std::fs::write(dir.path().join("gateway.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("gateway.key"), key).unwrap();
+    let out = run(idgate()
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("idgate.toml"))
+        .env("ORDERS_RO_PASSWORD", "x")
+        .env("ORDERS_ADMIN_PASSWORD", "x"))
+    .await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[tokio::test]
+async fn check_config_names_file_line_and_hint_for_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idgate.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\npostgres_listen = \"127.0.0.1:6432\"\nallow_plaintext_loopback = true\nlisten_backlog = 5\n",
+    )
+    .unwrap();
+    let out = run(idgate().args(["check-config", "--config"]).arg(&path)).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("idgate.toml:4:"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let out = run(idgate().arg("serve")).await;
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn audit_verify_detects_an_edited_line() {
+    let mut h = Harness::start().await;
+    for sql in ["select 1", "select 2", "select 3"] {
+        let out = h.psql(&h.analyst(), "reader", sql).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    h.stop_and_read_audit().await;
+    let file = h.audit_file();
+    let ok = run(idgate().args(["audit", "verify"]).arg(&file)).await;
+    assert!(ok.status.success(), "{}", stderr(&ok));
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replacen("select 2", "select 9", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&file, edited).unwrap();
+    let bad = run(idgate().args(["audit", "verify"]).arg(&file)).await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("line"), "{}", stderr(&bad));
+
+    let lines: Vec<&str> = text.lines().collect();
+    let deleted: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, deleted).unwrap();
+    let bad = run(idgate().args(["audit", "verify"]).arg(&file)).await;
+    assert_eq!(bad.status.code(), Some(1), "a deleted line went unnoticed");
+}
