@@ -60,6 +60,10 @@ function signingJwks() {
 
 const port = parsePort();
 const tokenTtl = Number.parseInt(process.env.OIDC_TOKEN_TTL ?? '600', 10);
+if (!Number.isInteger(tokenTtl) || tokenTtl <= 0) {
+  console.error(`invalid OIDC_TOKEN_TTL ${JSON.stringify(process.env.OIDC_TOKEN_TTL)}`);
+  process.exit(2);
+}
 const extraClaims = parseExtraClaims();
 
 let handler = (_req, res) => {
