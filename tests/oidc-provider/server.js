@@ -1,0 +1,144 @@
+// A real, external OpenID Connect provider for idgate's integration tests.
+//
+// It is node-oidc-provider (an OpenID Certified server), configured with one
+// confidential client that may use the client_credentials grant and receives
+// RS256-signed JWT access tokens (RFC 9068, `typ: at+jwt`) for the resource
+// `urn:idgate`, with `aud: "idgate"`.
+//
+// Usage: node server.js [PORT]      (PORT 0 or absent = ephemeral)
+//   env OIDC_PROVIDER_PORT          port when no argument is given
+//   env OIDC_TOKEN_TTL              access-token lifetime in seconds (default 600)
+//   env OIDC_EXTRA_CLAIMS           JSON object merged into every access token
+//   env OIDC_PROVIDER_IGNORE_STDIN  set to 1 to keep running when stdin closes
+//
+// Contract with the test harness (tests/support/oidc_provider.rs):
+//   - stdout carries exactly one line: {"ready":true,"issuer":"http://127.0.0.1:PORT"}
+//   - everything else (oidc-provider's notices, errors) goes to stderr
+//   - the process exits when stdin closes (the parent died) and on SIGTERM/SIGINT.
+
+import * as crypto from 'node:crypto';
+import * as http from 'node:http';
+
+// oidc-provider prints notices with console.info, which is stdout. Keep
+// stdout for the ready line alone.
+console.info = console.error;
+console.log = console.error;
+
+const { default: Provider, errors } = await import('oidc-provider');
+
+const CLIENT_ID = 'idgate-test';
+const CLIENT_SECRET = 'idgate-test-secret';
+const RESOURCE = 'urn:idgate';
+const AUDIENCE = 'idgate';
+
+function parsePort() {
+  const raw = process.argv[2] ?? process.env.OIDC_PROVIDER_PORT ?? '0';
+  const port = Number.parseInt(raw, 10);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    console.error(`invalid port ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return port;
+}
+
+function parseExtraClaims() {
+  const raw = process.env.OIDC_EXTRA_CLAIMS;
+  if (!raw) return {};
+  const parsed = JSON.parse(raw);
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new Error('OIDC_EXTRA_CLAIMS must be a JSON object');
+  }
+  return parsed;
+}
+
+function signingJwks() {
+  // A fresh key per run: tests must fetch the JWKS, never pin a key.
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { keys: [{ ...jwk, kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' }] };
+}
+
+const port = parsePort();
+const tokenTtl = Number.parseInt(process.env.OIDC_TOKEN_TTL ?? '600', 10);
+if (!Number.isInteger(tokenTtl) || tokenTtl <= 0) {
+  console.error(`invalid OIDC_TOKEN_TTL ${JSON.stringify(process.env.OIDC_TOKEN_TTL)}`);
+  process.exit(2);
+}
+const extraClaims = parseExtraClaims();
+
+let handler = (_req, res) => {
+  res.statusCode = 503;
+  res.end('starting');
+};
+const server = http.createServer((req, res) => handler(req, res));
+
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(port, '127.0.0.1', resolve);
+});
+const issuer = `http://127.0.0.1:${server.address().port}`;
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+  ],
+  jwks: signingJwks(),
+  cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      // A token request without `resource` still gets a JWT for idgate.
+      defaultResource: async () => RESOURCE,
+      getResourceServerInfo: async (_ctx, resourceIndicator) => {
+        if (resourceIndicator !== RESOURCE) {
+          throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+        }
+        return {
+          audience: AUDIENCE,
+          scope: 'openid',
+          accessTokenTTL: tokenTtl,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
+  scopes: ['openid'],
+  ttl: { ClientCredentials: tokenTtl },
+  extraTokenClaims: async (_ctx, token) => {
+    if (token.clientId !== CLIENT_ID) return undefined;
+    return {
+      email: 'analyst@example.com',
+      groups: ['analysts'],
+      ...extraClaims,
+    };
+  },
+});
+provider.on('server_error', (_ctx, err) => console.error('server_error', err));
+handler = provider.callback();
+
+function shutdown(code) {
+  server.close();
+  server.closeAllConnections?.();
+  process.exit(code);
+}
+process.on('SIGTERM', () => shutdown(0));
+process.on('SIGINT', () => shutdown(0));
+if (process.env.OIDC_PROVIDER_IGNORE_STDIN !== '1') {
+  process.stdin.on('end', () => shutdown(0));
+  process.stdin.on('close', () => shutdown(0));
+  process.stdin.on('error', () => shutdown(0));
+  process.stdin.resume();
+}
+
+process.stdout.write(`${JSON.stringify({ ready: true, issuer })}\n`);
