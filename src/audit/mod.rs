@@ -58,6 +58,7 @@ mod chain;
 mod event;
 mod redact;
 mod verify;
+mod writer;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,7 @@ pub use chain::GENESIS_HASH;
 pub use event::{AuditEvent, Decision, EventKind};
 pub use redact::redact_statement;
 pub use verify::{VerifyReport, verify};
+pub use writer::{AuditLog, AuditWriter};
 
 /// Errors of the audit module. [`AuditError::kind`] is a stable label for
 /// metrics and logs.
