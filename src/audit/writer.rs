@@ -1,0 +1,430 @@
+//! The audit file writer: a cheap cloneable [`AuditLog`] handle in front of
+//! one background task that chains, appends and fsyncs in batches.
+//!
+//! Single writer per file: two processes appending to the same file would
+//! fork the chain, and retrying a failed batch truncates back to the last
+//! committed length, which assumes nobody else appends.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use time::macros::format_description;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::chain::{GENESIS_HASH, check_line, event_body, seal_into};
+use super::{AuditError, AuditEvent};
+
+/// Queue depth between recorders and the writer. Large enough to absorb a
+/// burst while one fsync is in flight; when full, `record` waits instead of
+/// dropping.
+const CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Upper bound of events per write+fsync.
+const MAX_BATCH: usize = 4096;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Tail read size when looking for the last line of an existing file.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// One queued event: its canonical body, and who to tell once it is synced.
+struct Entry {
+    body: Vec<u8>,
+    synced: Option<oneshot::Sender<()>>,
+}
+
+/// Handle for recording audit events. Cheap to clone; every clone feeds the
+/// same writer task.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Entry>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Owner of the background writer task. Call [`AuditWriter::shutdown`]
+/// before the runtime stops, or queued events are lost with it.
+#[derive(Debug)]
+pub struct AuditWriter {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl AuditLog {
+    /// Opens `path` for appending (creating it with mode 0600) and starts
+    /// the writer task. An existing file is continued: its last line must
+    /// be complete and check out on its own, and its `hash` becomes the
+    /// chain head. The rest of the file is not re-verified here (that would
+    /// make start-up cost grow with the file); use [`super::verify`].
+    pub async fn open(path: &Path) -> Result<(AuditLog, AuditWriter), AuditError> {
+        let owned = path.to_path_buf();
+        let (file, head, len) = tokio::task::spawn_blocking(move || open_blocking(&owned))
+            .await
+            .map_err(|e| AuditError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::other(e),
+            })??;
+        Ok(Self::start(Arc::new(file), head, len))
+    }
+
+    fn start<T: AppendTarget>(target: Arc<T>, head: String, len: u64) -> (AuditLog, AuditWriter) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run_writer(rx, stop_rx, target, head, len));
+        (AuditLog { tx }, AuditWriter { stop, task })
+    }
+
+    /// Queues `event`, waiting for room if the queue is full (never drops).
+    /// Returns once queued, not once on disk: a crash can still lose it.
+    /// Fills `time` with the current UTC time if empty.
+    ///
+    /// Errors only when the event cannot be serialized or the writer has
+    /// stopped ([`AuditError::Closed`]).
+    pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let entry = Entry {
+            body: prepare(event)?,
+            synced: None,
+        };
+        self.tx.send(entry).await.map_err(|_| AuditError::Closed)
+    }
+
+    /// Like [`record`](Self::record) but returns only after the event is
+    /// written and fsynced. For authentication events, whose loss would
+    /// hide who got in. While the disk keeps failing this keeps waiting
+    /// (the writer retries); wrap it in a timeout if the caller must not.
+    pub async fn record_durable(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let (synced, on_disk) = oneshot::channel();
+        let entry = Entry {
+            body: prepare(event)?,
+            synced: Some(synced),
+        };
+        self.tx.send(entry).await.map_err(|_| AuditError::Closed)?;
+        on_disk.await.map_err(|_| AuditError::Closed)
+    }
+}
+
+impl AuditWriter {
+    /// Stops accepting events (later `record`s fail with
+    /// [`AuditError::Closed`]), writes and fsyncs everything already
+    /// queued, and waits for the task to end. If the disk keeps failing
+    /// this keeps retrying, because giving up would lose events.
+    pub async fn shutdown(self) {
+        // Err means the task already ended; joining below reports why.
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "audit writer task failed; events queued at that moment were lost");
+        }
+    }
+}
+
+/// Serializes on the caller's task so that this work runs in parallel
+/// across sessions; the writer only hashes and concatenates.
+fn prepare(mut event: AuditEvent) -> Result<Vec<u8>, AuditError> {
+    if event.time.is_empty() {
+        event.time = now_rfc3339_millis()?;
+    }
+    Ok(event_body(&event)?)
+}
+
+fn now_rfc3339_millis() -> Result<String, time::error::Format> {
+    OffsetDateTime::now_utc().format(format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+}
+
+async fn run_writer<T: AppendTarget>(
+    mut rx: mpsc::Receiver<Entry>,
+    mut stop: oneshot::Receiver<()>,
+    target: Arc<T>,
+    mut head: String,
+    mut committed: u64,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut stop_seen = false;
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+            signal = &mut stop, if !stop_seen => {
+                stop_seen = true;
+                // Err: the AuditWriter was dropped without shutdown; keep
+                // serving until every AuditLog handle is gone.
+                if signal.is_ok() {
+                    // Refuse new sends; recv_many still yields what is queued
+                    // and then 0.
+                    rx.close();
+                }
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let mut lines = Vec::with_capacity(batch.iter().map(|e| e.body.len() + 160).sum());
+        for entry in &batch {
+            head = seal_into(&head, &entry.body, &mut lines);
+        }
+        let written = lines.len() as u64;
+        persist(&target, lines, committed, batch.len()).await;
+        committed += written;
+        for entry in batch.drain(..) {
+            if let Some(synced) = entry.synced {
+                // The recorder may have given up waiting; the event is on
+                // disk regardless.
+                let _ = synced.send(());
+            }
+        }
+    }
+}
+
+/// Appends and syncs `lines`, retrying with backoff until it succeeds.
+/// Events stay in memory meanwhile, and new ones back up in the bounded
+/// channel, so recorders slow down instead of losing anything.
+async fn persist<T: AppendTarget>(target: &Arc<T>, lines: Vec<u8>, committed: u64, events: usize) {
+    let lines = Arc::new(lines);
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1u32;
+    // After a failure part of the batch may be on disk, and after a failed
+    // fsync the kernel may have dropped dirty pages; either way the only
+    // safe retry is to cut back to the last synced length and write the
+    // whole batch again.
+    let mut truncate_first = false;
+    loop {
+        let t = Arc::clone(target);
+        let data = Arc::clone(&lines);
+        let truncate_to = truncate_first.then_some(committed);
+        let result = tokio::task::spawn_blocking(move || t.append_synced(&data, truncate_to))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    attempt,
+                    events,
+                    retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                    "audit write failed; events are held in memory and retried"
+                );
+                truncate_first = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// Where batches go. A trait so tests can inject failing disks.
+trait AppendTarget: Send + Sync + 'static {
+    /// Optionally truncates to `truncate_to`, then appends `data` and makes
+    /// it durable.
+    fn append_synced(&self, data: &[u8], truncate_to: Option<u64>) -> io::Result<()>;
+}
+
+impl AppendTarget for File {
+    fn append_synced(&self, data: &[u8], truncate_to: Option<u64>) -> io::Result<()> {
+        if let Some(len) = truncate_to {
+            self.set_len(len)?;
+        }
+        // One write call per batch (write_all loops only on short writes).
+        (&*self).write_all(data)?;
+        self.sync_data()
+    }
+}
+
+/// Opens or creates the file and finds the chain head: (file, head, length).
+fn open_blocking(path: &Path) -> Result<(File, String, u64), AuditError> {
+    let io_err = |source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let existed = path.exists();
+    let mut options = OpenOptions::new();
+    options.read(true).append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    warn_if_readable_by_others(path, &meta);
+    if !existed {
+        // A new file's directory entry must be durable too, or a crash could
+        // lose the whole file along with its fsynced content.
+        sync_parent_dir(path);
+    }
+    let len = meta.len();
+    if len == 0 {
+        return Ok((file, GENESIS_HASH.to_owned(), 0));
+    }
+    let last = read_last_line(&mut file, len).map_err(io_err)?;
+    let Some(last) = last else {
+        return Err(AuditError::TornTail {
+            path: path.to_path_buf(),
+        });
+    };
+    let checked = check_line(&last).map_err(|problem| AuditError::BadTail {
+        path: path.to_path_buf(),
+        problem,
+    })?;
+    Ok((file, checked.hash, len))
+}
+
+/// The last line without its newline, or None if the file does not end in
+/// a newline (torn write). `len` must be > 0.
+fn read_last_line(file: &mut File, len: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut last_byte = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last_byte)?;
+    if last_byte[0] != b'\n' {
+        return Ok(None);
+    }
+    // Read backwards in chunks until a newline before the final one shows up.
+    let end = len - 1;
+    let mut start = end;
+    let mut tail: Vec<u8> = Vec::new();
+    while start > 0 {
+        let chunk = TAIL_CHUNK.min(start);
+        start -= chunk;
+        let mut buf = vec![0u8; usize::try_from(chunk).map_err(io::Error::other)?];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf)?;
+        let found = buf.iter().rposition(|&b| b == b'\n');
+        buf.extend_from_slice(&tail);
+        tail = buf;
+        if let Some(pos) = found {
+            tail.drain(..=pos);
+            break;
+        }
+    }
+    Ok(Some(tail))
+}
+
+fn warn_if_readable_by_others(path: &Path, meta: &std::fs::Metadata) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "audit log is accessible to group/others; statements may be sensitive, consider chmod 600"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, meta);
+}
+
+fn sync_parent_dir(path: &Path) {
+    let parent: PathBuf = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Err(e) = File::open(&parent).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %parent.display(), error = %e, "could not fsync the audit log's directory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::EventKind;
+    use std::sync::Mutex;
+
+    /// A disk that fails the first `failures` appends after writing half of
+    /// the data, like ENOSPC mid-write.
+    struct FlakyDisk {
+        failures: Mutex<u32>,
+        content: Mutex<Vec<u8>>,
+    }
+
+    impl AppendTarget for FlakyDisk {
+        fn append_synced(&self, data: &[u8], truncate_to: Option<u64>) -> io::Result<()> {
+            let mut content = self
+                .content
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?;
+            if let Some(len) = truncate_to {
+                content.truncate(usize::try_from(len).map_err(io::Error::other)?);
+            }
+            let mut failures = self
+                .failures
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?;
+            if *failures > 0 {
+                *failures -= 1;
+                content.extend_from_slice(&data[..data.len() / 2]);
+                return Err(io::Error::other("disk full"));
+            }
+            content.extend_from_slice(data);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_partial_writes_are_retried_without_losing_or_duplicating_events() {
+        let disk = Arc::new(FlakyDisk {
+            failures: Mutex::new(3),
+            content: Mutex::new(Vec::new()),
+        });
+        let (log, writer) = AuditLog::start(Arc::clone(&disk), GENESIS_HASH.to_owned(), 0);
+        for i in 0..50u64 {
+            let ev = AuditEvent {
+                rows: Some(i),
+                ..AuditEvent::new(EventKind::Statement)
+            };
+            log.record(ev).await.expect("record");
+        }
+        log.record_durable(AuditEvent::new(EventKind::AuthOk))
+            .await
+            .expect("durable");
+        writer.shutdown().await;
+
+        let content = disk.content.lock().expect("lock").clone();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, &content).expect("write copy");
+        let report = crate::audit::verify(&path).expect("chain verifies after retries");
+        assert_eq!(report.lines, 51);
+    }
+
+    #[tokio::test]
+    async fn record_fills_in_millisecond_utc_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let (log, writer) = AuditLog::open(&path).await.expect("open");
+        log.record(AuditEvent::new(EventKind::SessionStart))
+            .await
+            .expect("record");
+        writer.shutdown().await;
+        let text = std::fs::read_to_string(&path).expect("read");
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).expect("json");
+        let time = v["time"].as_str().expect("time is a string");
+        // 2025-01-02T03:04:05.678Z
+        assert_eq!(time.len(), 24, "{time}");
+        assert!(time.ends_with('Z') && time.as_bytes()[19] == b'.', "{time}");
+    }
+
+    #[test]
+    fn last_line_is_found_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let long = "x".repeat(usize::try_from(TAIL_CHUNK).expect("fits") * 2 + 7);
+        std::fs::write(&path, format!("first\n{long}\n")).expect("write");
+        let mut f = File::open(&path).expect("open");
+        let len = f.metadata().expect("meta").len();
+        let last = read_last_line(&mut f, len)
+            .expect("read")
+            .expect("complete");
+        assert_eq!(last, long.as_bytes());
+    }
+}
