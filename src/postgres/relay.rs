@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::codec::{CodecError, FrameScanner};
 use super::session::Session;
 use super::statements::{self, Completed, StatementTracker};
-use crate::audit::EventKind;
+use crate::audit::{AuditError, Decision, EventKind};
 use crate::tls::Stream;
 
 const READ_BUFFER: usize = 32 * 1024;
@@ -34,6 +34,8 @@ pub enum RelayError {
     Upstream(std::io::Error),
     #[error("protocol: {0}")]
     Protocol(#[from] CodecError),
+    #[error("audit trail unavailable: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// Relay until the client terminates or either side closes.
@@ -52,10 +54,10 @@ pub(super) async fn run(
     };
     let mut done = Vec::new();
     lock(&tracker).abandon(&mut done);
-    audit_completed(session, done).await;
+    let audited = audit_completed(session, done).await;
     let _ = upstream_tx.shutdown().await;
     let _ = client_tx.shutdown().await;
-    outcome
+    outcome.and(audited)
 }
 
 fn lock(t: &Mutex<StatementTracker>) -> std::sync::MutexGuard<'_, StatementTracker> {
@@ -117,19 +119,24 @@ async fn upstream_to_client(
         tx.write_all(&buf).await.map_err(RelayError::Client)?;
         tx.flush().await.map_err(RelayError::Client)?;
         if !done.is_empty() {
-            audit_completed(session, done.drain(..)).await;
+            // Statements the trail cannot record end the session.
+            audit_completed(session, done.drain(..)).await?;
         }
     }
 }
 
-async fn audit_completed(session: &Session, done: impl IntoIterator<Item = Completed>) {
+async fn audit_completed(
+    session: &Session,
+    done: impl IntoIterator<Item = Completed>,
+) -> Result<(), RelayError> {
     for c in done {
         let mut e = session.event(EventKind::Statement);
         e.statement = Some(crate::audit::redact_statement(&c.text).into_owned());
         e.duration_ms = Some(c.duration.as_secs_f64() * 1000.0);
         e.rows = c.rows;
-        e.decision = Some("allow".into());
+        e.decision = Some(Decision::Allow);
         e.error = c.error;
-        session.audit_log().record(e).await;
+        session.audit_log().record(e).await?;
     }
+    Ok(())
 }

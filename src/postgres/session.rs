@@ -15,7 +15,7 @@ use super::cancel::{self, CancelTarget};
 use super::codec::{self, ErrorFields, StartupMessage, sqlstate};
 use super::relay;
 use super::upstream::{self, UpstreamError};
-use crate::audit::{AuditEvent, EventKind};
+use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
 use crate::config::TargetConfig;
 use crate::gateway::Gateway;
 use crate::identity::Identity;
@@ -237,8 +237,19 @@ impl Session {
         e
     }
 
-    async fn audit(&self, e: AuditEvent) {
-        self.gw.audit.record_durable(e).await;
+    /// Login and session events wait for fsync: once a client is told it
+    /// is in, the trail already says so.
+    async fn audit(&self, e: AuditEvent) -> Result<(), AuditError> {
+        self.gw.audit.record_durable(e).await
+    }
+
+    /// As `audit`, on the login path: an audit trail that cannot record is
+    /// a refusal, never a silent gap.
+    async fn audit_or_refuse(&self, e: AuditEvent) -> Result<(), Refusal> {
+        self.audit(e).await.map_err(|err| {
+            tracing::error!("audit trail unavailable: {err}");
+            Refusal::new(sqlstate::CONNECTION_FAILURE, "audit trail unavailable; logins are suspended")
+        })
     }
 
     fn context(&self, target: &TargetConfig) -> RequestContext {
@@ -283,7 +294,7 @@ impl Session {
         if !client.is_tls() && !(loopback && gw.config.gateway.allow_plaintext_loopback) {
             let mut e = self.event(EventKind::AuthFailed);
             e.reason = Some("token offered without TLS".into());
-            self.audit(e).await;
+            self.audit_or_refuse(e).await?;
             return Err(Refusal::new(
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 "token authentication requires TLS",
@@ -298,7 +309,7 @@ impl Session {
                 let mut e = self.event(EventKind::AuthFailed);
                 e.reason = Some(err.to_string());
                 e.error = Some(err.kind().to_owned());
-                self.audit(e).await;
+                self.audit_or_refuse(e).await?;
                 return Err(Refusal::new(
                     sqlstate::INVALID_PASSWORD,
                     format!("token rejected: {err}"),
@@ -322,10 +333,10 @@ impl Session {
         });
         if !decision.allowed {
             let mut e = self.event(EventKind::Denied);
-            e.decision = Some("deny".into());
+            e.decision = Some(Decision::Deny);
             e.policy_ids = decision.policy_ids;
             e.reason = Some(decision.reason.clone());
-            self.audit(e).await;
+            self.audit_or_refuse(e).await?;
             return Err(Refusal::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
                 format!(
@@ -335,9 +346,9 @@ impl Session {
             ));
         }
         let mut e = self.event(EventKind::AuthOk);
-        e.decision = Some("allow".into());
+        e.decision = Some(Decision::Allow);
         e.policy_ids = decision.policy_ids;
-        self.audit(e).await;
+        self.audit_or_refuse(e).await?;
 
         let upstream = self.connect_upstream(target, &role_name, params).await?;
         Ok(Established {
@@ -449,7 +460,7 @@ impl Session {
                 tracing::warn!(target = %target.name, role = role_name, "upstream login failed: {err}");
                 let mut e = self.event(EventKind::SessionEnd);
                 e.error = Some(err.to_string());
-                self.audit(e).await;
+                self.audit_or_refuse(e).await?;
                 Err(match err {
                     UpstreamError::Refused(n) => Refusal {
                         code: sqlstate::CONNECTION_FAILURE,
@@ -484,7 +495,9 @@ impl Session {
         if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
             return;
         }
-        self.audit(self.event(EventKind::SessionStart)).await;
+        if self.audit(self.event(EventKind::SessionStart)).await.is_err() {
+            return;
+        }
 
         let outcome = relay::run(client, upstream.stream, &self).await;
         drop(cancel_key);
@@ -493,7 +506,9 @@ impl Session {
         if let Err(err) = outcome {
             e.error = Some(err.to_string());
         }
-        self.audit(e).await;
+        if let Err(err) = self.audit(e).await {
+            tracing::error!(session = %self.id, "audit trail unavailable at session end: {err}");
+        }
     }
 
     pub(super) fn audit_log(&self) -> &crate::audit::AuditLog {
