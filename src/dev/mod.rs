@@ -159,6 +159,12 @@ impl DevIssuer {
     /// Signs whatever header and claims it is given with the ES256 key, for
     /// tests that forge headers (`alg`, `jwk`, `kid`, ...).
     pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
+        self.sign_raw_json(&header.to_string(), &claims.to_string())
+    }
+
+    /// Like `sign_raw`, but signs the JSON text exactly as given, so tests
+    /// can produce documents a `Value` cannot hold (duplicate members).
+    pub fn sign_raw_json(&self, header: &str, claims: &str) -> String {
         let input = signing_input(header, claims);
         // Signing only fails if the system RNG does, which we cannot recover
         // from in a development tool.
@@ -208,7 +214,7 @@ impl DevIssuer {
             .find(|k| k.kid == kid)
             .cloned()
             .ok_or_else(|| anyhow!("no RSA key with kid {kid}"))?;
-        let input = signing_input(header, claims);
+        let input = signing_input(&header.to_string(), &claims.to_string());
         let mut sig = vec![0; key.pair.public().modulus_len()];
         key.pair
             .sign(
@@ -222,7 +228,8 @@ impl DevIssuer {
     }
 
     /// Stops the HTTP server and waits until it has closed its listener.
-    pub async fn stop(mut self) {
+    /// Minting keeps working, so tests can play "issuer outage".
+    pub async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             let _ = server.await;
@@ -281,11 +288,11 @@ async fn jwks(State(state): State<Arc<DevState>>) -> Json<Value> {
     Json(state.jwks())
 }
 
-fn signing_input(header: &Value, claims: &Value) -> String {
+fn signing_input(header: &str, claims: &str) -> String {
     format!(
         "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
     )
 }
 
@@ -335,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn server_stops_when_asked() {
-        let dev = DevIssuer::start().await.unwrap();
+        let mut dev = DevIssuer::start().await.unwrap();
         let url = format!("{}/jwks", dev.issuer_url());
         dev.stop().await;
         assert!(reqwest::get(url).await.is_err());

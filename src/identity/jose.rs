@@ -83,6 +83,7 @@ pub(crate) fn b64url_decode(segment: &str, what: &str) -> Result<Vec<u8>, TokenE
     Ok(bytes)
 }
 
+#[cfg(test)]
 pub(crate) fn b64url_encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
