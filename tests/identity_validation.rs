@@ -417,3 +417,48 @@ async fn without_any_keys_validation_fails_closed() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn stale_keys_are_refreshed_in_the_background() {
+    let dev = DevIssuer::start().await.unwrap();
+    let options = ValidatorOptions {
+        key_refresh: KeyRefreshPolicy {
+            unknown_kid_refetch: Duration::ZERO,
+            max_age: Duration::ZERO,
+            ..KeyRefreshPolicy::default()
+        },
+        ..ValidatorOptions::default()
+    };
+    let v = TokenValidator::with_options(vec![config(&dev)], options);
+    v.warm_up().await;
+    assert_eq!(dev.jwks_fetches(), 1);
+    // Answered from the (stale) cache at once; the refresh happens behind.
+    v.validate(&dev.mint(claims(&dev))).await.unwrap();
+    for _ in 0..50 {
+        if dev.jwks_fetches() >= 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no background refresh: {} fetches", dev.jwks_fetches());
+}
+
+#[tokio::test]
+async fn discovery_document_for_another_issuer_is_not_trusted() {
+    let dev = DevIssuer::start().await.unwrap();
+    // Configured with a trailing slash: the document's `issuer` must match
+    // the configured value exactly, and here it does not.
+    let mut cfg = config(&dev);
+    cfg.issuer = format!("{}/", dev.issuer_url());
+    let v = TokenValidator::new(vec![cfg.clone()]);
+    v.warm_up().await;
+    let mut c = claims(&dev);
+    c["iss"] = json!(cfg.issuer);
+    let err = refused(&v, &dev.mint(c)).await;
+    assert_eq!(err.kind(), "keys_unavailable");
+    assert!(
+        err.to_string().contains("discovery document names issuer"),
+        "{err}"
+    );
+    assert_eq!(dev.jwks_fetches(), 0);
+}

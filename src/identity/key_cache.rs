@@ -4,7 +4,9 @@
 //! - unknown `kid`: refetch inline at most once per `unknown_kid_refetch`, so
 //!   a flood of bogus kids costs the issuer one request per interval;
 //! - keys older than `max_age`: keep answering from cache and refresh in a
-//!   background task (never blocks a login on the issuer).
+//!   background task (never blocks a login on the issuer); those attempts are
+//!   also spaced by `unknown_kid_refetch`, so while the issuer is down we do
+//!   not spawn a doomed fetch per login.
 //!
 //! Refreshes are single-flight behind an async mutex; the key set itself sits
 //! behind a std lock that is never held across an await. A failed refresh
