@@ -1,8 +1,28 @@
 //! Who the caller is: issuer discovery, the JWKS cache and token validation.
 //! Only this module decides whether a token is valid; everyone else asks
 //! `TokenValidator::validate` and gets an `Identity` or a `TokenError`.
+//!
+//! Code map: `jose` parses compact JWS strictly (no crypto, no I/O), `claims`
+//! types and checks registered claims, `jwks` turns a JWKS into `ring` keys,
+//! `discovery` is the locked-down HTTP client, `key_cache` decides when keys
+//! are refetched, `token_cache` remembers validated tokens, and `validator`
+//! runs the checks in order.
 
 use std::collections::BTreeMap;
+
+mod claims;
+mod discovery;
+mod error;
+mod jose;
+mod jwks;
+mod key_cache;
+mod token_cache;
+mod validator;
+
+pub use error::TokenError;
+pub use jose::MAX_TOKEN_BYTES;
+pub use key_cache::KeyRefreshPolicy;
+pub use validator::{TokenValidator, ValidatorOptions};
 
 /// A validated caller. Built only by the validator.
 #[derive(Debug, Clone, PartialEq)]
