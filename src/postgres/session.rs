@@ -248,7 +248,10 @@ impl Session {
     async fn audit_or_refuse(&self, e: AuditEvent) -> Result<(), Refusal> {
         self.audit(e).await.map_err(|err| {
             tracing::error!("audit trail unavailable: {err}");
-            Refusal::new(sqlstate::CONNECTION_FAILURE, "audit trail unavailable; logins are suspended")
+            Refusal::new(
+                sqlstate::CONNECTION_FAILURE,
+                "audit trail unavailable; logins are suspended",
+            )
         })
     }
 
@@ -290,8 +293,9 @@ impl Session {
             .hint(format!("set dbname to one of: {}", names.join(", "))));
         };
 
-        let loopback = self.peer.ip().is_loopback();
-        if !client.is_tls() && !(loopback && gw.config.gateway.allow_plaintext_loopback) {
+        let plaintext_ok =
+            self.peer.ip().is_loopback() && gw.config.gateway.allow_plaintext_loopback;
+        if !(client.is_tls() || plaintext_ok) {
             let mut e = self.event(EventKind::AuthFailed);
             e.reason = Some("token offered without TLS".into());
             self.audit_or_refuse(e).await?;
@@ -495,7 +499,11 @@ impl Session {
         if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
             return;
         }
-        if self.audit(self.event(EventKind::SessionStart)).await.is_err() {
+        if self
+            .audit(self.event(EventKind::SessionStart))
+            .await
+            .is_err()
+        {
             return;
         }
 

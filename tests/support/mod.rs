@@ -104,7 +104,10 @@ impl Harness {
     pub async fn with(options: Options) -> Harness {
         let issuer = DevIssuer::start().await.expect("dev issuer");
         let dir = tempfile::tempdir().expect("tempdir");
-        let issuer_url = options.issuer_url.clone().unwrap_or_else(|| issuer.issuer_url());
+        let issuer_url = options
+            .issuer_url
+            .clone()
+            .unwrap_or_else(|| issuer.issuer_url());
         let config = config(dir.path(), &issuer_url, &options);
         let running = Gateway::start(config).await.expect("gateway starts");
         let addr = running.postgres_addr;
@@ -246,11 +249,10 @@ pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {
 }
 
 pub async fn run(cmd: &mut tokio::process::Command) -> Output {
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.kill_on_drop(true).output())
+    tokio::time::timeout(Duration::from_secs(120), cmd.kill_on_drop(true).output())
         .await
         .expect("command finished in time")
-        .expect("command runs");
-    out
+        .expect("command runs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -266,10 +268,16 @@ pub async fn admin_sql(sql: &str) {
     let (host, port) = pg_host_port();
     let out = run(tokio::process::Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
-        .arg(format!("host={host} port={port} dbname=postgres user=postgres"))
+        .arg(format!(
+            "host={host} port={port} dbname=postgres user=postgres"
+        ))
         .args(["-c", sql]))
     .await;
-    assert!(out.status.success(), "fixture SQL failed: {sql}: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "fixture SQL failed: {sql}: {}",
+        stderr(&out)
+    );
 }
 
 /// A database name no other test uses.
