@@ -69,9 +69,13 @@ pub async fn run(upstream_url: &str, listen: SocketAddr) -> anyhow::Result<()> {
          *** a policy that allows everything. Never use it in production. ***\n"
     );
     let upstream = parse_upstream(upstream_url)?;
-    let dir = tempfile::Builder::new().prefix("idgate-dev-").tempdir()?;
+    // Kept after exit so the audit trail of the trial can be read.
+    let dir = tempfile::Builder::new()
+        .prefix("idgate-dev-")
+        .tempdir()?
+        .keep();
     let issuer = DevIssuer::start().await?;
-    let config = write_config(dir.path(), &issuer.issuer_url(), &upstream, listen)?;
+    let config = write_config(dir.as_path(), &issuer.issuer_url(), &upstream, listen)?;
     let running = Gateway::start(config).await?;
     let token = issuer.mint_for(DEV_USER, &[DEV_GROUP], DEV_AUDIENCE, TOKEN_TTL);
     let addr = running.postgres_addr;
@@ -79,7 +83,10 @@ pub async fn run(upstream_url: &str, listen: SocketAddr) -> anyhow::Result<()> {
         "idgate dev is ready: issuer {}, gateway {addr}",
         issuer.issuer_url()
     );
-    println!("files (config, policy, audit): {}", dir.path().display());
+    println!(
+        "files (policy, TLS, audit trail; kept after exit): {}",
+        dir.display()
+    );
     println!("token for {DEV_USER} (valid 1h) is the password; connect with:\n");
     println!(
         "PGPASSWORD='{token}' psql \"host={} port={} dbname={} user=dev sslmode=require\"\n",

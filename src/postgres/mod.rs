@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::gateway::Gateway;
 
-/// Accept clients until `shutdown` fires, then wait for live sessions to end.
+/// Accept clients until `shutdown` fires, then wait for live sessions to end
+/// (they see the same token, close, and audit their end).
 /// A semaphore caps concurrent connections; each permit is held by its
 /// session task, so the count can never drift.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: CancellationToken) {
@@ -43,12 +44,9 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: Cancellati
             continue;
         };
         let gw = Arc::clone(&gw);
-        let cancel = shutdown.clone();
+        let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            tokio::select! {
-                () = session::run(gw, tcp, peer) => {}
-                () = cancel.cancelled() => {}
-            }
+            session::run(gw, tcp, peer, shutdown).await;
             drop(permit);
         });
     }

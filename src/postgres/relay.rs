@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use super::codec::{CodecError, FrameScanner};
 use super::session::Session;
@@ -36,13 +37,16 @@ pub enum RelayError {
     Protocol(#[from] CodecError),
     #[error("audit trail unavailable: {0}")]
     Audit(#[from] AuditError),
+    #[error("the gateway is shutting down")]
+    Shutdown,
 }
 
-/// Relay until the client terminates or either side closes.
+/// Relay until the client terminates, either side closes, or `shutdown`.
 pub(super) async fn run(
     client: Stream,
     upstream: Stream,
     session: &Session,
+    shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
     let tracker = Mutex::new(StatementTracker::default());
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
@@ -51,6 +55,7 @@ pub(super) async fn run(
     let outcome = tokio::select! {
         r = client_to_upstream(&mut client_rx, &mut upstream_tx, &tracker) => r,
         r = upstream_to_client(&mut upstream_rx, &mut client_tx, &tracker, session) => r,
+        () = shutdown.cancelled() => Err(RelayError::Shutdown),
     };
     let mut done = Vec::new();
     lock(&tracker).abandon(&mut done);

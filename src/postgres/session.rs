@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::cancel::{self, CancelTarget};
 use super::codec::{self, ErrorFields, StartupMessage, sqlstate};
@@ -60,11 +61,15 @@ impl Refusal {
     }
 }
 
-/// Serve one accepted client socket to the end.
-pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
+/// Serve one accepted client socket to the end, or until `shutdown`.
+pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(gw.config.gateway.handshake_timeout, startup(&gw, tcp));
-    let (mut client, params) = match handshake.await {
+    let handshake = tokio::select! {
+        h = handshake => h,
+        () = shutdown.cancelled() => return,
+    };
+    let (mut client, params) = match handshake {
         Ok(Ok(Some(ready))) => ready,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -81,15 +86,18 @@ pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr) {
         gw.config.gateway.handshake_timeout,
         session.login(&mut client, &params),
     );
-    let result = match login.await {
-        Ok(r) => r,
-        Err(_) => Err(Refusal::new(
-            sqlstate::CONNECTION_FAILURE,
-            "login did not finish in time",
-        )),
+    let result = tokio::select! {
+        r = login => match r {
+            Ok(r) => r,
+            Err(_) => Err(Refusal::new(
+                sqlstate::CONNECTION_FAILURE,
+                "login did not finish in time",
+            )),
+        },
+        () = shutdown.cancelled() => Err(Refusal::new(sqlstate::ADMIN_SHUTDOWN, "the gateway is shutting down")),
     };
     match result {
-        Ok(established) => session.serve(client, established).await,
+        Ok(established) => session.serve(client, established, &shutdown).await,
         Err(refusal) => {
             let _ = send_refusal(&mut client, &refusal).await;
         }
@@ -478,7 +486,12 @@ impl Session {
     }
 
     /// Greet the client as the upstream would, then relay until the end.
-    async fn serve(self, mut client: Stream, established: Established) {
+    async fn serve(
+        self,
+        mut client: Stream,
+        established: Established,
+        shutdown: &CancellationToken,
+    ) {
         let Established { upstream, target } = established;
         let cancel_key = upstream.backend_key.map(|(pid, key)| {
             self.gw.cancels.register(CancelTarget {
@@ -507,7 +520,7 @@ impl Session {
             return;
         }
 
-        let outcome = relay::run(client, upstream.stream, &self).await;
+        let outcome = relay::run(client, upstream.stream, &self, shutdown).await;
         drop(cancel_key);
         let mut e = self.event(EventKind::SessionEnd);
         e.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
