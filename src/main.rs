@@ -92,6 +92,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let running = Gateway::start(config).await?;
     let stop = running.shutdown_token();
     tokio::spawn(async move {
@@ -126,7 +129,10 @@ async fn shutdown_signal() {
 
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    idgate::policy::PolicyEngine::load(&config.policy.file)?;
+    let policy = idgate::policy::PolicyEngine::load(&config.policy.file)?;
+    for w in config.warnings.iter().chain(policy.warnings()) {
+        println!("warning: {w}");
+    }
     if let Some(tls) = &config.gateway.tls {
         idgate::tls::server_config(&tls.cert_file, &tls.key_file)?;
     }

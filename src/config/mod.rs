@@ -44,6 +44,9 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     pub policy: PolicyConfig,
     pub audit: AuditConfig,
+    /// Keys from SPEC §3 that this version accepts but does not act on yet,
+    /// each with its position; `serve` logs them and `check-config` prints them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +221,13 @@ struct RawConfig {
     targets: Vec<RawTarget>,
     policy: RawPolicy,
     audit: RawAudit,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    redis: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +241,7 @@ struct RawGateway {
     allow_plaintext_loopback: bool,
     handshake_timeout: Option<Spanned<String>>,
     max_connections: Option<usize>,
+    mysql_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +310,7 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     file: String,
+    postgres: Option<Spanned<String>>,
 }
 
 struct Validator<'a> {
@@ -331,6 +343,25 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut not_yet = |span: std::ops::Range<usize>, what: &str| {
+            warnings.push(format!(
+                "{}: {what} is not built yet in this version; the key is ignored",
+                position(self.path, self.text, span.start)
+            ));
+        };
+        if let Some(a) = &raw.gateway.admin_listen {
+            not_yet(a.span(), "the admin API (admin_listen)");
+        }
+        if let Some(m) = &raw.gateway.mysql_listen {
+            not_yet(m.span(), "the MySQL front end (mysql_listen)");
+        }
+        if let Some(c) = &raw.cluster {
+            not_yet(c.redis.span(), "cluster state sharing ([cluster] redis)");
+        }
+        if let Some(p) = &raw.audit.postgres {
+            not_yet(p.span(), "the PostgreSQL audit sink ([audit] postgres)");
+        }
         let gateway = self.gateway(raw.gateway)?;
         let mut names = HashSet::new();
         let mut issuers = Vec::new();
@@ -366,6 +397,7 @@ impl Validator<'_> {
             audit: AuditConfig {
                 file: self.resolve(&raw.audit.file),
             },
+            warnings,
         })
     }
 

@@ -115,3 +115,24 @@ fn no_tls_and_no_plaintext_is_refused() {
     let text = MINIMAL.replace("allow_plaintext_loopback = true", "");
     assert!(error_of(&text).contains("no TLS certificate"));
 }
+
+#[test]
+fn spec_keys_not_built_yet_are_accepted_with_a_warning() {
+    let text = MINIMAL
+        .replace(
+            "allow_plaintext_loopback = true",
+            "allow_plaintext_loopback = true\nmysql_listen = \"127.0.0.1:3307\"",
+        )
+        .replace(
+            "file = \"audit.jsonl\"",
+            "file = \"audit.jsonl\"\n\n[cluster]\nredis = \"redis://127.0.0.1:6379\"",
+        );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("idgate.toml:5:"), "{:?}", c.warnings);
+    assert!(
+        c.warnings[1].contains("[cluster] redis"),
+        "{:?}",
+        c.warnings
+    );
+}

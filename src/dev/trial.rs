@@ -162,6 +162,7 @@ pub fn write_config(
         audit: AuditConfig {
             file: dir.join("audit.jsonl"),
         },
+        warnings: Vec::new(),
     })
 }
 

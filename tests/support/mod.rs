@@ -237,6 +237,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
         audit: AuditConfig {
             file: dir.join("audit.jsonl"),
         },
+        warnings: Vec::new(),
     }
 }
 
