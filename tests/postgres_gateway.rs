@@ -386,3 +386,18 @@ fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+#[tokio::test]
+async fn caller_with_no_permitted_role_is_refused_and_audited() {
+    let mut h = Harness::start().await;
+    let outsider = h.token("eve@example.com", &["visitors"]);
+    let e = login_error(&h, &outsider, "postgres").await;
+    assert_eq!(e.code().code(), "42501", "{}", e.message());
+    let events = h.stop_and_read_audit().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "denied" && e["identity"] == "eve@example.com"),
+        "{events:#?}"
+    );
+}

@@ -334,7 +334,16 @@ impl Session {
         self.identity = Some(identity);
         let identity = self.identity.as_ref().expect("just set");
 
-        let role_name = self.choose_role(target, user)?;
+        let role_name = match self.choose_role(target, user) {
+            Ok(role) => role,
+            Err(refusal) => {
+                let mut e = self.event(EventKind::Denied);
+                e.decision = Some(Decision::Deny);
+                e.reason = Some(refusal.message.clone());
+                self.audit_or_refuse(e).await?;
+                return Err(refusal);
+            }
+        };
         self.role = Some(role_name.clone());
         let decision = gw.policy.authorize(&AccessRequest {
             identity,
