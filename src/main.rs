@@ -46,6 +46,26 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Token tools.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Decode a token and say, check by check, whether the gateway would
+    /// accept it. Exit 0 only when it would.
+    Inspect {
+        /// The token, or `-` (the default) to read it from stdin, which
+        /// keeps it out of the process list and shell history.
+        token: Option<String>,
+        /// The gateway config whose issuers judge the token; without it
+        /// the token is only decoded.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -71,7 +91,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -79,14 +99,19 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { config } => serve(config).await,
-        Command::CheckConfig { config } => check_config(config),
-        Command::Dev { upstream, listen } => idgate::dev::trial::run(&upstream, listen).await,
+        Command::Serve { config } => serve(config).await.map(|()| ExitCode::SUCCESS),
+        Command::CheckConfig { config } => check_config(config).map(|()| ExitCode::SUCCESS),
+        Command::Dev { upstream, listen } => idgate::dev::trial::run(&upstream, listen)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Audit {
             command: AuditCommand::Verify { file },
-        } => audit_verify(file),
+        } => audit_verify(file).map(|()| ExitCode::SUCCESS),
+        Command::Token {
+            command: TokenCommand::Inspect { token, config },
+        } => token_inspect(token.as_deref(), config).await,
     }
 }
 
@@ -143,6 +168,34 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
         config.targets.len()
     );
     Ok(())
+}
+
+/// Exit 0 when the gateway would accept the token, 1 when it would not (or
+/// without a config, when that cannot be judged), 2 when no token was given.
+async fn token_inspect(token: Option<&str>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let token = match idgate::identity::read_token(token, std::io::stdin().lock()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "error: {e}\n  hint: idgate token inspect TOKEN, or pipe it in: idgate token inspect - < token.jwt"
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let inspection = match config {
+        Some(path) => {
+            let config = Config::load(&path)?;
+            let validator = idgate::identity::TokenValidator::new(config.issuers);
+            validator.inspect(&token).await
+        }
+        None => idgate::identity::Inspection::decode_only(&token).await,
+    };
+    print!("{}", inspection.render());
+    Ok(if inspection.accepted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn audit_verify(file: PathBuf) -> anyhow::Result<()> {

@@ -93,6 +93,69 @@ pub struct IssuerConfig {
     pub identity_claim: String,
     /// A claim name, or a JSON pointer such as `/realm_access/roles`.
     pub groups_claim: String,
+    /// Accept a bare string in the groups claim as one group. Off by
+    /// default: a string where an array was expected usually means the
+    /// issuer's mapper is misconfigured, and reading it as one group hides that.
+    pub groups_claim_string: bool,
+    /// Which kinds of token (`typ`) this issuer may present.
+    pub token_types: TokenTypes,
+    /// Longest accepted `exp - iat`; `iat` becomes required when set.
+    pub max_lifetime: Option<Duration>,
+    /// Claims that must be present and non-null.
+    pub required_claims: Vec<String>,
+    /// When set, `azp` must be present and one of these.
+    pub authorized_parties: Option<Vec<String>>,
+    /// Static extra groups for tokens whose claims match.
+    pub group_mappings: Vec<GroupMapping>,
+}
+
+impl IssuerConfig {
+    /// An issuer with every optional key at its default, for code and tests
+    /// that build configuration without a file.
+    pub fn new(name: &str, issuer: &str, audiences: &[&str]) -> Self {
+        IssuerConfig {
+            name: name.into(),
+            issuer: issuer.into(),
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+            jwks_uri: None,
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256],
+            clock_skew: Duration::from_secs(60),
+            identity_claim: "sub".into(),
+            groups_claim: "groups".into(),
+            groups_claim_string: false,
+            token_types: TokenTypes::default(),
+            max_lifetime: None,
+            required_claims: Vec::new(),
+            authorized_parties: None,
+            group_mappings: Vec::new(),
+        }
+    }
+}
+
+/// Accepted token types, told apart by the JOSE header `typ`: access tokens
+/// say `at+jwt` (RFC 9068); ID tokens say `JWT` or nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTypes {
+    pub access: bool,
+    pub id: bool,
+}
+
+impl Default for TokenTypes {
+    fn default() -> Self {
+        TokenTypes {
+            access: true,
+            id: true,
+        }
+    }
+}
+
+/// `claim` equal to `value` (or an array containing it) adds `groups`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMapping {
+    /// A claim name or a JSON pointer, like `groups_claim`.
+    pub claim: String,
+    pub value: String,
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +318,23 @@ struct RawIssuer {
     clock_skew: Option<Spanned<String>>,
     identity_claim: Option<String>,
     groups_claim: Option<String>,
+    #[serde(default)]
+    groups_claim_string: bool,
+    token_types: Option<Spanned<Vec<String>>>,
+    max_lifetime: Option<Spanned<String>>,
+    #[serde(default)]
+    required_claims: Vec<String>,
+    authorized_parties: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    group_mappings: Vec<RawGroupMapping>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroupMapping {
+    claim: Spanned<String>,
+    value: String,
+    groups: Spanned<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -526,6 +606,81 @@ impl Validator<'_> {
             }
             None => Duration::from_secs(60),
         };
+        let token_types = match &i.token_types {
+            None => TokenTypes::default(),
+            Some(list) => {
+                let mut types = TokenTypes {
+                    access: false,
+                    id: false,
+                };
+                for t in list.get_ref() {
+                    match t.as_str() {
+                        "access" => types.access = true,
+                        "id" => types.id = true,
+                        other => {
+                            return self.err(
+                                list.span(),
+                                format!("token type `{other}` is unknown"),
+                                "use \"access\" (typ at+jwt) and/or \"id\" (typ JWT or none)",
+                            );
+                        }
+                    }
+                }
+                if !types.access && !types.id {
+                    return self.err(
+                        list.span(),
+                        "token_types is empty: every token would be refused",
+                        "use [\"access\"], [\"id\"] or both",
+                    );
+                }
+                types
+            }
+        };
+        let max_lifetime = i
+            .max_lifetime
+            .as_ref()
+            .map(|d| self.duration(d))
+            .transpose()?;
+        if let (Some(Duration::ZERO), Some(raw)) = (max_lifetime, &i.max_lifetime) {
+            return self.err(
+                raw.span(),
+                "max_lifetime of zero refuses every token",
+                "use the longest token lifetime you accept, e.g. \"1h\"",
+            );
+        }
+        if let Some(list) = i
+            .authorized_parties
+            .as_ref()
+            .filter(|l| l.get_ref().is_empty())
+        {
+            return self.err(
+                list.span(),
+                "authorized_parties is empty: every token would be refused",
+                "list the client ids allowed in `azp`, or remove the key to skip the check",
+            );
+        }
+        let mut group_mappings = Vec::new();
+        for m in i.group_mappings {
+            if m.claim.get_ref().is_empty() {
+                return self.err(
+                    m.claim.span(),
+                    "group mapping has an empty claim",
+                    "name a claim (\"repository\") or a JSON pointer (\"/ext/team\")",
+                );
+            }
+            if m.groups.get_ref().is_empty() {
+                return self.err(
+                    m.groups.span(),
+                    "group mapping adds no groups",
+                    "list the groups a matching token gets, e.g. groups = [\"deployers\"]",
+                );
+            }
+            group_mappings.push(GroupMapping {
+                claim: m.claim.into_inner(),
+                value: m.value,
+                groups: m.groups.into_inner(),
+            });
+        }
         Ok(IssuerConfig {
             name: i.name.into_inner(),
             issuer: i.issuer.into_inner(),
@@ -535,6 +690,12 @@ impl Validator<'_> {
             clock_skew,
             identity_claim: i.identity_claim.unwrap_or_else(|| "sub".into()),
             groups_claim: i.groups_claim.unwrap_or_else(|| "groups".into()),
+            groups_claim_string: i.groups_claim_string,
+            token_types,
+            max_lifetime,
+            required_claims: i.required_claims,
+            authorized_parties: i.authorized_parties.map(Spanned::into_inner),
+            group_mappings,
         })
     }
 

@@ -136,3 +136,86 @@ fn spec_keys_not_built_yet_are_accepted_with_a_warning() {
         c.warnings
     );
 }
+
+fn with_issuer_keys(extra: &str) -> String {
+    MINIMAL.replace(
+        "audiences = [\"idgate\"]",
+        &format!("audiences = [\"idgate\"]\n{extra}"),
+    )
+}
+
+#[test]
+fn issuer_token_rules_default_to_permissive() {
+    let c = parse(MINIMAL).unwrap();
+    let i = &c.issuers[0];
+    assert_eq!(i.token_types, TokenTypes::default());
+    assert!(i.token_types.access && i.token_types.id);
+    assert!(!i.groups_claim_string);
+    assert!(i.max_lifetime.is_none());
+    assert!(i.required_claims.is_empty());
+    assert!(i.authorized_parties.is_none());
+    assert!(i.group_mappings.is_empty());
+}
+
+#[test]
+fn issuer_token_rules_are_read() {
+    let text = with_issuer_keys(
+        r#"token_types = ["access"]
+max_lifetime = "1h"
+required_claims = ["email"]
+authorized_parties = ["client-a"]
+groups_claim_string = true
+
+[[issuers.group_mappings]]
+claim = "repository"
+value = "acme/app"
+groups = ["deployers"]"#,
+    );
+    let c = parse(&text).unwrap();
+    let i = &c.issuers[0];
+    assert_eq!(
+        i.token_types,
+        TokenTypes {
+            access: true,
+            id: false
+        }
+    );
+    assert_eq!(i.max_lifetime, Some(Duration::from_secs(3600)));
+    assert_eq!(i.required_claims, vec!["email"]);
+    assert_eq!(
+        i.authorized_parties.as_deref(),
+        Some(&["client-a".to_string()][..])
+    );
+    assert!(i.groups_claim_string);
+    assert_eq!(
+        i.group_mappings,
+        vec![GroupMapping {
+            claim: "repository".into(),
+            value: "acme/app".into(),
+            groups: vec!["deployers".into()],
+        }]
+    );
+}
+
+#[test]
+fn bad_issuer_token_rules_name_their_line() {
+    for (extra, needle) in [
+        (
+            r#"token_types = ["refresh"]"#,
+            "token type `refresh` is unknown",
+        ),
+        ("token_types = []", "token_types is empty"),
+        (r#"max_lifetime = "soon""#, "hint: durations"),
+        (r#"max_lifetime = "0s""#, "max_lifetime of zero"),
+        ("authorized_parties = []", "authorized_parties is empty"),
+    ] {
+        let e = error_of(&with_issuer_keys(extra));
+        assert!(e.contains(needle), "{extra}: {e}");
+        assert!(e.contains("idgate.toml:10:"), "{extra}: {e}");
+    }
+    let e = error_of(&with_issuer_keys(
+        "[[issuers.group_mappings]]\nclaim = \"repository\"\nvalue = \"acme/app\"\ngroups = []",
+    ));
+    assert!(e.contains("adds no groups"), "{e}");
+    assert!(e.contains("idgate.toml:13:"), "{e}");
+}

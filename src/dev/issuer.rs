@@ -8,7 +8,7 @@
 //! prove the validator's refetch rate limit.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 struct RsaKey {
     kid: String,
     pair: RsaKeyPair,
+    /// Listed in the JWKS; a withdrawn key can still sign (for tests).
+    published: AtomicBool,
 }
 
 struct DevState {
@@ -188,8 +190,25 @@ impl DevIssuer {
             .push(Arc::new(RsaKey {
                 kid: kid.clone(),
                 pair,
+                published: AtomicBool::new(true),
             }));
         Ok(kid)
+    }
+
+    /// Stops publishing the RSA key `kid` in the JWKS; it can still sign,
+    /// so tests can prove a withdrawn key stops working. Returns whether
+    /// the key exists.
+    pub fn withdraw_rsa_key(&self, kid: &str) -> bool {
+        let keys = self
+            .state
+            .rsa_keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let key = keys.iter().find(|k| k.kid == kid);
+        if let Some(k) = key {
+            k.published.store(false, Ordering::SeqCst);
+        }
+        key.is_some()
     }
 
     /// Signs with RS256 under header `{alg, typ: "JWT", kid}`.
@@ -260,6 +279,7 @@ impl DevState {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
+            .filter(|k| k.published.load(Ordering::SeqCst))
         {
             let public = PublicKeyComponents::<Vec<u8>>::from(key.pair.public());
             keys.push(json!({

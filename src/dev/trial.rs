@@ -131,14 +131,9 @@ pub fn write_config(
             max_connections: 1000,
         },
         issuers: vec![IssuerConfig {
-            name: "dev".into(),
-            issuer: issuer_url.to_owned(),
-            audiences: vec![DEV_AUDIENCE.into()],
-            jwks_uri: None,
             algorithms: vec![Algorithm::ES256, Algorithm::RS256],
-            clock_skew: Duration::from_secs(60),
             identity_claim: "email".into(),
-            groups_claim: "groups".into(),
+            ..IssuerConfig::new("dev", issuer_url, &[DEV_AUDIENCE])
         }],
         targets: vec![TargetConfig {
             name: upstream.database.clone(),

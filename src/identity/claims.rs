@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::Identity;
 use super::error::{TokenError, shown};
-use crate::config::IssuerConfig;
+use crate::config::{GroupMapping, IssuerConfig};
 
 /// Registered claims, typed. Built from the unverified payload so that a
 /// token with `exp: "tomorrow"` is refused without spending a signature check.
@@ -18,13 +18,14 @@ pub(crate) struct Claims<'a> {
     pub nbf: Option<i64>,
     pub iat: Option<i64>,
     pub jti: Option<&'a str>,
+    pub azp: Option<&'a str>,
 }
 
 impl<'a> Claims<'a> {
     pub fn parse(map: &'a Map<String, Value>) -> Result<Self, TokenError> {
         let sub = required(map, "sub", string)?;
         let aud = match map.get("aud") {
-            None => return Err(TokenError::MissingClaim("aud")),
+            None => return Err(TokenError::MissingClaim("aud".into())),
             Some(Value::String(s)) => vec![s.as_str()],
             Some(Value::Array(items)) => items
                 .iter()
@@ -45,20 +46,56 @@ impl<'a> Claims<'a> {
             nbf: optional(map, "nbf", numeric_date)?,
             iat: optional(map, "iat", numeric_date)?,
             jti: optional(map, "jti", string)?,
+            azp: optional(map, "azp", string)?,
         })
     }
 
-    /// `exp`, `nbf` and `iat` against `now`, each with the issuer's skew.
-    pub fn check_time(&self, skew: i64, now: i64) -> Result<(), TokenError> {
-        check_expiry(self.exp, skew, now)?;
-        // Let-chains would read better but need Rust 1.88; MSRV is 1.85.
-        if let Some(nbf) = self.nbf.filter(|nbf| *nbf > now.saturating_add(skew)) {
-            return Err(TokenError::NotYetValid(nbf - now));
-        }
-        if let Some(iat) = self.iat.filter(|iat| *iat > now.saturating_add(skew)) {
-            return Err(TokenError::IssuedInFuture(iat - now));
+    /// `sub` is who the token is about; an empty one would make every such
+    /// token the same principal.
+    pub fn check_subject(&self) -> Result<(), TokenError> {
+        if self.sub.is_empty() {
+            return Err(TokenError::EmptySubject);
         }
         Ok(())
+    }
+
+    /// `nbf` with the issuer's skew (absent: nothing to check).
+    pub fn check_not_before(&self, skew: i64, now: i64) -> Result<(), TokenError> {
+        match self.nbf.filter(|nbf| *nbf > now.saturating_add(skew)) {
+            Some(nbf) => Err(TokenError::NotYetValid(nbf - now)),
+            None => Ok(()),
+        }
+    }
+
+    /// `iat` may not lie in the future beyond the skew.
+    pub fn check_issued_at(&self, skew: i64, now: i64) -> Result<(), TokenError> {
+        match self.iat.filter(|iat| *iat > now.saturating_add(skew)) {
+            Some(iat) => Err(TokenError::IssuedInFuture(iat - now)),
+            None => Ok(()),
+        }
+    }
+
+    /// `exp - iat` within `max` seconds; `iat` is required for the check.
+    pub fn check_lifetime(&self, max: u64) -> Result<i64, TokenError> {
+        let iat = self
+            .iat
+            .ok_or_else(|| TokenError::MissingClaim("iat".into()))?;
+        let lifetime = self.exp.saturating_sub(iat);
+        if u64::try_from(lifetime).is_ok_and(|l| l > max) {
+            return Err(TokenError::Lifetime { lifetime, max });
+        }
+        Ok(lifetime)
+    }
+
+    /// `azp` (the client the token was issued to) must be one of `expected`.
+    pub fn check_authorized_party(&self, expected: &[String]) -> Result<(), TokenError> {
+        match self.azp {
+            Some(azp) if expected.iter().any(|e| e == azp) => Ok(()),
+            got => Err(TokenError::AuthorizedParty {
+                expected: expected.to_vec(),
+                got: got.map(shown),
+            }),
+        }
     }
 
     pub fn check_audience(&self, expected: &[String]) -> Result<(), TokenError> {
@@ -82,6 +119,20 @@ pub(crate) fn check_expiry(exp: i64, skew: i64, now: i64) -> Result<(), TokenErr
     Ok(())
 }
 
+/// Every configured claim must be present and not null.
+pub(crate) fn check_required(
+    map: &Map<String, Value>,
+    required: &[String],
+) -> Result<(), TokenError> {
+    match required
+        .iter()
+        .find(|name| lookup(map, name).is_none_or(Value::is_null))
+    {
+        Some(name) => Err(TokenError::MissingClaim(shown(name))),
+        None => Ok(()),
+    }
+}
+
 /// Builds the caller's identity from a verified claim set.
 pub(crate) fn identity(
     config: &IssuerConfig,
@@ -97,7 +148,7 @@ pub(crate) fn identity(
         issuer: config.issuer.clone(),
         sub: claims.sub.to_string(),
         identity,
-        groups: groups(map, &config.groups_claim)?,
+        groups: groups(map, config)?,
         expires_at: claims.exp,
         issued_at: claims.iat,
         jti: claims.jti.map(str::to_owned),
@@ -105,11 +156,11 @@ pub(crate) fn identity(
     })
 }
 
-/// Groups from a plain claim name or a JSON pointer (`/realm_access/roles`).
-/// A missing claim means no groups; a claim of the wrong shape is refused
-/// rather than read as "no groups", so a typo in the issuer's mapper shows up.
-fn groups(map: &Map<String, Value>, claim: &str) -> Result<Vec<String>, TokenError> {
-    let value = match claim.strip_prefix('/') {
+/// A claim by name, or by JSON pointer (`/realm_access/roles`) when it
+/// starts with `/`. The pointer's first step is a top-level claim name, so
+/// `/a~1b/c` reads member `c` of claim `a/b` (RFC 6901 escaping).
+pub(crate) fn lookup<'a>(map: &'a Map<String, Value>, claim: &str) -> Option<&'a Value> {
+    match claim.strip_prefix('/') {
         Some(pointer) => {
             let (first, rest) = match pointer.find('/') {
                 Some(i) => (&pointer[..i], &pointer[i..]),
@@ -119,19 +170,50 @@ fn groups(map: &Map<String, Value>, claim: &str) -> Result<Vec<String>, TokenErr
             map.get(&first).and_then(|v| v.pointer(rest))
         }
         None => map.get(claim),
+    }
+}
+
+/// Groups from `groups_claim`, then the static mappings. A missing claim
+/// means no groups; a claim of the wrong shape is refused rather than read
+/// as "no groups", so a typo in the issuer's mapper shows up.
+pub(crate) fn groups(
+    map: &Map<String, Value>,
+    config: &IssuerConfig,
+) -> Result<Vec<String>, TokenError> {
+    let claim = &config.groups_claim;
+    let expected = if config.groups_claim_string {
+        "an array of strings or a string"
+    } else {
+        "an array of strings (set groups_claim_string = true to accept a single string)"
     };
-    match value {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
+    let mut out = match lookup(map, claim) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) if config.groups_claim_string => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| v.as_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| TokenError::claim_type(claim, "a string or an array of strings")),
-        Some(_) => Err(TokenError::claim_type(
-            claim,
-            "a string or an array of strings",
-        )),
+            .ok_or_else(|| TokenError::claim_type(claim, expected))?,
+        Some(_) => return Err(TokenError::claim_type(claim, expected)),
+    };
+    for mapping in &config.group_mappings {
+        if mapping_matches(map, mapping) {
+            for g in &mapping.groups {
+                if !out.contains(g) {
+                    out.push(g.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The claim equals the mapping's value, or is an array containing it.
+fn mapping_matches(map: &Map<String, Value>, mapping: &GroupMapping) -> bool {
+    match lookup(map, &mapping.claim) {
+        Some(Value::String(s)) => *s == mapping.value,
+        Some(Value::Array(items)) => items.iter().any(|v| v.as_str() == Some(&mapping.value)),
+        _ => false,
     }
 }
 
@@ -143,7 +225,7 @@ fn required<'a, T>(
     extract: Extract<'a, T>,
 ) -> Result<T, TokenError> {
     map.get(name)
-        .ok_or(TokenError::MissingClaim(name))
+        .ok_or_else(|| TokenError::MissingClaim(name.into()))
         .and_then(|v| extract(v, name))
 }
 
@@ -222,24 +304,94 @@ mod tests {
     fn time_checks_honour_skew() {
         let m = map(json!({"sub":"a","aud":"x","exp":100,"nbf":200,"iat":50}));
         let c = Claims::parse(&m).unwrap();
-        assert_eq!(c.check_time(0, 150).unwrap_err(), TokenError::Expired(50));
+        assert_eq!(
+            check_expiry(c.exp, 0, 150).unwrap_err(),
+            TokenError::Expired(50)
+        );
         assert!(check_expiry(100, 60, 150).is_ok());
         let m = map(json!({"sub":"a","aud":"x","exp":1000,"nbf":200}));
         let c = Claims::parse(&m).unwrap();
         assert_eq!(
-            c.check_time(0, 150).unwrap_err(),
+            c.check_not_before(0, 150).unwrap_err(),
             TokenError::NotYetValid(50)
         );
-        assert!(c.check_time(60, 150).is_ok());
+        assert!(c.check_not_before(60, 150).is_ok());
+    }
+
+    #[test]
+    fn lifetime_requires_iat() {
+        let m = map(json!({"sub":"a","aud":"x","exp":1000,"iat":100}));
+        let c = Claims::parse(&m).unwrap();
+        assert_eq!(c.check_lifetime(900).unwrap(), 900);
+        assert_eq!(c.check_lifetime(899).unwrap_err().kind(), "lifetime");
+        let m = map(json!({"sub":"a","aud":"x","exp":1000}));
+        let c = Claims::parse(&m).unwrap();
+        assert_eq!(
+            c.check_lifetime(900).unwrap_err(),
+            TokenError::MissingClaim("iat".into())
+        );
+    }
+
+    fn config(groups_claim: &str) -> IssuerConfig {
+        IssuerConfig {
+            groups_claim: groups_claim.into(),
+            ..IssuerConfig::new("corp", "https://x", &["idgate"])
+        }
     }
 
     #[test]
     fn groups_from_claim_or_pointer() {
-        let m = map(json!({"g":"one","realm_access":{"roles":["a","b"]},"a/b":{"c":["x"]}}));
-        assert_eq!(groups(&m, "g").unwrap(), vec!["one"]);
-        assert_eq!(groups(&m, "/realm_access/roles").unwrap(), vec!["a", "b"]);
-        assert_eq!(groups(&m, "/a~1b/c").unwrap(), vec!["x"]);
-        assert!(groups(&m, "missing").unwrap().is_empty());
-        assert_eq!(groups(&m, "realm_access").unwrap_err().kind(), "claim_type");
+        let m = map(json!({"g":["one"],"realm_access":{"roles":["a","b"]},"a/b":{"c":["x"]}}));
+        assert_eq!(groups(&m, &config("g")).unwrap(), vec!["one"]);
+        assert_eq!(
+            groups(&m, &config("/realm_access/roles")).unwrap(),
+            vec!["a", "b"]
+        );
+        assert_eq!(groups(&m, &config("/a~1b/c")).unwrap(), vec!["x"]);
+        assert!(groups(&m, &config("missing")).unwrap().is_empty());
+        assert_eq!(
+            groups(&m, &config("realm_access")).unwrap_err().kind(),
+            "claim_type"
+        );
+    }
+
+    #[test]
+    fn a_bare_string_is_a_group_only_when_configured() {
+        let m = map(json!({"g":"one"}));
+        assert_eq!(groups(&m, &config("g")).unwrap_err().kind(), "claim_type");
+        let mut c = config("g");
+        c.groups_claim_string = true;
+        assert_eq!(groups(&m, &c).unwrap(), vec!["one"]);
+    }
+
+    #[test]
+    fn group_mappings_add_groups_for_matching_claims() {
+        let mut c = config("groups");
+        c.group_mappings = vec![
+            GroupMapping {
+                claim: "repository".into(),
+                value: "acme/app".into(),
+                groups: vec!["deployers".into()],
+            },
+            GroupMapping {
+                claim: "/ext/teams".into(),
+                value: "dba".into(),
+                groups: vec!["dba".into(), "deployers".into()],
+            },
+        ];
+        let m = map(json!({"repository":"acme/app","ext":{"teams":["x","dba"]}}));
+        assert_eq!(groups(&m, &c).unwrap(), vec!["deployers", "dba"]);
+        let m = map(json!({"repository":"acme/other","groups":["a"]}));
+        assert_eq!(groups(&m, &c).unwrap(), vec!["a"]);
+    }
+
+    #[test]
+    fn required_claims_must_be_present_and_not_null() {
+        let m = map(json!({"email":"a@x","tenant":null}));
+        assert!(check_required(&m, &["email".into()]).is_ok());
+        assert_eq!(
+            check_required(&m, &["email".into(), "tenant".into()]).unwrap_err(),
+            TokenError::MissingClaim("tenant".into())
+        );
     }
 }

@@ -11,6 +11,27 @@ pub enum TokenError {
     #[error("token too large: {len} bytes (limit {limit})")]
     TooLarge { len: usize, limit: usize },
 
+    #[error("encrypted tokens (JWE) are not accepted; present a signed JWT")]
+    Encrypted,
+
+    #[error("malformed token: expected 3 dot-separated segments, found {0}")]
+    Segments(usize),
+
+    #[error("token header too large: {len} base64url characters (limit {limit})")]
+    HeaderTooLarge { len: usize, limit: usize },
+
+    #[error("malformed token: {part} is not canonical base64url")]
+    Base64 { part: &'static str },
+
+    #[error("malformed token: {part} is {reason}")]
+    Json { part: &'static str, reason: String },
+
+    #[error("malformed token: {part} has a duplicate member `{name}`")]
+    DuplicateMember { part: &'static str, name: String },
+
+    #[error("malformed token: {part} nests JSON deeper than {limit} levels")]
+    JsonDepth { part: &'static str, limit: usize },
+
     #[error("malformed token: {0}")]
     Malformed(String),
 
@@ -20,11 +41,21 @@ pub enum TokenError {
     #[error("token header parameter `{0}` is not accepted")]
     ForbiddenHeader(&'static str),
 
+    #[error("compressed tokens (header `zip`) are not accepted")]
+    Compressed,
+
     #[error("token header marks extensions critical ({0}) that idgate does not understand")]
     CriticalHeader(String),
 
-    #[error("token type `{0}` is not accepted (expected JWT or at+jwt)")]
+    #[error("token type `{0}` is not recognised (expected JWT or at+jwt)")]
     TokenType(String),
+
+    #[error("{got} is not accepted from issuer {issuer} (it accepts {accepted})")]
+    TokenTypeNotAccepted {
+        got: &'static str,
+        issuer: String,
+        accepted: &'static str,
+    },
 
     #[error("issuer `{0}` is not configured")]
     UnknownIssuer(String),
@@ -32,22 +63,25 @@ pub enum TokenError {
     #[error("unknown key id `{kid}` for issuer {issuer}")]
     UnknownKey { kid: String, issuer: String },
 
-    #[error("token has no key id and issuer {issuer} has {count} keys for {alg}")]
-    AmbiguousKey {
-        issuer: String,
-        alg: &'static str,
-        count: usize,
-    },
+    #[error("token has no key id and issuer {issuer} has no key for {alg}")]
+    NoKeyForAlgorithm { issuer: String, alg: &'static str },
 
-    #[error("key `{kid}` of issuer {issuer} cannot verify {alg} signatures")]
+    #[error("key `{kid}` of issuer {issuer} ({key}) cannot verify {alg} signatures")]
     KeyMismatch {
         kid: String,
         issuer: String,
+        key: String,
         alg: &'static str,
     },
 
     #[error("keys for issuer {issuer} are unavailable: {reason}")]
     KeysUnavailable { issuer: String, reason: String },
+
+    #[error("malformed {alg} signature: {reason}")]
+    SignatureFormat {
+        alg: &'static str,
+        reason: &'static str,
+    },
 
     #[error("signature does not verify")]
     Signature,
@@ -56,6 +90,12 @@ pub enum TokenError {
     Audience {
         expected: Vec<String>,
         got: Vec<String>,
+    },
+
+    #[error("authorized party mismatch: expected azp one of [{}], got {}", .expected.join(", "), .got.as_deref().unwrap_or("none"))]
+    AuthorizedParty {
+        expected: Vec<String>,
+        got: Option<String>,
     },
 
     #[error("token expired {0} s ago")]
@@ -67,8 +107,14 @@ pub enum TokenError {
     #[error("token issued in the future: iat is {0} s ahead")]
     IssuedInFuture(i64),
 
+    #[error("token lifetime {lifetime} s (exp - iat) exceeds max_lifetime {max} s")]
+    Lifetime { lifetime: i64, max: u64 },
+
     #[error("required claim `{0}` is missing")]
-    MissingClaim(&'static str),
+    MissingClaim(String),
+
+    #[error("claim `sub` must be a non-empty string")]
+    EmptySubject,
 
     #[error("claim `{claim}` must be {expected}")]
     ClaimType {
@@ -78,26 +124,41 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// Short snake_case label for audit events and metrics.
+    /// Short snake_case label for audit events and metrics; one per rule,
+    /// so a dashboard can tell an attack (`header`, `key_mismatch`) from a
+    /// misconfigured client (`audience`, `token_type`).
     pub fn kind(&self) -> &'static str {
         match self {
             TokenError::TooLarge { .. } => "too_large",
+            TokenError::Encrypted => "encrypted",
+            TokenError::Segments(_) => "segments",
+            TokenError::HeaderTooLarge { .. } => "header_too_large",
+            TokenError::Base64 { .. } => "base64",
+            TokenError::Json { .. } => "json",
+            TokenError::DuplicateMember { .. } => "duplicate_member",
+            TokenError::JsonDepth { .. } => "json_depth",
             TokenError::Malformed(_) => "malformed",
             TokenError::AlgorithmNotAllowed(_) => "algorithm",
             TokenError::ForbiddenHeader(_) => "header",
+            TokenError::Compressed => "zip",
             TokenError::CriticalHeader(_) => "crit",
             TokenError::TokenType(_) => "typ",
+            TokenError::TokenTypeNotAccepted { .. } => "token_type",
             TokenError::UnknownIssuer(_) => "issuer",
             TokenError::UnknownKey { .. } => "unknown_kid",
-            TokenError::AmbiguousKey { .. } => "ambiguous_key",
+            TokenError::NoKeyForAlgorithm { .. } => "no_key_for_alg",
             TokenError::KeyMismatch { .. } => "key_mismatch",
             TokenError::KeysUnavailable { .. } => "keys_unavailable",
+            TokenError::SignatureFormat { .. } => "signature_format",
             TokenError::Signature => "signature",
             TokenError::Audience { .. } => "audience",
+            TokenError::AuthorizedParty { .. } => "azp",
             TokenError::Expired(_) => "expired",
             TokenError::NotYetValid(_) => "not_yet_valid",
             TokenError::IssuedInFuture(_) => "issued_in_future",
+            TokenError::Lifetime { .. } => "lifetime",
             TokenError::MissingClaim(_) => "claim_missing",
+            TokenError::EmptySubject => "sub_empty",
             TokenError::ClaimType { .. } => "claim_type",
         }
     }

@@ -26,11 +26,22 @@ pub(crate) enum KeyMaterial {
     Rsa { n: Vec<u8>, e: Vec<u8> },
     /// Uncompressed SEC1 point `04 || x || y` on P-256.
     EcP256 { point: Vec<u8> },
+    /// A signing key we cannot use (another curve, OKP, ...). Kept so that a
+    /// token naming its `kid` is told "wrong key type" rather than "unknown
+    /// kid", and does not trigger a refetch.
+    Unsupported { description: String },
 }
+
+/// Order of the P-256 group: ECDSA's r and s must lie in [1, n-1].
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
 
 impl Jwk {
     /// Whether this key may verify a token signed with `alg`: the key type
-    /// must fit, and a key that names its own `alg` must name this one.
+    /// (and curve) must fit, and a key that names its own `alg` must name
+    /// this one. The token's `alg` alone never chooses how a key is used.
     pub fn fits(&self, alg: Algorithm) -> bool {
         let kty_fits = matches!(
             (&self.material, alg),
@@ -38,6 +49,44 @@ impl Jwk {
                 | (KeyMaterial::EcP256 { .. }, Algorithm::ES256)
         );
         kty_fits && self.alg.as_deref().is_none_or(|a| a == alg.as_str())
+    }
+
+    /// `RSA`, `EC P-256 (alg ES384)`, ...: what the key is, for messages.
+    pub fn describe(&self) -> String {
+        let kind = match &self.material {
+            KeyMaterial::Rsa { n, .. } => format!("RSA {} bits", n.len() * 8),
+            KeyMaterial::EcP256 { .. } => "EC P-256".to_string(),
+            KeyMaterial::Unsupported { description } => description.clone(),
+        };
+        match &self.alg {
+            Some(alg) => format!("{kind}, alg {}", shown(alg)),
+            None => kind,
+        }
+    }
+
+    /// `kid` for messages.
+    pub fn label(&self) -> String {
+        self.kid.as_deref().map_or_else(|| "(no kid)".into(), shown)
+    }
+
+    pub fn is_usable(&self) -> bool {
+        !matches!(self.material, KeyMaterial::Unsupported { .. })
+    }
+
+    /// Whether `signature` has the exact shape `alg` prescribes for this
+    /// key. Checked before ring so a malformed signature gets its own
+    /// refusal reason instead of a generic "does not verify".
+    pub fn signature_shape(&self, alg: Algorithm, signature: &[u8]) -> Result<(), TokenError> {
+        match (&self.material, alg) {
+            (KeyMaterial::Rsa { n, .. }, Algorithm::RS256) if signature.len() != n.len() => {
+                Err(TokenError::SignatureFormat {
+                    alg: alg.as_str(),
+                    reason: "its length differs from the key's modulus length",
+                })
+            }
+            (KeyMaterial::EcP256 { .. }, Algorithm::ES256) => ecdsa_p256_shape(signature),
+            _ => Ok(()),
+        }
     }
 
     pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
@@ -53,6 +102,24 @@ impl Jwk {
             _ => false,
         }
     }
+}
+
+/// JWS ES256 signatures are raw `r || s`, 32 bytes each (RFC 7518 §3.4),
+/// never DER, and each half is in [1, n-1].
+pub(crate) fn ecdsa_p256_shape(signature: &[u8]) -> Result<(), TokenError> {
+    let wrong = |reason| TokenError::SignatureFormat {
+        alg: "ES256",
+        reason,
+    };
+    if signature.len() != 64 {
+        return Err(wrong("expected 64 bytes (raw r || s)"));
+    }
+    for half in signature.chunks_exact(32) {
+        if half.iter().all(|b| *b == 0) || half >= &P256_ORDER[..] {
+            return Err(wrong("r or s is out of range"));
+        }
+    }
+    Ok(())
 }
 
 /// The signing keys of one issuer.
@@ -91,55 +158,58 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
+    /// True when no key can verify anything (unsupported keys do not count).
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        !self.keys.iter().any(Jwk::is_usable)
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
 
-    /// Picks the key for a token: by `kid` when the token names one, else the
-    /// single key that fits the algorithm (several would be a guess).
-    pub fn select(
+    /// The keys that may have signed a token: by `kid` when the token names
+    /// one (and those must fit `alg`), else every key that fits `alg`. The
+    /// caller tries each; with no `kid` that is the only honest choice when
+    /// an issuer publishes several keys for one algorithm.
+    pub fn candidates(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
         issuer_name: &str,
-    ) -> Result<&Jwk, TokenError> {
+    ) -> Result<Vec<&Jwk>, TokenError> {
         match kid {
             Some(kid) => {
-                let mut named = self
+                let named: Vec<&Jwk> = self
                     .keys
                     .iter()
                     .filter(|k| k.kid.as_deref() == Some(kid))
-                    .peekable();
-                if named.peek().is_none() {
+                    .collect();
+                let Some(first) = named.first() else {
                     return Err(TokenError::UnknownKey {
                         kid: shown(kid),
                         issuer: issuer_name.to_string(),
                     });
+                };
+                let fitting: Vec<&Jwk> = named.iter().copied().filter(|k| k.fits(alg)).collect();
+                if fitting.is_empty() {
+                    return Err(TokenError::KeyMismatch {
+                        kid: shown(kid),
+                        issuer: issuer_name.to_string(),
+                        key: first.describe(),
+                        alg: alg.as_str(),
+                    });
                 }
-                named.find(|k| k.fits(alg)).ok_or(TokenError::KeyMismatch {
-                    kid: shown(kid),
-                    issuer: issuer_name.to_string(),
-                    alg: alg.as_str(),
-                })
+                Ok(fitting)
             }
             None => {
                 let fitting: Vec<&Jwk> = self.keys.iter().filter(|k| k.fits(alg)).collect();
-                match fitting.as_slice() {
-                    [only] => Ok(only),
-                    [] => Err(TokenError::UnknownKey {
-                        kid: "(none)".into(),
-                        issuer: issuer_name.to_string(),
-                    }),
-                    many => Err(TokenError::AmbiguousKey {
+                if fitting.is_empty() {
+                    return Err(TokenError::NoKeyForAlgorithm {
                         issuer: issuer_name.to_string(),
                         alg: alg.as_str(),
-                        count: many.len(),
-                    }),
+                    });
                 }
+                Ok(fitting)
             }
         }
     }
@@ -157,7 +227,7 @@ fn parse_jwk(k: &Map<String, Value>) -> Result<Option<Jwk>, String> {
     };
     let bytes = |name: &str| -> Result<Vec<u8>, String> {
         let v = text(name)?.ok_or_else(|| format!("missing `{name}`"))?;
-        b64url_decode(v, name).map_err(|e| e.to_string())
+        b64url_decode(v, "key member").map_err(|_| format!("`{name}` is not canonical base64url"))
     };
     if text("use")?.is_some_and(|u| u != "sig") {
         return Ok(None);
@@ -179,8 +249,15 @@ fn parse_jwk(k: &Map<String, Value>) -> Result<Option<Jwk>, String> {
             KeyMaterial::Rsa { n, e }
         }
         Some("EC") => {
-            if text("crv")? != Some("P-256") {
-                return Ok(None);
+            let crv = text("crv")?.unwrap_or("(no crv)");
+            if crv != "P-256" {
+                return Ok(Some(Jwk {
+                    kid,
+                    alg,
+                    material: KeyMaterial::Unsupported {
+                        description: format!("EC {}", shown(crv)),
+                    },
+                }));
             }
             let (x, y) = (bytes("x")?, bytes("y")?);
             if x.len() != 32 || y.len() != 32 {
@@ -192,7 +269,10 @@ fn parse_jwk(k: &Map<String, Value>) -> Result<Option<Jwk>, String> {
             point.extend_from_slice(&y);
             KeyMaterial::EcP256 { point }
         }
-        _ => return Ok(None),
+        Some(kty) => KeyMaterial::Unsupported {
+            description: shown(kty),
+        },
+        None => return Err("missing `kty`".into()),
     };
     Ok(Some(Jwk { kid, alg, material }))
 }
@@ -219,14 +299,31 @@ mod tests {
     }
 
     #[test]
-    fn encryption_keys_and_other_curves_are_skipped() {
+    fn encryption_keys_are_skipped_and_other_curves_kept_as_unusable() {
         let mut enc = ec_key("e");
         enc["use"] = "enc".into();
         let mut p384 = ec_key("p");
         p384["crv"] = "P-384".into();
-        let s = set(vec![enc, p384, ec_key("ok")]);
-        assert_eq!(s.keys.len(), 1);
-        assert!(s.has_kid("ok"));
+        let s = set(vec![enc, p384.clone(), ec_key("ok")]);
+        assert_eq!(s.keys.len(), 2);
+        assert!(s.has_kid("ok") && s.has_kid("p") && !s.has_kid("e"));
+        assert!(set(vec![p384.clone()]).is_empty(), "no usable key");
+        let e = set(vec![p384])
+            .candidates(Some("p"), Algorithm::ES256, "corp")
+            .unwrap_err();
+        assert_eq!(e.kind(), "key_mismatch");
+        assert!(e.to_string().contains("EC P-384"), "{e}");
+    }
+
+    #[test]
+    fn ecdsa_signature_shape_is_checked() {
+        let mut ok = [1u8; 64];
+        assert!(ecdsa_p256_shape(&ok).is_ok());
+        assert!(ecdsa_p256_shape(&ok[..63]).is_err());
+        assert!(ecdsa_p256_shape(&[1u8; 72]).is_err(), "DER-sized");
+        ok[..32].copy_from_slice(&P256_ORDER);
+        assert!(ecdsa_p256_shape(&ok).is_err(), "r = n");
+        assert!(ecdsa_p256_shape(&[0u8; 64]).is_err(), "r = s = 0");
     }
 
     #[test]
@@ -238,21 +335,29 @@ mod tests {
     #[test]
     fn key_is_selected_by_kid_and_algorithm() {
         let s = set(vec![ec_key("a"), ec_key("b")]);
-        assert!(s.select(Some("b"), Algorithm::ES256, "corp").is_ok());
-        let e = s.select(Some("zz"), Algorithm::ES256, "corp").unwrap_err();
+        let c = s.candidates(Some("b"), Algorithm::ES256, "corp").unwrap();
+        assert_eq!(c.len(), 1);
+        let e = s
+            .candidates(Some("zz"), Algorithm::ES256, "corp")
+            .unwrap_err();
         assert_eq!(e.to_string(), "unknown key id `zz` for issuer corp");
         assert_eq!(
-            s.select(Some("a"), Algorithm::RS256, "corp")
+            s.candidates(Some("a"), Algorithm::RS256, "corp")
                 .unwrap_err()
                 .kind(),
             "key_mismatch"
         );
+        // No kid: every key that fits the algorithm is a candidate.
         assert_eq!(
-            s.select(None, Algorithm::ES256, "corp").unwrap_err().kind(),
-            "ambiguous_key"
+            s.candidates(None, Algorithm::ES256, "corp").unwrap().len(),
+            2
         );
-        let one = set(vec![ec_key("a")]);
-        assert!(one.select(None, Algorithm::ES256, "corp").is_ok());
+        assert_eq!(
+            s.candidates(None, Algorithm::RS256, "corp")
+                .unwrap_err()
+                .kind(),
+            "no_key_for_alg"
+        );
     }
 
     #[test]

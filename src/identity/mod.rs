@@ -5,21 +5,26 @@
 //! Code map: `jose` parses compact JWS strictly (no crypto, no I/O), `claims`
 //! types and checks registered claims, `jwks` turns a JWKS into `ring` keys,
 //! `discovery` is the locked-down HTTP client, `key_cache` decides when keys
-//! are refetched, `token_cache` remembers validated tokens, and `validator`
-//! runs the checks in order.
+//! are refetched, `token_cache` remembers validated tokens, `validator`
+//! runs the checks in order, `checks` names them and records their outcomes,
+//! and `inspect` renders that record for `idgate token inspect`.
 
 use std::collections::BTreeMap;
 
+mod checks;
 mod claims;
 mod discovery;
 mod error;
+mod inspect;
 mod jose;
 mod jwks;
 mod key_cache;
 mod token_cache;
 mod validator;
 
+pub use checks::{Check, Outcome, Status};
 pub use error::TokenError;
+pub use inspect::{Inspection, read_token};
 pub use jose::MAX_TOKEN_BYTES;
 pub use key_cache::KeyRefreshPolicy;
 pub use validator::{TokenValidator, ValidatorOptions};

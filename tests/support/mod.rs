@@ -200,14 +200,10 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             max_connections: 1000,
         },
         issuers: vec![IssuerConfig {
-            name: "test".into(),
-            issuer: issuer_url.to_owned(),
-            audiences: vec![AUDIENCE.into()],
-            jwks_uri: None,
             algorithms: vec![Algorithm::ES256, Algorithm::RS256],
             clock_skew: Duration::from_secs(30),
             identity_claim: options.identity_claim.clone(),
-            groups_claim: "groups".into(),
+            ..IssuerConfig::new("test", issuer_url, &[AUDIENCE])
         }],
         targets: vec![TargetConfig {
             name: TARGET.into(),
