@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use idgate::config::{Algorithm, IssuerConfig};
+use idgate::config::IssuerConfig;
 use idgate::dev::DevIssuer;
 use idgate::identity::{TokenValidator, ValidatorOptions};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
@@ -65,14 +65,8 @@ fn b64(v: &serde_json::Value) -> Vec<u8> {
 
 fn issuer_config(url: String) -> IssuerConfig {
     IssuerConfig {
-        name: "bench".into(),
-        issuer: url,
-        audiences: vec!["idgate".into()],
-        jwks_uri: None,
-        algorithms: vec![Algorithm::RS256, Algorithm::ES256],
-        clock_skew: Duration::from_secs(60),
         identity_claim: "email".into(),
-        groups_claim: "groups".into(),
+        ..IssuerConfig::new("bench", &url, &["idgate"])
     }
 }
 
