@@ -12,6 +12,10 @@ use idgate::dev::DevIssuer;
 use idgate::identity::{TokenValidator, ValidatorOptions};
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 
+// The same allocator as the `idgate` binary, so the figures are the product's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ITERATIONS: usize = 3000;
 const WARMUP: usize = 200;
 
