@@ -9,4 +9,5 @@ pub mod identity;
 pub mod policy;
 pub mod postgres;
 pub mod secret;
+pub mod sql;
 pub mod tls;
