@@ -124,6 +124,19 @@ pub fn frame_at(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, CodecErro
     Ok((buf.len() >= total).then_some((buf[0], total)))
 }
 
+/// The type byte and total length of the message starting at the head of
+/// `buf`, once its 5-byte header is there (the body may not be).
+pub fn frame_header(buf: &[u8]) -> Result<Option<(u8, usize)>, CodecError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = be_i32(&buf[1..5]);
+    if len < 4 {
+        return Err(CodecError::Malformed("message length"));
+    }
+    Ok(Some((buf[0], len as usize + 1)))
+}
+
 /// Splits a byte stream into messages across reads without copying message
 /// bodies, except those `wants` asks to see, so large DataRow/CopyData
 /// traffic is forwarded untouched.
@@ -350,6 +363,34 @@ pub fn sasl_initial_response(buf: &mut BytesMut, mechanism: &str, data: &[u8]) {
 pub fn sasl_response(buf: &mut BytesMut, data: &[u8]) {
     let at = begin(buf, b'p');
     buf.put_slice(data);
+    end(buf, at);
+}
+
+/// Query ('Q').
+pub fn query(buf: &mut BytesMut, sql: &str) {
+    let at = begin(buf, b'Q');
+    put_cstr(buf, sql);
+    end(buf, at);
+}
+
+/// Parse ('P') with no parameter types.
+pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
+    let at = begin(buf, b'P');
+    put_cstr(buf, name);
+    put_cstr(buf, sql);
+    buf.put_i16(0);
+    end(buf, at);
+}
+
+/// Bind ('B') of `statement` to `portal` with no parameters and default
+/// result formats.
+pub fn bind_without_parameters(buf: &mut BytesMut, portal: &str, statement: &str) {
+    let at = begin(buf, b'B');
+    put_cstr(buf, portal);
+    put_cstr(buf, statement);
+    buf.put_i16(0);
+    buf.put_i16(0);
+    buf.put_i16(0);
     end(buf, at);
 }
 

@@ -3,6 +3,7 @@
 
 pub mod cancel;
 pub mod codec;
+mod enforce;
 mod relay;
 pub mod scram;
 mod session;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cancel::{self, CancelTarget};
 use super::codec::{self, ErrorFields, StartupMessage, sqlstate};
+use super::enforce::StatementPolicy;
 use super::relay;
 use super::upstream::{self, UpstreamError};
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
@@ -28,15 +29,15 @@ use crate::tls::Stream;
 const MAX_PASSWORD_MESSAGE: usize = 16 * 1024 + 5 + 1;
 
 /// Startup parameters a client may pass through to the upstream. Anything
-/// else (notably `options`, which can set `role` or
-/// `default_transaction_read_only`, and `replication`) is dropped.
+/// else is dropped: notably `options`, which can set `role` or
+/// `default_transaction_read_only`, `replication`, and `search_path`, which
+/// the statement policy tracks from the session's own `SET`s.
 const PASSTHROUGH_PARAMS: &[&str] = &[
     "client_encoding",
     "datestyle",
     "timezone",
     "extra_float_digits",
     "intervalstyle",
-    "search_path",
 ];
 
 /// A refusal to send the client before closing.
@@ -453,6 +454,26 @@ impl Session {
         }
     }
 
+    /// Whether the policy permits this caller `write` on the role at all
+    /// (evaluated with no tables: a grant limited to some tables counts as
+    /// no write grant, and the session is read-only upstream).
+    fn may_write(&self, target: &TargetConfig, role_name: &str) -> bool {
+        let identity = self.identity.as_ref().expect("validated before");
+        self.gw
+            .policy
+            .authorize(&AccessRequest {
+                identity,
+                target: &target.name,
+                role: role_name,
+                action: Action::Write,
+                context: RequestContext {
+                    statement_kind: Some("write".into()),
+                    ..self.context(target)
+                },
+            })
+            .allowed
+    }
+
     async fn connect_upstream(
         &self,
         target: &TargetConfig,
@@ -462,7 +483,12 @@ impl Session {
         let identity = self.identity.as_ref().expect("validated before");
         let role = target.role(role_name).expect("chosen from the target");
         let application_name = truncate(&format!("idgate:{}", identity.identity), 63);
-        let options = format!("-c idgate.identity={}", escape_option(&identity.identity));
+        let mut options = format!("-c idgate.identity={}", escape_option(&identity.identity));
+        if !self.may_write(target, role_name) {
+            // Defence in depth: even a statement the classifier misjudged
+            // cannot write, and turning this off is an `admin` statement.
+            options.push_str(" -c default_transaction_read_only=on");
+        }
         let mut startup: Vec<(&str, &str)> = params
             .iter()
             .filter(|(k, _)| PASSTHROUGH_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
@@ -529,7 +555,16 @@ impl Session {
             return;
         }
 
-        let outcome = relay::run(client, upstream.stream, &self, shutdown).await;
+        let identity = self.identity.clone().expect("logged in");
+        let role = self.role.clone().expect("logged in");
+        let policy = StatementPolicy::new(
+            Arc::clone(&self.gw),
+            identity,
+            target.name.clone(),
+            role,
+            self.context(&target),
+        );
+        let outcome = relay::run(client, upstream.stream, &self, policy, shutdown).await;
         drop(cancel_key);
         let mut e = self.event(EventKind::SessionEnd);
         e.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);

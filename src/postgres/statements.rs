@@ -5,17 +5,57 @@
 //! Pure state, no I/O: the relay feeds it messages from both directions.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::codec;
 
-/// Marks audit text cut at the capture limit.
+/// Statement text beyond this is cut in the audit record (the statement
+/// itself is forwarded whole).
+const AUDIT_TEXT_LIMIT: usize = 64 * 1024;
+/// Marks audit text cut at the limit.
 const TRUNCATED: &str = " …[truncated]";
+
+/// What the policy check learnt about one Query or Parse, shared by every
+/// execution of it (a prepared statement may run millions of times).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StatementInfo {
+    /// Statement text as audited (redaction is the audit writer's job).
+    pub text: String,
+    /// Classifier kinds, `;`-joined for multi-statement strings.
+    pub kind: String,
+    pub tables: Vec<String>,
+    pub policy_ids: Vec<String>,
+    /// Denied statements were audited as `denied` when refused; their
+    /// (substituted) execution is not audited again.
+    pub denied: bool,
+}
+
+impl StatementInfo {
+    pub fn new(sql: &str) -> Self {
+        Self {
+            text: audit_text(sql),
+            ..Self::default()
+        }
+    }
+}
+
+/// `sql`, cut at the audit limit on a character boundary.
+pub fn audit_text(sql: &str) -> String {
+    if sql.len() <= AUDIT_TEXT_LIMIT {
+        return sql.to_owned();
+    }
+    let mut end = AUDIT_TEXT_LIMIT;
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED}", &sql[..end])
+}
 
 /// A statement whose outcome is known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completed {
-    pub text: String,
+    pub info: Arc<StatementInfo>,
     pub duration: Duration,
     pub rows: Option<u64>,
     pub error: Option<String>,
@@ -28,43 +68,40 @@ enum Pending {
 }
 
 struct Running {
-    text: String,
+    info: Arc<StatementInfo>,
     started: Instant,
     rows: Option<u64>,
     error: Option<String>,
 }
 
 impl Running {
-    fn new(text: String) -> Self {
+    fn new(info: Arc<StatementInfo>) -> Self {
         Self {
-            text,
+            info,
             started: Instant::now(),
             rows: None,
             error: None,
         }
     }
 
-    fn done(self) -> Completed {
-        Completed {
-            text: self.text,
+    fn done(self, out: &mut Vec<Completed>) {
+        if self.info.denied {
+            return;
+        }
+        out.push(Completed {
+            info: self.info,
             duration: self.started.elapsed(),
             rows: self.rows,
             error: self.error,
-        }
+        });
     }
 }
 
 #[derive(Default)]
 pub struct StatementTracker {
-    prepared: HashMap<String, String>,
-    portals: HashMap<String, String>,
+    prepared: HashMap<String, Arc<StatementInfo>>,
+    portals: HashMap<String, Arc<StatementInfo>>,
     pending: VecDeque<Pending>,
-}
-
-/// Client message types the relay and tracker need to see (Terminate
-/// included, so the relay knows the client said goodbye).
-pub fn client_wants(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'C' | b'X')
 }
 
 /// Server message types the tracker needs to see.
@@ -72,55 +109,36 @@ pub fn server_wants(tag: u8) -> bool {
     matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z')
 }
 
-fn text_of(sql: &str, truncated: bool) -> String {
-    if truncated {
-        format!("{sql}{TRUNCATED}")
-    } else {
-        sql.to_owned()
-    }
-}
-
 impl StatementTracker {
-    pub fn on_client(&mut self, tag: u8, body: &[u8], truncated: bool) {
-        match tag {
-            b'Q' => {
-                let sql = lossy_cstr(body);
-                self.pending
-                    .push_back(Pending::Simple(Running::new(text_of(&sql, truncated))));
-            }
-            b'P' => {
-                if let Ok((name, sql)) = codec::parse_parse(body) {
-                    self.prepared
-                        .insert(name.to_owned(), text_of(sql, truncated));
-                } else if truncated {
-                    // The SQL ran past the capture limit, so its NUL is missing.
-                    let (name, rest) = codec::cstr(body).unwrap_or(("", body));
-                    let sql = String::from_utf8_lossy(rest);
-                    self.prepared.insert(name.to_owned(), text_of(&sql, true));
-                }
-            }
-            b'B' => {
-                if let Ok((portal, stmt)) = codec::parse_bind(body) {
-                    let text = self.prepared.get(stmt).cloned().unwrap_or_default();
-                    self.portals.insert(portal.to_owned(), text);
-                }
-            }
-            b'E' => {
-                let portal = codec::parse_name(body).unwrap_or("");
-                let text = self.portals.get(portal).cloned().unwrap_or_default();
-                self.pending.push_back(Pending::Execute(Running::new(text)));
-            }
-            b'S' => self.pending.push_back(Pending::Sync),
-            b'C' => {
-                if let Ok((kind, name)) = codec::parse_close(body) {
-                    match kind {
-                        b'S' => self.prepared.remove(name),
-                        _ => self.portals.remove(name),
-                    };
-                }
-            }
-            _ => {}
-        }
+    /// A simple Query (or a FunctionCall, which completes the same way).
+    pub fn on_query(&mut self, info: Arc<StatementInfo>) {
+        self.pending.push_back(Pending::Simple(Running::new(info)));
+    }
+
+    pub fn on_parse(&mut self, name: &str, info: Arc<StatementInfo>) {
+        self.prepared.insert(name.to_owned(), info);
+    }
+
+    pub fn on_bind(&mut self, portal: &str, statement: &str) {
+        let info = self.prepared.get(statement).cloned().unwrap_or_default();
+        self.portals.insert(portal.to_owned(), info);
+    }
+
+    pub fn on_execute(&mut self, portal: &str) {
+        let info = self.portals.get(portal).cloned().unwrap_or_default();
+        self.pending.push_back(Pending::Execute(Running::new(info)));
+    }
+
+    pub fn on_sync(&mut self) {
+        self.pending.push_back(Pending::Sync);
+    }
+
+    /// Close ('C' from the client): `kind` is `S` (statement) or `P` (portal).
+    pub fn on_close(&mut self, kind: u8, name: &str) {
+        match kind {
+            b'S' => self.prepared.remove(name),
+            _ => self.portals.remove(name),
+        };
     }
 
     /// Feed one server message; statements it completes go to `done`.
@@ -135,7 +153,7 @@ impl StatementTracker {
                 Some(Pending::Execute(_)) => {
                     if let Some(Pending::Execute(mut r)) = self.pending.pop_front() {
                         r.rows = codec::command_complete_rows(body);
-                        done.push(r.done());
+                        r.done(done);
                     }
                 }
                 _ => {}
@@ -144,7 +162,7 @@ impl StatementTracker {
                 if let Some(Pending::Execute(_)) = self.pending.front()
                     && let Some(Pending::Execute(r)) = self.pending.pop_front()
                 {
-                    done.push(r.done());
+                    r.done(done);
                 }
             }
             b'E' => {
@@ -155,7 +173,7 @@ impl StatementTracker {
                     Some(Pending::Execute(_)) => {
                         if let Some(Pending::Execute(mut r)) = self.pending.pop_front() {
                             r.error = Some(error);
-                            done.push(r.done());
+                            r.done(done);
                         }
                     }
                     _ => {}
@@ -167,14 +185,14 @@ impl StatementTracker {
                 while let Some(p) = self.pending.pop_front() {
                     match p {
                         Pending::Simple(r) => {
-                            done.push(r.done());
+                            r.done(done);
                             break;
                         }
                         Pending::Execute(mut r) => {
                             r.error = Some(
                                 "not executed: an earlier message in the pipeline failed".into(),
                             );
-                            done.push(r.done());
+                            r.done(done);
                         }
                         Pending::Sync => break,
                     }
@@ -189,15 +207,10 @@ impl StatementTracker {
         for p in self.pending.drain(..) {
             if let Pending::Simple(mut r) | Pending::Execute(mut r) = p {
                 r.error = Some("session ended before the statement completed".into());
-                done.push(r.done());
+                r.done(done);
             }
         }
     }
-}
-
-fn lossy_cstr(body: &[u8]) -> String {
-    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-    String::from_utf8_lossy(&body[..end]).into_owned()
 }
 
 #[cfg(test)]
@@ -212,17 +225,21 @@ mod tests {
         format!("SERROR\0C{code}\0M{msg}\0\0").into_bytes()
     }
 
+    fn info(sql: &str) -> Arc<StatementInfo> {
+        Arc::new(StatementInfo::new(sql))
+    }
+
     #[test]
     fn simple_query_sums_rows_and_completes_at_ready() {
         let mut t = StatementTracker::default();
         let mut done = Vec::new();
-        t.on_client(b'Q', b"insert into t values (1); select 1\0", false);
+        t.on_query(info("insert into t values (1); select 1"));
         t.on_server(b'C', &complete("INSERT 0 1"), &mut done);
         t.on_server(b'C', &complete("SELECT 1"), &mut done);
         assert!(done.is_empty());
         t.on_server(b'Z', b"I", &mut done);
         assert_eq!(done.len(), 1);
-        assert_eq!(done[0].text, "insert into t values (1); select 1");
+        assert_eq!(done[0].info.text, "insert into t values (1); select 1");
         assert_eq!(done[0].rows, Some(2));
         assert_eq!(done[0].error, None);
     }
@@ -231,14 +248,14 @@ mod tests {
     fn extended_execute_resolves_prepared_statement_text() {
         let mut t = StatementTracker::default();
         let mut done = Vec::new();
-        t.on_client(b'P', b"s1\0select $1\0\0\0", false);
-        t.on_client(b'B', b"\0s1\0\0\0\0\0\0\0", false);
-        t.on_client(b'E', b"\0\0\0\0\0", false);
-        t.on_client(b'S', b"", false);
+        t.on_parse("s1", info("select $1"));
+        t.on_bind("", "s1");
+        t.on_execute("");
+        t.on_sync();
         t.on_server(b'C', &complete("SELECT 1"), &mut done);
         t.on_server(b'Z', b"I", &mut done);
         assert_eq!(done.len(), 1);
-        assert_eq!(done[0].text, "select $1");
+        assert_eq!(done[0].info.text, "select $1");
         assert_eq!(done[0].rows, Some(1));
     }
 
@@ -246,11 +263,11 @@ mod tests {
     fn error_in_pipeline_marks_later_executes_skipped() {
         let mut t = StatementTracker::default();
         let mut done = Vec::new();
-        t.on_client(b'P', b"\0select 1/0\0\0\0", false);
-        t.on_client(b'B', b"\0\0\0\0\0\0\0\0", false);
-        t.on_client(b'E', b"\0\0\0\0\0", false);
-        t.on_client(b'E', b"\0\0\0\0\0", false);
-        t.on_client(b'S', b"", false);
+        t.on_parse("", info("select 1/0"));
+        t.on_bind("", "");
+        t.on_execute("");
+        t.on_execute("");
+        t.on_sync();
         t.on_server(b'E', &error("22012", "division by zero"), &mut done);
         t.on_server(b'Z', b"I", &mut done);
         assert_eq!(done.len(), 2);
@@ -262,7 +279,7 @@ mod tests {
     fn simple_query_error_is_recorded() {
         let mut t = StatementTracker::default();
         let mut done = Vec::new();
-        t.on_client(b'Q', b"select nope\0", false);
+        t.on_query(info("select nope"));
         t.on_server(
             b'E',
             &error("42703", "column \"nope\" does not exist"),
@@ -276,19 +293,30 @@ mod tests {
     }
 
     #[test]
-    fn truncated_text_is_marked() {
+    fn denied_statements_are_not_audited_again_when_their_stand_in_runs() {
         let mut t = StatementTracker::default();
         let mut done = Vec::new();
-        t.on_client(b'Q', b"select 'aaaa", true);
+        t.on_query(Arc::new(StatementInfo {
+            denied: true,
+            ..StatementInfo::new("delete from t")
+        }));
+        t.on_server(b'E', &error("42501", "permission denied"), &mut done);
         t.on_server(b'Z', b"I", &mut done);
-        assert!(done[0].text.ends_with(TRUNCATED));
+        assert!(done.is_empty());
+    }
+
+    #[test]
+    fn long_text_is_cut_and_marked() {
+        let long = "x".repeat(AUDIT_TEXT_LIMIT + 10);
+        assert!(audit_text(&long).ends_with(TRUNCATED));
+        assert_eq!(audit_text("select 1"), "select 1");
     }
 
     #[test]
     fn unfinished_statements_are_reported_on_abandon() {
         let mut t = StatementTracker::default();
         let mut done = Vec::new();
-        t.on_client(b'Q', b"select pg_sleep(10)\0", false);
+        t.on_query(info("select pg_sleep(10)"));
         t.abandon(&mut done);
         assert_eq!(done.len(), 1);
         assert!(done[0].error.is_some());

@@ -23,9 +23,31 @@ pub struct Statement {
     pub reason: Option<String>,
     /// For `SET search_path …`: the new path, so the session can track it.
     pub sets_search_path: Option<Vec<String>>,
+    /// For `PREPARE name AS inner`: the name and the inner statement, so
+    /// a later `EXECUTE name` is checked as what it runs.
+    pub prepare: Option<(String, Box<Statement>)>,
+    /// For `EXECUTE name`: the name.
+    pub execute: Option<String>,
 }
 
 /// The search path a new PostgreSQL session starts with.
 pub fn default_search_path() -> Vec<String> {
     vec!["$user".into(), "public".into()]
+}
+
+// TEMPORARY STUB, replaced by the sql branch
+pub fn classify_postgres(sql: &str, _search_path: &[String]) -> Vec<Statement> {
+    if sql.trim().is_empty() {
+        return Vec::new();
+    }
+    vec![Statement {
+        action: Action::Unknown,
+        kind: "unparsed".into(),
+        tables: Vec::new(),
+        schemas: Vec::new(),
+        reason: None,
+        sets_search_path: None,
+        prepare: None,
+        execute: None,
+    }]
 }
