@@ -137,101 +137,74 @@ pub fn frame_header(buf: &[u8]) -> Result<Option<(u8, usize)>, CodecError> {
     Ok(Some((buf[0], len as usize + 1)))
 }
 
-/// Splits a byte stream into messages across reads without copying message
-/// bodies, except those `wants` asks to see, so large DataRow/CopyData
-/// traffic is forwarded untouched.
-pub struct FrameScanner {
-    header: [u8; 5],
-    header_len: usize,
-    remaining: usize,
-    tag: u8,
-    capturing: bool,
-    capture: Vec<u8>,
-    capture_limit: usize,
+/// Walks a byte stream message by message across reads. Messages the
+/// caller `holds` come out whole (the caller waits for the rest of one
+/// before going on); all others stream out in whatever pieces the reads
+/// give, so large DataRow/CopyData traffic is never buffered or copied.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    /// Bytes of a streaming message still to come.
+    streaming: usize,
 }
 
-/// What the scanner hands to its caller for a message it asked to see.
-/// `truncated` is set when the body exceeded the capture limit.
-pub struct ScannedMessage<'a> {
-    pub tag: u8,
-    pub body: &'a [u8],
-    pub truncated: bool,
+/// One piece of a read buffer, as byte ranges into it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Part or all of a message that is not held: pass it on.
+    Stream(std::ops::Range<usize>),
+    /// A whole held message (type byte and length word included).
+    Held {
+        tag: u8,
+        frame: std::ops::Range<usize>,
+    },
 }
 
-impl FrameScanner {
-    pub fn new(capture_limit: usize) -> Self {
-        Self {
-            header: [0; 5],
-            header_len: 0,
-            remaining: 0,
-            tag: 0,
-            capturing: false,
-            capture: Vec::new(),
-            capture_limit,
-        }
-    }
-
-    /// Feed the next chunk of the stream; `wants(tag)` selects the messages
-    /// to hand to `on_message`.
-    pub fn scan(
+impl Splitter {
+    /// The next piece of `buf` from `pos`, or `None` when what is left is
+    /// the incomplete start of a message (keep it and read more). `max_held`
+    /// bounds the held messages a peer may announce.
+    pub fn next(
         &mut self,
-        mut chunk: &[u8],
-        wants: impl Fn(u8) -> bool,
-        mut on_message: impl FnMut(ScannedMessage<'_>),
-    ) -> Result<(), CodecError> {
-        while !chunk.is_empty() {
-            if self.remaining == 0 && self.header_len < 5 {
-                let take = (5 - self.header_len).min(chunk.len());
-                self.header[self.header_len..self.header_len + take]
-                    .copy_from_slice(&chunk[..take]);
-                self.header_len += take;
-                chunk = &chunk[take..];
-                if self.header_len < 5 {
-                    break;
-                }
-                let len = be_i32(&self.header[1..5]);
-                if len < 4 {
-                    return Err(CodecError::Malformed("message length"));
-                }
-                self.tag = self.header[0];
-                self.remaining = len as usize - 4;
-                self.capturing = wants(self.tag);
-                self.capture.clear();
-                if self.remaining == 0 {
-                    self.finish(&mut on_message);
-                    continue;
-                }
-            }
-            let take = self.remaining.min(chunk.len());
-            if self.capturing {
-                let room = self.capture_limit.saturating_sub(self.capture.len());
-                self.capture.extend_from_slice(&chunk[..take.min(room)]);
-            }
-            self.remaining -= take;
-            chunk = &chunk[take..];
-            if self.remaining == 0 {
-                self.finish(&mut on_message);
-            }
+        buf: &[u8],
+        pos: usize,
+        holds: impl Fn(u8) -> bool,
+        max_held: usize,
+    ) -> Result<Option<Piece>, CodecError> {
+        let rest = buf.len() - pos;
+        if rest == 0 {
+            return Ok(None);
         }
-        Ok(())
+        if self.streaming > 0 {
+            let n = self.streaming.min(rest);
+            self.streaming -= n;
+            return Ok(Some(Piece::Stream(pos..pos + n)));
+        }
+        let Some((tag, len)) = frame_header(&buf[pos..])? else {
+            return Ok(None);
+        };
+        if !holds(tag) {
+            let n = len.min(rest);
+            self.streaming = len - n;
+            return Ok(Some(Piece::Stream(pos..pos + n)));
+        }
+        if len > max_held {
+            return Err(CodecError::TooLong(len));
+        }
+        if rest < len {
+            return Ok(None);
+        }
+        Ok(Some(Piece::Held {
+            tag,
+            frame: pos..pos + len,
+        }))
     }
 
-    fn finish(&mut self, on_message: &mut impl FnMut(ScannedMessage<'_>)) {
-        if self.capturing {
-            let announced = be_i32(&self.header[1..5]) as usize - 4;
-            on_message(ScannedMessage {
-                tag: self.tag,
-                body: &self.capture,
-                truncated: announced > self.capture.len(),
-            });
+    /// Bytes still missing for the held message at `pos`, to reserve room.
+    pub fn missing(buf: &[u8], pos: usize) -> usize {
+        match frame_header(&buf[pos..]) {
+            Ok(Some((_, len))) => len.saturating_sub(buf.len() - pos),
+            _ => 5,
         }
-        self.header_len = 0;
-        self.capturing = false;
-    }
-
-    /// True between messages: nothing partial is pending.
-    pub fn at_boundary(&self) -> bool {
-        self.header_len == 0 && self.remaining == 0
     }
 }
 
@@ -373,24 +346,11 @@ pub fn query(buf: &mut BytesMut, sql: &str) {
     end(buf, at);
 }
 
-/// Parse ('P') with no parameter types.
-pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
-    let at = begin(buf, b'P');
-    put_cstr(buf, name);
-    put_cstr(buf, sql);
-    buf.put_i16(0);
-    end(buf, at);
-}
-
-/// Bind ('B') of `statement` to `portal` with no parameters and default
-/// result formats.
-pub fn bind_without_parameters(buf: &mut BytesMut, portal: &str, statement: &str) {
-    let at = begin(buf, b'B');
+/// Execute ('E') of `portal`, all rows.
+pub fn execute(buf: &mut BytesMut, portal: &str) {
+    let at = begin(buf, b'E');
     put_cstr(buf, portal);
-    put_cstr(buf, statement);
-    buf.put_i16(0);
-    buf.put_i16(0);
-    buf.put_i16(0);
+    buf.put_i32(0);
     end(buf, at);
 }
 

@@ -2,21 +2,24 @@
 //!
 //! Client → upstream: messages that carry or name SQL (Query, Parse, Bind,
 //! Execute, Sync, Close, FunctionCall, Terminate) are held until complete
-//! and put to the session's `StatementPolicy`; a denied one is replaced by a
-//! stand-in that makes the upstream raise the denial. Everything else
-//! (CopyData above all) streams through untouched.
+//! and put to the session's `StatementPolicy` before a byte of them moves
+//! on. A denied Query (or FunctionCall) is replaced by a stand-in that makes
+//! the upstream raise the denial itself; a denied Parse by an Execute of a
+//! portal that cannot exist, whose error the other direction rewrites into
+//! the denial. Either way the upstream's transaction state and
+//! ReadyForQuery stay what the client expects: the statement failed.
 //!
-//! Upstream → client: bytes flow unchanged while a `FrameScanner` finds
-//! message boundaries and feeds the statement tracker, which turns them
-//! into audit events.
+//! Upstream → client: the small messages the statement tracker reads
+//! (CommandComplete, errors, ReadyForQuery, …) are held whole; DataRows and
+//! everything else stream through untouched.
 //!
 //! Hand-written on purpose: this is the hot path. Each direction reuses one
 //! read buffer and forwards a read with one write unless a message had to
-//! be replaced; bodies are copied only for the few messages the tracker
-//! reads. The two directions run concurrently so neither can stall the
-//! other; the tracker's lock is never held across an await.
+//! be replaced; nothing is copied except replacements. The two directions
+//! run concurrently so neither can stall the other; the shared lock is
+//! never held across an await.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -24,19 +27,19 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, CodecError, FrameScanner};
+use super::codec::{self, CodecError, ErrorFields, Piece, Splitter, sqlstate};
 use super::enforce::{self, StatementPolicy, Verdict};
 use super::session::Session;
-use super::statements::{self, Completed, StatementInfo, StatementTracker};
+use super::statements::{Completed, StatementInfo, StatementTracker};
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
 use crate::tls::Stream;
 
 const READ_BUFFER: usize = 32 * 1024;
-/// Server messages we read are CommandComplete, errors and ReadyForQuery.
-const SERVER_CAPTURE_LIMIT: usize = 8 * 1024;
-/// Largest SQL-carrying message we hold to check (PostgreSQL's own limit
-/// is 1 GB); CopyData is never held.
-const MAX_HELD_MESSAGE: usize = 256 * 1024 * 1024;
+/// Largest SQL-carrying client message we hold to check (PostgreSQL's own
+/// limit is 1 GB); CopyData is never held.
+const MAX_HELD_CLIENT: usize = 256 * 1024 * 1024;
+/// Largest server message we hold (errors and command tags are small).
+const MAX_HELD_SERVER: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -52,6 +55,26 @@ pub enum RelayError {
     Shutdown,
 }
 
+/// State both directions touch, behind one short-held lock.
+#[derive(Default)]
+struct Shared {
+    tracker: StatementTracker,
+    /// Denied Parses whose stand-in error is still to come back.
+    parse_denials: VecDeque<ParseDenial>,
+    /// ReadyForQuery messages seen from the upstream.
+    ready_count: u64,
+}
+
+struct ParseDenial {
+    /// The ReadyForQuery (by count) that closes its pipeline: if the
+    /// stand-in's error has not come by then, an earlier error made the
+    /// upstream skip it, as it would have skipped the real Parse.
+    ready_number: u64,
+    /// The stand-in's portal name, found again in the upstream's error.
+    portal: String,
+    message: String,
+}
+
 /// Relay until the client terminates, either side closes, or `shutdown`.
 pub(super) async fn run(
     client: Stream,
@@ -60,131 +83,191 @@ pub(super) async fn run(
     policy: StatementPolicy,
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
-    let tracker = Mutex::new(StatementTracker::default());
+    let shared = Mutex::new(Shared::default());
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
+    let portal_prefix = format!("idgate-denied-{}-", session.id);
     let mut gate = ClientGate {
         policy,
-        tracker: &tracker,
-        denied_statements: HashSet::new(),
-        stand_ins: BytesMut::new(),
+        shared: &shared,
+        portal_prefix: &portal_prefix,
+        denial_count: 0,
+        sync_points: 0,
         denials: Vec::new(),
     };
 
     let outcome = tokio::select! {
         r = client_to_upstream(&mut client_rx, &mut upstream_tx, &mut gate, session) => r,
-        r = upstream_to_client(&mut upstream_rx, &mut client_tx, &tracker, session) => r,
+        r = upstream_to_client(&mut upstream_rx, &mut client_tx, &shared, &portal_prefix, session) => r,
         () = shutdown.cancelled() => Err(RelayError::Shutdown),
     };
     let mut done = Vec::new();
-    lock(&tracker).abandon(&mut done);
+    lock(&shared).tracker.abandon(&mut done);
     let audited = audit_completed(session, done).await;
     let _ = upstream_tx.shutdown().await;
     let _ = client_tx.shutdown().await;
     outcome.and(audited)
 }
 
-fn lock(t: &Mutex<StatementTracker>) -> std::sync::MutexGuard<'_, StatementTracker> {
-    t.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Client messages held whole before forwarding.
-fn held(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'C' | b'X' | b'F')
+/// What goes out for one read: ranges of the read buffer, with stand-ins
+/// spliced in where a message was replaced. Adjacent ranges coalesce, so an
+/// untouched read is one write.
+#[derive(Default)]
+struct Outgoing {
+    segments: Vec<Segment>,
+    stand_ins: BytesMut,
 }
 
-/// A piece of what goes upstream for one read.
 enum Segment {
-    /// Bytes of the read buffer, forwarded as they came.
     Read(Range<usize>),
-    /// A stand-in from `ClientGate::stand_ins`.
     StandIn(Range<usize>),
 }
 
-fn push_read(segments: &mut Vec<Segment>, range: Range<usize>) {
-    if let Some(Segment::Read(last)) = segments.last_mut()
-        && last.end == range.start
-    {
-        last.end = range.end;
-        return;
+impl Outgoing {
+    fn clear(&mut self) {
+        self.segments.clear();
+        self.stand_ins.clear();
     }
-    segments.push(Segment::Read(range));
+
+    fn pass(&mut self, range: Range<usize>) {
+        if let Some(Segment::Read(last)) = self.segments.last_mut()
+            && last.end == range.start
+        {
+            last.end = range.end;
+            return;
+        }
+        self.segments.push(Segment::Read(range));
+    }
+
+    /// Append a replacement written by `write` into `stand_ins`.
+    fn replace(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        let start = self.stand_ins.len();
+        write(&mut self.stand_ins);
+        self.segments
+            .push(Segment::StandIn(start..self.stand_ins.len()));
+    }
+
+    async fn send(&self, buf: &[u8], tx: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
+        for segment in &self.segments {
+            let bytes = match segment {
+                Segment::Read(r) => &buf[r.clone()],
+                Segment::StandIn(r) => &self.stand_ins[r.clone()],
+            };
+            tx.write_all(bytes).await?;
+        }
+        // TLS streams may hold written bytes until flushed.
+        tx.flush().await
+    }
+}
+
+/// Keep the unconsumed tail of `buf` (an incomplete held message) and make
+/// sure there is room to read the rest of it.
+fn keep_tail(buf: &mut BytesMut, pos: usize) {
+    if pos == buf.len() {
+        buf.clear();
+    } else {
+        buf.advance(pos);
+        buf.reserve(Splitter::missing(buf, 0));
+    }
+    if buf.capacity() - buf.len() < READ_BUFFER / 4 {
+        buf.reserve(READ_BUFFER);
+    }
+}
+
+/// Client messages held whole before forwarding.
+fn client_holds(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'C' | b'X' | b'F')
+}
+
+/// Server messages held whole: the ones the tracker reads.
+fn server_holds(tag: u8) -> bool {
+    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z')
 }
 
 /// Policy and bookkeeping for client messages.
 struct ClientGate<'a> {
     policy: StatementPolicy,
-    tracker: &'a Mutex<StatementTracker>,
-    /// Prepared statements whose Parse was denied and replaced: their
-    /// Binds are replaced too, since the stand-in takes no parameters.
-    denied_statements: HashSet<String>,
-    /// Replacement messages for the current read.
-    stand_ins: BytesMut,
+    shared: &'a Mutex<Shared>,
+    portal_prefix: &'a str,
+    denial_count: u64,
+    /// Messages sent upstream that end in a ReadyForQuery.
+    sync_points: u64,
     /// Denials of the current read, audited after it is forwarded.
     denials: Vec<(Arc<StatementInfo>, String)>,
 }
 
 impl ClientGate<'_> {
-    /// Decide one whole held message: `None` forwards it as is, `Some`
-    /// names its stand-in in `stand_ins`.
-    fn on_message(&mut self, tag: u8, body: &[u8]) -> Result<Option<Range<usize>>, CodecError> {
+    /// Decide one whole held message: pass it, or replace it in `out`.
+    fn on_message(
+        &mut self,
+        tag: u8,
+        frame: &[u8],
+        out: &mut Outgoing,
+    ) -> Result<bool, CodecError> {
+        let body = &frame[5..];
+        let mut passed = true;
         match tag {
             b'Q' => {
+                self.sync_points += 1;
                 // Lossy: a client in another client_encoding is still checked.
                 let raw = body.split(|&b| b == 0).next().unwrap_or_default();
-                let sql = String::from_utf8_lossy(raw);
-                let (info, verdict) = self.judge(&sql);
-                lock(self.tracker).on_query(Arc::clone(&info));
-                Ok(self.stand_in_if_denied(info, verdict, codec::query))
+                let (info, verdict) = self.judge(&String::from_utf8_lossy(raw));
+                lock(self.shared).tracker.on_query(Arc::clone(&info));
+                if let Some(reason) = self.deny(info, verdict) {
+                    out.replace(|b| codec::query(b, &enforce::raise_statement(&reason)));
+                    passed = false;
+                }
+            }
+            b'F' => {
+                self.sync_points += 1;
+                // The legacy fast-path call names a function by OID only, so
+                // nothing is known about what it does: `unknown`.
+                let (info, verdict) = self.policy.check_function_call();
+                let info = Arc::new(info);
+                lock(self.shared).tracker.on_query(Arc::clone(&info));
+                if let Some(reason) = self.deny(info, verdict) {
+                    out.replace(|b| codec::query(b, &enforce::raise_statement(&reason)));
+                    passed = false;
+                }
             }
             b'P' => {
                 let (name, sql) = codec::parse_parse(body)?;
                 let (info, verdict) = self.judge(sql);
-                lock(self.tracker).on_parse(name, Arc::clone(&info));
-                if verdict.allowed {
-                    self.denied_statements.remove(name);
-                } else {
-                    self.denied_statements.insert(name.to_owned());
+                lock(self.shared).tracker.on_parse(name, Arc::clone(&info));
+                if let Some(message) = self.deny(info, verdict) {
+                    self.denial_count += 1;
+                    let portal = format!("{}{}", self.portal_prefix, self.denial_count);
+                    out.replace(|b| codec::execute(b, &portal));
+                    lock(self.shared).parse_denials.push_back(ParseDenial {
+                        ready_number: self.sync_points + 1,
+                        portal,
+                        message,
+                    });
+                    passed = false;
                 }
-                Ok(self
-                    .stand_in_if_denied(info, verdict, |buf, raise| codec::parse(buf, name, raise)))
             }
             b'B' => {
                 let (portal, statement) = codec::parse_bind(body)?;
-                lock(self.tracker).on_bind(portal, statement);
-                if !self.denied_statements.contains(statement) {
-                    return Ok(None);
-                }
-                let start = self.stand_ins.len();
-                codec::bind_without_parameters(&mut self.stand_ins, portal, statement);
-                Ok(Some(start..self.stand_ins.len()))
+                lock(self.shared).tracker.on_bind(portal, statement);
             }
-            b'E' => {
-                lock(self.tracker).on_execute(codec::parse_name(body)?);
-                Ok(None)
-            }
+            b'E' => lock(self.shared)
+                .tracker
+                .on_execute(codec::parse_name(body)?),
             b'S' => {
-                lock(self.tracker).on_sync();
-                Ok(None)
+                self.sync_points += 1;
+                lock(self.shared).tracker.on_sync();
             }
             b'C' => {
                 let (kind, name) = codec::parse_close(body)?;
-                if kind == b'S' {
-                    self.denied_statements.remove(name);
-                }
-                lock(self.tracker).on_close(kind, name);
-                Ok(None)
+                lock(self.shared).tracker.on_close(kind, name);
             }
-            b'F' => {
-                // The legacy fast-path call names a function by OID only;
-                // nothing can be known about what it does.
-                let (info, verdict) = self.policy.check_function_call();
-                let info = Arc::new(info);
-                lock(self.tracker).on_query(Arc::clone(&info));
-                Ok(self.stand_in_if_denied(info, verdict, codec::query))
-            }
-            _ => Ok(None),
+            _ => {}
         }
+        Ok(passed)
     }
 
     fn judge(&mut self, sql: &str) -> (Arc<StatementInfo>, Verdict) {
@@ -199,22 +282,13 @@ impl ClientGate<'_> {
         (Arc::new(info), verdict)
     }
 
-    fn stand_in_if_denied(
-        &mut self,
-        info: Arc<StatementInfo>,
-        verdict: Verdict,
-        write: impl FnOnce(&mut BytesMut, &str),
-    ) -> Option<Range<usize>> {
+    /// For a denial, queue its audit event and return the client message.
+    fn deny(&mut self, info: Arc<StatementInfo>, verdict: Verdict) -> Option<String> {
         if verdict.allowed {
             return None;
         }
-        let start = self.stand_ins.len();
-        write(
-            &mut self.stand_ins,
-            &enforce::raise_statement(&verdict.reason),
-        );
-        self.denials.push((info, verdict.reason));
-        Some(start..self.stand_ins.len())
+        self.denials.push((info, verdict.reason.clone()));
+        Some(verdict.reason)
     }
 }
 
@@ -225,67 +299,32 @@ async fn client_to_upstream(
     session: &Session,
 ) -> Result<(), RelayError> {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
-    let mut segments = Vec::with_capacity(8);
-    // Bytes of a streamed (not held) message still to come.
-    let mut streaming = 0usize;
+    let mut splitter = Splitter::default();
+    let mut out = Outgoing::default();
     loop {
-        if buf.capacity() - buf.len() < READ_BUFFER / 4 {
-            buf.reserve(READ_BUFFER);
-        }
         if rx.read_buf(&mut buf).await.map_err(RelayError::Client)? == 0 {
             return Ok(());
         }
-        segments.clear();
-        gate.stand_ins.clear();
+        out.clear();
         let mut pos = 0;
         let mut terminated = false;
-        while pos < buf.len() {
-            if streaming > 0 {
-                let n = streaming.min(buf.len() - pos);
-                push_read(&mut segments, pos..pos + n);
-                streaming -= n;
-                pos += n;
-                continue;
+        while let Some(piece) = splitter.next(&buf, pos, client_holds, MAX_HELD_CLIENT)? {
+            match piece {
+                Piece::Stream(r) => {
+                    pos = r.end;
+                    out.pass(r);
+                }
+                Piece::Held { tag, frame } => {
+                    pos = frame.end;
+                    if gate.on_message(tag, &buf[frame.clone()], &mut out)? {
+                        out.pass(frame);
+                    }
+                    terminated |= tag == b'X';
+                }
             }
-            let Some((tag, len)) = codec::frame_header(&buf[pos..])? else {
-                break;
-            };
-            if !held(tag) {
-                let n = len.min(buf.len() - pos);
-                push_read(&mut segments, pos..pos + n);
-                streaming = len - n;
-                pos += n;
-                continue;
-            }
-            if len > MAX_HELD_MESSAGE {
-                return Err(CodecError::TooLong(len).into());
-            }
-            if buf.len() - pos < len {
-                // Wait for the rest; make room for it in one go.
-                buf.reserve(len - (buf.len() - pos));
-                break;
-            }
-            match gate.on_message(tag, &buf[pos + 5..pos + len])? {
-                None => push_read(&mut segments, pos..pos + len),
-                Some(stand_in) => segments.push(Segment::StandIn(stand_in)),
-            }
-            terminated |= tag == b'X';
-            pos += len;
         }
-        for segment in &segments {
-            let bytes = match segment {
-                Segment::Read(r) => &buf[r.clone()],
-                Segment::StandIn(r) => &gate.stand_ins[r.clone()],
-            };
-            tx.write_all(bytes).await.map_err(RelayError::Upstream)?;
-        }
-        // TLS streams may hold written bytes until flushed.
-        tx.flush().await.map_err(RelayError::Upstream)?;
-        if pos == buf.len() {
-            buf.clear();
-        } else {
-            buf.advance(pos);
-        }
+        out.send(&buf, tx).await.map_err(RelayError::Upstream)?;
+        keep_tail(&mut buf, pos);
         for (info, reason) in gate.denials.drain(..) {
             audit_denied(session, &info, reason).await?;
         }
@@ -298,29 +337,84 @@ async fn client_to_upstream(
 async fn upstream_to_client(
     rx: &mut (impl AsyncRead + Unpin),
     tx: &mut (impl AsyncWrite + Unpin),
-    tracker: &Mutex<StatementTracker>,
+    shared: &Mutex<Shared>,
+    portal_prefix: &str,
     session: &Session,
 ) -> Result<(), RelayError> {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
-    let mut scanner = FrameScanner::new(SERVER_CAPTURE_LIMIT);
+    let mut splitter = Splitter::default();
+    let mut out = Outgoing::default();
     let mut done = Vec::new();
     loop {
-        buf.clear();
         if rx.read_buf(&mut buf).await.map_err(RelayError::Upstream)? == 0 {
             return Ok(());
         }
+        out.clear();
+        let mut pos = 0;
         {
-            let mut t = lock(tracker);
-            scanner.scan(&buf, statements::server_wants, |m| {
-                t.on_server(m.tag, m.body, &mut done);
-            })?;
+            let mut s = lock(shared);
+            while let Some(piece) = splitter.next(&buf, pos, server_holds, MAX_HELD_SERVER)? {
+                match piece {
+                    Piece::Stream(r) => {
+                        pos = r.end;
+                        out.pass(r);
+                    }
+                    Piece::Held { tag, frame } => {
+                        pos = frame.end;
+                        let body = &buf[frame.start + 5..frame.end];
+                        if tag == b'E'
+                            && !s.parse_denials.is_empty()
+                            && let Some(message) = s.take_denial(body, portal_prefix)
+                        {
+                            // The stand-in's "portal does not exist" becomes
+                            // the denial; the tracker sees the denial too.
+                            out.replace(|b| {
+                                codec::error_response(
+                                    b,
+                                    &ErrorFields {
+                                        severity: "ERROR",
+                                        ..ErrorFields::fatal(
+                                            sqlstate::INSUFFICIENT_PRIVILEGE,
+                                            &message,
+                                        )
+                                    },
+                                );
+                            });
+                            s.tracker.on_server(tag, body, &mut done);
+                            continue;
+                        }
+                        if tag == b'Z' {
+                            s.ready_count += 1;
+                            let ready = s.ready_count;
+                            s.parse_denials.retain(|d| d.ready_number > ready);
+                        }
+                        s.tracker.on_server(tag, body, &mut done);
+                        out.pass(frame);
+                    }
+                }
+            }
         }
-        tx.write_all(&buf).await.map_err(RelayError::Client)?;
-        tx.flush().await.map_err(RelayError::Client)?;
+        out.send(&buf, tx).await.map_err(RelayError::Client)?;
+        keep_tail(&mut buf, pos);
         if !done.is_empty() {
             // Statements the trail cannot record end the session.
             audit_completed(session, done.drain(..)).await?;
         }
+    }
+}
+
+impl Shared {
+    /// If `error` is a Parse stand-in's, its denial message.
+    fn take_denial(&mut self, error: &[u8], portal_prefix: &str) -> Option<String> {
+        let message = codec::parse_error(error).message;
+        if !message.contains(portal_prefix) {
+            return None;
+        }
+        let at = self
+            .parse_denials
+            .iter()
+            .position(|d| message.contains(&format!("\"{}\"", d.portal)))?;
+        self.parse_denials.remove(at).map(|d| d.message)
     }
 }
 

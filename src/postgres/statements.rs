@@ -104,11 +104,6 @@ pub struct StatementTracker {
     pending: VecDeque<Pending>,
 }
 
-/// Server message types the tracker needs to see.
-pub fn server_wants(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z')
-}
-
 impl StatementTracker {
     /// A simple Query (or a FunctionCall, which completes the same way).
     pub fn on_query(&mut self, info: Arc<StatementInfo>) {

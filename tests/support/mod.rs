@@ -262,12 +262,15 @@ pub fn stderr(o: &Output) -> String {
 
 /// Run SQL directly against PostgreSQL as the superuser (fixtures only).
 pub async fn admin_sql(sql: &str) {
+    admin_sql_in("postgres", sql).await;
+}
+
+/// As `admin_sql`, in database `db`.
+pub async fn admin_sql_in(db: &str, sql: &str) {
     let (host, port) = pg_host_port();
     let out = run(tokio::process::Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
-        .arg(format!(
-            "host={host} port={port} dbname=postgres user=postgres"
-        ))
+        .arg(format!("host={host} port={port} dbname={db} user=postgres"))
         .args(["-c", sql]))
     .await;
     assert!(

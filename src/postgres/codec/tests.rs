@@ -55,61 +55,67 @@ fn frame_at_waits_for_the_whole_message_and_bounds_length() {
     assert_eq!(parse_password(&b[5..]).unwrap(), b"tok");
 }
 
+/// Runs a splitter over `stream` cut at `split`, as a relay would: keeps
+/// the unconsumed tail of each read. Returns (held messages, streamed bytes).
+fn split_run(stream: &[u8], split: usize, holds: fn(u8) -> bool) -> (Vec<(u8, Vec<u8>)>, Vec<u8>) {
+    let mut splitter = Splitter::default();
+    let mut buf = Vec::new();
+    let mut held = Vec::new();
+    let mut streamed = Vec::new();
+    for part in [&stream[..split], &stream[split..]] {
+        buf.extend_from_slice(part);
+        let mut pos = 0;
+        while let Some(piece) = splitter.next(&buf, pos, holds, 1 << 20).unwrap() {
+            match piece {
+                Piece::Stream(r) => {
+                    streamed.extend_from_slice(&buf[r.clone()]);
+                    pos = r.end;
+                }
+                Piece::Held { tag, frame } => {
+                    held.push((tag, buf[frame.start + 5..frame.end].to_vec()));
+                    pos = frame.end;
+                }
+            }
+        }
+        buf.drain(..pos);
+    }
+    assert!(buf.is_empty(), "everything consumed");
+    (held, streamed)
+}
+
 #[test]
-fn scanner_finds_messages_split_at_every_byte() {
+fn splitter_holds_whole_messages_and_streams_the_rest_at_every_split() {
     let mut stream = BytesMut::new();
-    let q = |b: &mut BytesMut, sql: &str| {
-        let at = begin(b, b'Q');
-        put_cstr(b, sql);
-        end(b, at);
-    };
-    q(&mut stream, "select 1");
+    query(&mut stream, "select 1");
     let at = begin(&mut stream, b'd');
-    stream.put_slice(&[1u8; 100]);
+    stream.put_slice(&[7u8; 100]);
     end(&mut stream, at);
     terminate(&mut stream);
-    q(&mut stream, "select 2");
-    for split in 0..stream.len() {
-        let mut scanner = FrameScanner::new(1024);
-        let mut seen = Vec::new();
-        for part in [&stream[..split], &stream[split..]] {
-            scanner
-                .scan(
-                    part,
-                    |t| t != b'd',
-                    |m| seen.push((m.tag, String::from_utf8_lossy(m.body).into_owned())),
-                )
-                .unwrap();
-        }
-        assert!(scanner.at_boundary());
+    query(&mut stream, "select 2");
+    for split in 0..=stream.len() {
+        let (held, streamed) = split_run(&stream, split, |t| t != b'd');
         assert_eq!(
-            seen,
+            held,
             vec![
-                (b'Q', "select 1\0".into()),
-                (b'X', String::new()),
-                (b'Q', "select 2\0".into())
+                (b'Q', b"select 1\0".to_vec()),
+                (b'X', Vec::new()),
+                (b'Q', b"select 2\0".to_vec())
             ],
             "split at {split}"
         );
+        assert_eq!(streamed.len(), 105, "split at {split}");
     }
 }
 
 #[test]
-fn scanner_truncates_captures_beyond_the_limit() {
+fn splitter_refuses_a_held_message_over_the_limit() {
     let mut stream = BytesMut::new();
-    let at = begin(&mut stream, b'Q');
-    stream.put_slice(&[b'x'; 50]);
-    end(&mut stream, at);
-    let mut scanner = FrameScanner::new(10);
-    let mut got = None;
-    scanner
-        .scan(
-            &stream,
-            |_| true,
-            |m| got = Some((m.body.len(), m.truncated)),
-        )
-        .unwrap();
-    assert_eq!(got, Some((10, true)));
+    query(&mut stream, &"x".repeat(100));
+    let mut s = Splitter::default();
+    assert_eq!(
+        s.next(&stream, 0, |_| true, 50),
+        Err(CodecError::TooLong(stream.len()))
+    );
 }
 
 #[test]

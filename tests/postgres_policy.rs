@@ -1,0 +1,342 @@
+//! Per-statement policy through the real gateway and the real PostgreSQL.
+//! The read-only caller logs in as an upstream role that CAN write, so every
+//! refusal here is the gateway's doing: each write trick must come back as
+//! 42501 and leave the data untouched, and ordinary reads must not be
+//! refused.
+
+mod support;
+
+use support::*;
+use tokio_postgres::SimpleQueryMessage;
+
+const READ_ONLY_POLICY: &str = r#"
+@id("analysts-read-only")
+permit(
+  principal in Group::"analysts",
+  action in [Action::"connect", Action::"read", Action::"session", Action::"transaction"],
+  resource == Role::"app/writer"
+);
+"#;
+
+/// A schema of our own in `idgate_test`, owned by the writable login.
+struct Fixture {
+    schema: String,
+}
+
+impl Fixture {
+    async fn create() -> Fixture {
+        let schema = unique_name("pol");
+        admin_sql_in(
+            "idgate_test",
+            &format!(
+                "create schema {schema} authorization idgate_scram; \
+                 set role idgate_scram; \
+                 create table {schema}.t (id int primary key, v text); \
+                 insert into {schema}.t values (1, 'a'), (2, 'b'), (3, 'c'); \
+                 create sequence {schema}.s; \
+                 create view {schema}.tv as select * from {schema}.t;"
+            ),
+        )
+        .await;
+        Fixture { schema }
+    }
+
+    async fn drop(self) {
+        admin_sql_in(
+            "idgate_test",
+            &format!("drop schema {} cascade", self.schema),
+        )
+        .await;
+    }
+}
+
+async fn read_only_gateway() -> Harness {
+    Harness::with(Options {
+        policy: READ_ONLY_POLICY.into(),
+        ..Options::default()
+    })
+    .await
+}
+
+async fn session(h: &Harness, schema: &str) -> tokio_postgres::Client {
+    let client = h.driver(&h.analyst(), "writer").await.expect("login");
+    client
+        .simple_query(&format!("set search_path to {schema}, public"))
+        .await
+        .expect("search_path is a harmless setting");
+    client
+}
+
+async fn table_state(schema: &str) -> String {
+    let (host, port) = pg_host_port();
+    let out = run(tokio::process::Command::new("psql")
+        .arg(format!("host={host} port={port} dbname=idgate_test user=postgres"))
+        .args(["-X", "-A", "-t", "-c"])
+        .arg(format!(
+            "select count(*), string_agg(id || v, ',' order by id), (select last_value from {schema}.s) from {schema}.t"
+        )))
+    .await;
+    stdout(&out).trim().to_owned()
+}
+
+/// Statements a read-only session must refuse (`$s` is the schema).
+const WRITE_TRICKS: &[&str] = &[
+    "insert into t values (10, 'x')",
+    "insert into t select id + 100, v from t",
+    "update t set v = 'y'",
+    "delete from t",
+    "DELETE FROM \"t\"",
+    "merge into t using (select 1 as id) s on t.id = s.id when matched then delete",
+    "truncate t",
+    "with d as (delete from t returning *) select * from d",
+    "with x as (select 1), u as (update t set v = 'z' returning 1) select * from x",
+    "with recursive r(n) as (select 1) insert into t values (11, 'r')",
+    "select * into t2 from t",
+    "create table t3 as select * from t",
+    "explain analyze delete from t",
+    "do $$ begin delete from t; end $$",
+    "call some_procedure()",
+    "copy t from stdin",
+    "copy t to program 'id'",
+    "copy (select 1) to '/tmp/idgate-should-not-exist'",
+    "prepare w as delete from t",
+    "execute w",
+    "lock table t",
+    "select * from t for update",
+    "select * from t for share",
+    "select nextval('$s.s')",
+    "select setval('$s.s', 42)",
+    "select set_config('default_transaction_read_only', 'off', false)",
+    "select set_config('transaction_read_only', 'off', true)",
+    "select set_config('role', 'postgres', false)",
+    "set default_transaction_read_only = off",
+    "set default_transaction_read_only to false",
+    "set transaction_read_only = off",
+    "set session characteristics as transaction read write",
+    "reset default_transaction_read_only",
+    "set role postgres",
+    "reset role",
+    "set session authorization postgres",
+    "reset session authorization",
+    "reset all",
+    "begin read write",
+    "start transaction read write",
+    "select 1; delete from t",
+    "/* just a comment */ delete from t",
+    "-- a comment\ndelete from t",
+    "select $$ ; $$; delete from t",
+    "select 'it''s fine'; update t set v = 'q'",
+    "create table x (a int)",
+    "drop table t",
+    "alter table t add column z int",
+    "create index on t (v)",
+    "grant select on t to public",
+    "comment on table t is 'x'",
+    "vacuum t",
+    "analyze t",
+    "cluster t",
+    "reindex table t",
+    "refresh materialized view mv",
+    "select pg_terminate_backend(1)",
+    "select pg_catalog.pg_reload_conf()",
+    "select lo_import('/etc/hostname')",
+    "alter system set work_mem = '1MB'",
+    "create function f() returns int as 'select 1' language sql",
+    "create schema evil",
+    "listen x; insert into t values (12, 'l')",
+    "this is not sql",
+];
+
+#[tokio::test]
+async fn read_only_session_refuses_every_write_trick_and_changes_nothing() {
+    let fixture = Fixture::create().await;
+    let before = table_state(&fixture.schema).await;
+    let h = read_only_gateway().await;
+    let mut failures = Vec::new();
+    for trick in WRITE_TRICKS {
+        let sql = trick.replace("$s", &fixture.schema);
+        // A fresh session each time: a refused statement can leave a
+        // transaction aborted, which would mask the next one.
+        let client = session(&h, &fixture.schema).await;
+        match client.simple_query(&sql).await {
+            Ok(_) => failures.push(format!("{sql}: was allowed")),
+            Err(e) => match e.as_db_error() {
+                Some(db) if db.code().code() == "42501" => {
+                    if !db.message().contains("permission denied for") {
+                        failures.push(format!(
+                            "{sql}: 42501 not from the gateway: {}",
+                            db.message()
+                        ));
+                    }
+                }
+                Some(db) => failures.push(format!(
+                    "{sql}: refused by the server ({} {}) not the gateway",
+                    db.code().code(),
+                    db.message()
+                )),
+                None => failures.push(format!("{sql}: {e}")),
+            },
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} write tricks not refused by the gateway:\n{}",
+        failures.len(),
+        WRITE_TRICKS.len(),
+        failures.join("\n")
+    );
+    assert_eq!(table_state(&fixture.schema).await, before, "data changed");
+    drop(h);
+    fixture.drop().await;
+}
+
+/// Ordinary reads a read-only session must not refuse.
+const LEGIT_READS: &[&str] = &[
+    "select * from t",
+    "select count(*) from t where v = 'a'",
+    "with x as (select * from t) select * from x",
+    "with recursive r(n) as (select 1 union all select n + 1 from r where n < 3) select * from r",
+    "select * from tv",
+    "select t.id, u.v from t join t u on u.id = t.id",
+    "explain select * from t",
+    "explain (costs off) select * from t where id = 1",
+    "show work_mem",
+    "show all",
+    "set application_name = 'reports'",
+    "set search_path to public",
+    "set timezone = 'UTC'",
+    "set statement_timeout = '5s'",
+    "reset statement_timeout",
+    "begin; select 1; commit",
+    "begin read only; select * from t; rollback",
+    "start transaction isolation level repeatable read; select 1; commit",
+    "select 'delete from t'",
+    "select 'update t set v = 1; drop table t'",
+    "select $$ insert into t values (1) $$",
+    "select 1 as \"delete\", 2 as \"update\"",
+    "select currval('$s.s') is null",
+    "select now(), current_user, version()",
+    "select * from pg_catalog.pg_tables limit 1",
+    "select * from information_schema.tables limit 1",
+    "values (1), (2)",
+    "table t",
+    "copy t to stdout",
+    "copy (select * from t) to stdout with (format csv)",
+    "prepare r as select * from t where id = $1; execute r(1); deallocate r",
+];
+
+#[tokio::test]
+async fn read_only_session_allows_ordinary_reads() {
+    let fixture = Fixture::create().await;
+    admin_sql_in(
+        "idgate_test",
+        &format!("select nextval('{}.s')", fixture.schema),
+    )
+    .await;
+    let h = read_only_gateway().await;
+    let mut failures = Vec::new();
+    for read in LEGIT_READS {
+        let sql = read.replace("$s", &fixture.schema);
+        let client = session(&h, &fixture.schema).await;
+        if let Err(e) = client.simple_query(&sql).await {
+            failures.push(format!("{sql}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} reads refused:\n{}",
+        failures.len(),
+        LEGIT_READS.len(),
+        failures.join("\n")
+    );
+    drop(h);
+    fixture.drop().await;
+}
+
+#[tokio::test]
+async fn writes_through_the_extended_protocol_are_refused_at_parse() {
+    let fixture = Fixture::create().await;
+    let before = table_state(&fixture.schema).await;
+    let h = read_only_gateway().await;
+    let client = session(&h, &fixture.schema).await;
+
+    let e = client
+        .prepare("update t set v = $1 where id = $2")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("server error");
+    assert_eq!(db.code().code(), "42501", "{}", db.message());
+    assert!(db.message().contains("write"), "{}", db.message());
+
+    let e = client.execute("delete from t", &[]).await.unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
+
+    // The session is still usable, and reads through Parse still work.
+    let rows = client
+        .query("select v from t where id = $1", &[&1])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "a");
+    assert_eq!(table_state(&fixture.schema).await, before);
+    drop(h);
+    fixture.drop().await;
+}
+
+#[tokio::test]
+async fn a_refused_write_inside_a_transaction_aborts_it() {
+    let fixture = Fixture::create().await;
+    let h = read_only_gateway().await;
+    let client = session(&h, &fixture.schema).await;
+    client.simple_query("begin").await.unwrap();
+    let e = client.simple_query("delete from t").await.unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
+    let e = client.simple_query("select 1").await.unwrap_err();
+    assert_eq!(
+        e.as_db_error().unwrap().code().code(),
+        "25P02",
+        "the transaction must be aborted, as without the gateway"
+    );
+    client.simple_query("rollback").await.unwrap();
+    let rows = client.simple_query("select 1").await.unwrap();
+    assert!(rows.iter().any(|m| matches!(m, SimpleQueryMessage::Row(_))));
+    drop(h);
+    fixture.drop().await;
+}
+
+#[tokio::test]
+async fn read_only_session_is_read_only_upstream_too() {
+    let h = read_only_gateway().await;
+    let client = h.driver(&h.analyst(), "writer").await.unwrap();
+    let row = client
+        .query_one("show default_transaction_read_only", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "on");
+}
+
+#[tokio::test]
+async fn denial_names_the_action_the_tables_and_is_audited() {
+    let fixture = Fixture::create().await;
+    let mut h = read_only_gateway().await;
+    let client = session(&h, &fixture.schema).await;
+    let e = client.simple_query("delete from t").await.unwrap_err();
+    let msg = e.as_db_error().unwrap().message().to_owned();
+    assert!(msg.contains("write"), "{msg}");
+    assert!(msg.contains(&format!("{}.t", fixture.schema)), "{msg}");
+    assert!(msg.contains("no policy permits"), "{msg}");
+    drop(client);
+    let events = h.stop_and_read_audit().await;
+    let denied = events
+        .iter()
+        .find(|e| e["event"] == "denied" && e["statement"] == "delete from t")
+        .unwrap_or_else(|| panic!("no denied event: {events:#?}"));
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["tables"][0], format!("{}.t", fixture.schema));
+    assert!(
+        denied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no policy permits")
+    );
+    fixture.drop().await;
+}
