@@ -2,10 +2,13 @@
 //! small purpose-written ones, through the public API only.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 
 use idgate::identity::Identity;
 use idgate::policy::{AccessRequest, Action, Decision, PolicyEngine, PolicyError, RequestContext};
+use time::OffsetDateTime;
+use time::macros::datetime;
 
 const EXAMPLE_POLICY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.cedar");
 const EXAMPLE_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/idgate.toml");
@@ -24,11 +27,16 @@ fn identity(sub: &str, groups: &[&str]) -> Identity {
     }
 }
 
+/// A Monday (2025-01-06) at `hour`:00 UTC.
+fn monday_at(hour: u8) -> OffsetDateTime {
+    datetime!(2025-01-06 00:00 UTC) + time::Duration::hours(i64::from(hour))
+}
+
 fn business_hours() -> RequestContext {
     RequestContext {
-        client_address: "10.1.2.3".into(),
+        client_address: IpAddr::from([10, 1, 2, 3]),
         environment: vec!["prod".into()],
-        hour_utc: Some(11),
+        now: Some(monday_at(11)),
         ..RequestContext::default()
     }
 }
@@ -70,7 +78,8 @@ fn statement(
         context: RequestContext {
             statement_kind: Some("insert".into()),
             tables: vec!["public.orders".into()],
-            hour_utc: Some(hour),
+            schemas: vec!["public".into()],
+            now: Some(monday_at(hour)),
             ..business_hours()
         },
     })
