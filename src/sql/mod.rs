@@ -29,3 +29,18 @@ pub struct Statement {
 pub fn default_search_path() -> Vec<String> {
     vec!["$user".into(), "public".into()]
 }
+
+// TEMPORARY STUB, replaced by the sql branch: `policy explain` is written
+// against this signature; until the classifier lands every statement is
+// `unknown`. Drop this at merge.
+pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
+    let _ = (sql, search_path);
+    vec![Statement {
+        action: Action::Unknown,
+        kind: "unparsed".into(),
+        tables: Vec::new(),
+        schemas: Vec::new(),
+        reason: Some("the statement classifier is not built yet".into()),
+        sets_search_path: None,
+    }]
+}
