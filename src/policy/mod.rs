@@ -5,9 +5,20 @@
 //! Only this module decides whether an action is allowed. It fails closed:
 //! a policy that errors during evaluation, or a request that cannot be
 //! expressed against the schema, is a deny that says why, never a skip.
+//!
+//! Code map: `schema.cedarschema` is the model policies are written
+//! against, `entities` builds one request's entities and context, `error`
+//! renders load problems with `file:line:col`, and `explain` is
+//! `idgate policy explain`.
+//!
+//! Deviation from SPEC §7: the token's claims are *tags* on the `User`
+//! (`principal.getTag("department")`), not a `claims` attribute, because a
+//! strict-mode record needs a fixed set of fields and claims differ by
+//! issuer. Only string-valued top-level claims become tags.
 
 mod entities;
 mod error;
+pub mod explain;
 #[cfg(test)]
 mod tests;
 
