@@ -57,6 +57,43 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// The decisions the gateway would make for a token on a target, with
+    /// the policy ids behind them. Exit 0 when everything asked is
+    /// allowed, 1 when anything is denied or the token is refused.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The token, validated as the gateway would; `-` reads it from
+        /// stdin, which keeps it out of the process list.
+        #[arg(long)]
+        token: String,
+        /// The target, as a client sends it in `dbname`.
+        #[arg(long)]
+        target: String,
+        /// The role, as a client sends it in `user`; without it, the only
+        /// role the policy permits, as the gateway picks it.
+        #[arg(long)]
+        role: Option<String>,
+        /// SQL to classify and decide statement by statement.
+        #[arg(long)]
+        sql: Option<String>,
+        /// Decide as at this time (RFC 3339, e.g. 2025-01-06T10:00:00Z)
+        /// for time-of-day policies; the token is still checked now.
+        #[arg(long, value_parser = idgate::policy::explain::parse_rfc3339)]
+        at: Option<time::OffsetDateTime>,
+        /// The client address policies see (`context.client_ip`).
+        #[arg(long)]
+        client_ip: Option<std::net::IpAddr>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +155,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Token {
             command: TokenCommand::Inspect { token, config },
         } => token_inspect(token.as_deref(), config).await,
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    config,
+                    token,
+                    target,
+                    role,
+                    sql,
+                    at,
+                    client_ip,
+                },
+        } => {
+            let request = idgate::policy::explain::ExplainRequest {
+                target,
+                role,
+                sql,
+                at,
+                client_ip,
+            };
+            policy_explain(config, &token, request).await
+        }
     }
 }
 
@@ -202,6 +260,41 @@ async fn token_inspect(token: Option<&str>, config: Option<PathBuf>) -> anyhow::
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Exit 0 when the connect and every statement are allowed, 1 when
+/// anything is denied or the token is refused, 2 for a wrong argument.
+async fn policy_explain(
+    path: PathBuf,
+    token: &str,
+    request: idgate::policy::explain::ExplainRequest,
+) -> anyhow::Result<ExitCode> {
+    let token = match idgate::identity::read_token(Some(token), std::io::stdin().lock()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}\n  hint: --token TOKEN, or --token - to read it from stdin");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let config = Config::load(&path)?;
+    let engine = idgate::policy::PolicyEngine::load(&config.policy.file)?;
+    match idgate::policy::explain::explain(&config, &engine, &token, &request).await {
+        Ok(explanation) => {
+            print!("{}", explanation.render());
+            Ok(if explanation.allowed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Err(e) => {
+            eprintln!(
+                "error: {e}\n  hint: {}",
+                e.hint(&path.display().to_string())
+            );
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
 }
 
 fn audit_verify(file: PathBuf) -> anyhow::Result<()> {

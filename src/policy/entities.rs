@@ -10,6 +10,7 @@ use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
     Schema,
 };
+use time::OffsetDateTime;
 
 use super::{AccessRequest, Action};
 
@@ -43,7 +44,7 @@ fn strings<'a>(values: impl IntoIterator<Item = &'a String>) -> RestrictedExpres
 /// schema. Any error is returned as text: the caller turns it into a deny.
 pub(crate) fn build(
     req: &AccessRequest<'_>,
-    hour_utc: u8,
+    now_utc: OffsetDateTime,
     schema: &Schema,
 ) -> Result<CedarQuery, String> {
     let identity = req.identity;
@@ -90,13 +91,19 @@ pub(crate) fn build(
     .map_err(|e| format!("cannot build principal entity: {e}"))?;
     entities.push(user);
 
-    let client_address = (
-        "client_address".to_string(),
-        RestrictedExpression::new_string(req.context.client_address.clone()),
+    // `::ffff:10.1.2.3` from a dual-stack listener is the IPv4 client
+    // 10.1.2.3; evaluated as IPv6 it would escape every IPv4 range rule.
+    let client_ip = (
+        "client_ip".to_string(),
+        RestrictedExpression::new_ip(req.context.client_address.to_canonical().to_string()),
     );
     let hour = (
         "hour_utc".to_string(),
-        RestrictedExpression::new_long(i64::from(hour_utc)),
+        RestrictedExpression::new_long(i64::from(now_utc.hour())),
+    );
+    let weekday = (
+        "weekday_utc".to_string(),
+        RestrictedExpression::new_long(i64::from(now_utc.weekday().number_days_from_monday())),
     );
     let environment = ("environment".to_string(), strings(&req.context.environment));
 
@@ -105,7 +112,7 @@ pub(crate) fn build(
     if req.action == Action::Administer {
         resource = uid("Gateway", GATEWAY_ID)?;
         entities.push(Entity::new_no_attrs(resource.clone(), HashSet::new()));
-        context_pairs = vec![client_address, hour];
+        context_pairs = vec![client_ip, hour, weekday];
     } else {
         // "TARGET/ROLE" must split one way only: with a '/' in the target,
         // `a/b` + `c` and `a` + `b/c` would be the same Role and a policy
@@ -144,9 +151,9 @@ pub(crate) fn build(
             )
             .map_err(|e| format!("cannot build role entity: {e}"))?,
         );
-        let mut pairs = vec![client_address, hour, environment];
+        let mut pairs = vec![client_ip, hour, weekday, environment];
         if req.action != Action::Connect {
-            // Statement actions require both fields in the schema; a
+            // Statement actions require these fields in the schema; a
             // statement without a kind is refused rather than guessed.
             let kind =
                 req.context.statement_kind.clone().ok_or_else(|| {
@@ -157,6 +164,7 @@ pub(crate) fn build(
                 RestrictedExpression::new_string(kind),
             ));
             pairs.push(("tables".to_string(), strings(&req.context.tables)));
+            pairs.push(("schemas".to_string(), strings(&req.context.schemas)));
         }
         context_pairs = pairs;
     }

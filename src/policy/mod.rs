@@ -5,14 +5,26 @@
 //! Only this module decides whether an action is allowed. It fails closed:
 //! a policy that errors during evaluation, or a request that cannot be
 //! expressed against the schema, is a deny that says why, never a skip.
+//!
+//! Code map: `schema.cedarschema` is the model policies are written
+//! against, `entities` builds one request's entities and context, `error`
+//! renders load problems with `file:line:col`, and `explain` is
+//! `idgate policy explain`.
+//!
+//! Deviation from SPEC §7: the token's claims are *tags* on the `User`
+//! (`principal.getTag("department")`), not a `claims` attribute, because a
+//! strict-mode record needs a fixed set of fields and claims differ by
+//! issuer. Only string-valued top-level claims become tags.
 
 mod entities;
 mod error;
+pub mod explain;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -20,6 +32,8 @@ use cedar_policy::ffi::DetailedError;
 use cedar_policy::{
     Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Schema, ValidationMode, Validator,
 };
+
+use time::{OffsetDateTime, UtcOffset};
 
 pub use entities::GATEWAY_ID;
 pub use error::{PolicyError, PolicyProblem};
@@ -78,20 +92,47 @@ impl fmt::Display for Action {
 }
 
 /// Facts about the request that are not entities (the Cedar `context`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
-    /// Client IP address without port.
-    pub client_address: String,
+    /// Client IP address (`context.client_ip`). IPv4-mapped IPv6 addresses
+    /// are evaluated as IPv4, so `10.0.0.0/8` matches `::ffff:10.1.2.3`.
+    pub client_address: IpAddr,
     /// The target's environment tags, e.g. `["prod"]`.
     pub environment: Vec<String>,
     /// Classifier kind of the statement; required for statement actions,
     /// ignored for `connect` and `administer`.
     pub statement_kind: Option<String>,
-    /// Tables the statement touches.
+    /// Tables the statement touches, schema-qualified.
     pub tables: Vec<String>,
-    /// Hour of day in UTC for time-of-day rules; `None` means now. Set only
-    /// by tests and `policy explain --at`.
-    pub hour_utc: Option<u8>,
+    /// Schemas of `tables`.
+    pub schemas: Vec<String>,
+    /// The time of the decision, from which `hour_utc` and `weekday_utc`
+    /// are derived; `None` means now. Tests and `policy explain --at` set
+    /// it, so time-of-day rules are checked without waiting.
+    pub now: Option<OffsetDateTime>,
+}
+
+impl Default for RequestContext {
+    /// Unspecified client address (`0.0.0.0`, inside no range but
+    /// `0.0.0.0/0`), no environment, no statement, the current time.
+    fn default() -> RequestContext {
+        RequestContext {
+            client_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            environment: Vec::new(),
+            statement_kind: None,
+            tables: Vec::new(),
+            schemas: Vec::new(),
+            now: None,
+        }
+    }
+}
+
+impl RequestContext {
+    /// The instant the decision is made for, in UTC.
+    pub fn decision_time(&self) -> OffsetDateTime {
+        self.now
+            .map_or_else(OffsetDateTime::now_utc, |t| t.to_offset(UtcOffset::UTC))
+    }
 }
 
 /// One authorization question.
@@ -123,6 +164,31 @@ impl Decision {
             allowed: false,
             policy_ids,
             reason,
+        }
+    }
+}
+
+/// How the role of a login was chosen; see `PolicyEngine::choose_role`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleChoice {
+    /// The client named a role the target defines.
+    Requested(String),
+    /// The client named no role of the target, and the policy permits
+    /// exactly one.
+    OnlyPermitted(String),
+    /// The client named no role of the target, and the policy permits none.
+    NonePermitted,
+    /// The client named no role of the target, and the policy permits
+    /// several: the client must pick one of these.
+    Ambiguous(Vec<String>),
+}
+
+impl RoleChoice {
+    /// The chosen role, if there is one.
+    pub fn role(&self) -> Option<&str> {
+        match self {
+            RoleChoice::Requested(r) | RoleChoice::OnlyPermitted(r) => Some(r),
+            RoleChoice::NonePermitted | RoleChoice::Ambiguous(_) => None,
         }
     }
 }
@@ -220,8 +286,7 @@ impl PolicyEngine {
     }
 
     pub fn authorize(&self, req: &AccessRequest<'_>) -> Decision {
-        let hour = req.context.hour_utc.unwrap_or_else(current_hour_utc);
-        let query = match entities::build(req, hour, &self.schema) {
+        let query = match entities::build(req, req.context.decision_time(), &self.schema) {
             Ok(query) => query,
             Err(message) => {
                 return Decision::deny(
@@ -305,16 +370,75 @@ impl PolicyEngine {
             .map(|role| (*role).to_string())
             .collect()
     }
+
+    /// Picks the role a login uses, as the gateway does (SPEC §4): the
+    /// requested one if `roles` (the target's configured roles) contains
+    /// it, whether or not the policy then permits it; otherwise the only
+    /// role the caller may `connect` as.
+    pub fn choose_role(
+        &self,
+        identity: &Identity,
+        target: &str,
+        roles: &[&str],
+        requested: &str,
+        ctx: &RequestContext,
+    ) -> RoleChoice {
+        if roles.contains(&requested) {
+            return RoleChoice::Requested(requested.to_string());
+        }
+        let mut permitted = self.permitted_roles(identity, target, roles, ctx);
+        match permitted.len() {
+            0 => RoleChoice::NonePermitted,
+            1 => RoleChoice::OnlyPermitted(permitted.remove(0)),
+            _ => RoleChoice::Ambiguous(permitted),
+        }
+    }
+
+    /// Whether this caller could be permitted `write` on the role at all,
+    /// at the time and from the address in `ctx`: the `write` action is
+    /// evaluated with `statement_kind` `""` and empty `tables` and
+    /// `schemas` (a write that names nothing in particular).
+    ///
+    /// The relay uses it for defence in depth: a session for which this is
+    /// false is put into upstream read-only mode, on top of the
+    /// per-statement checks. Consequences for policy authors:
+    /// - a forbid that depends on the kind or the tables (`… when
+    ///   { context.tables.contains("public.payroll") }`) leaves this true,
+    ///   and the statement checks enforce it;
+    /// - a permit that names a kind or a table positively (`permit … when
+    ///   { context.statement_kind == "insert" }`) makes this false, so such
+    ///   a session is read-only upstream and its permitted writes fail
+    ///   there. Write such grants as `containsAll` of an allowed set (true
+    ///   for the empty set), or as a broad permit narrowed by forbids.
+    ///
+    /// An evaluation error is false, like every other error here.
+    pub fn may_write(
+        &self,
+        identity: &Identity,
+        target: &str,
+        role: &str,
+        ctx: &RequestContext,
+    ) -> bool {
+        self.authorize(&AccessRequest {
+            identity,
+            target,
+            role,
+            action: Action::Write,
+            context: RequestContext {
+                statement_kind: Some(String::new()),
+                tables: Vec::new(),
+                schemas: Vec::new(),
+                ..ctx.clone()
+            },
+        })
+        .allowed
+    }
 }
 
 fn builtin_schema() -> Result<Schema, PolicyError> {
     Schema::from_cedarschema_str(SCHEMA)
         .map(|(schema, _warnings)| schema)
         .map_err(|e| PolicyError::Schema(DetailedError::from(&e).message))
-}
-
-fn current_hour_utc() -> u8 {
-    time::OffsetDateTime::now_utc().hour()
 }
 
 /// Gives each policy the id from its `@id("…")` annotation, keeping Cedar's

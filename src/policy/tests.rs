@@ -1,5 +1,7 @@
 use std::collections::BTreeMap;
 
+use std::net::IpAddr;
+
 use super::*;
 
 fn identity(sub: &str, groups: &[&str]) -> Identity {
@@ -16,11 +18,16 @@ fn identity(sub: &str, groups: &[&str]) -> Identity {
     }
 }
 
+/// 2025-01-06 was a Monday.
+fn monday_at(hour: u8) -> OffsetDateTime {
+    time::macros::datetime!(2025-01-06 00:00 UTC) + time::Duration::hours(i64::from(hour))
+}
+
 fn ctx() -> RequestContext {
     RequestContext {
-        client_address: "10.0.0.7".into(),
+        client_address: IpAddr::from([10, 0, 0, 7]),
         environment: vec!["prod".into()],
-        hour_utc: Some(10),
+        now: Some(monday_at(10)),
         ..RequestContext::default()
     }
 }
@@ -169,7 +176,7 @@ fn time_of_day_comes_from_the_context() {
             role: "reader",
             action: Action::Connect,
             context: RequestContext {
-                hour_utc: Some(hour),
+                now: Some(monday_at(hour)),
                 ..ctx()
             },
         })
@@ -193,4 +200,125 @@ fn administer_targets_the_gateway_entity() {
         context: ctx(),
     });
     assert!(d.allowed, "{}", d.reason);
+}
+
+fn connect_with(e: &PolicyEngine, context: RequestContext) -> bool {
+    e.authorize(&AccessRequest {
+        identity: &identity("alice", &[]),
+        target: "orders",
+        role: "reader",
+        action: Action::Connect,
+        context,
+    })
+    .allowed
+}
+
+#[test]
+fn weekday_counts_from_monday_zero_in_utc() {
+    let e = engine(
+        r#"permit(principal, action == Action::"connect", resource)
+           when { context.weekday_utc == 6 && context.hour_utc == 23 };"#,
+    );
+    // Sunday 23:30 UTC, written as Monday 01:30 at UTC+2.
+    let sunday_late = time::macros::datetime!(2025-01-13 01:30 +02:00);
+    assert!(connect_with(
+        &e,
+        RequestContext {
+            now: Some(sunday_late),
+            ..ctx()
+        }
+    ));
+    assert!(!connect_with(&e, ctx()));
+}
+
+#[test]
+fn ipv4_mapped_client_address_is_matched_as_ipv4() {
+    let e = engine(
+        r#"permit(principal, action == Action::"connect", resource)
+           when { context.client_ip.isInRange(ip("10.0.0.0/8")) };"#,
+    );
+    let at = |addr: &str| {
+        connect_with(
+            &e,
+            RequestContext {
+                client_address: addr.parse().unwrap_or_else(|err| panic!("{addr}: {err}")),
+                ..ctx()
+            },
+        )
+    };
+    assert!(at("10.9.8.7"));
+    assert!(at("::ffff:10.9.8.7"));
+    assert!(!at("192.168.1.1"));
+    assert!(!at("fd00::1"));
+}
+
+#[test]
+fn default_context_address_is_in_no_private_range() {
+    let e = engine(
+        r#"permit(principal, action == Action::"connect", resource)
+           when { context.client_ip.isInRange(ip("10.0.0.0/8")) || context.client_ip.isLoopback() };"#,
+    );
+    assert!(!connect_with(&e, RequestContext::default()));
+}
+
+#[test]
+fn may_write_is_the_write_decision_for_a_statement_naming_nothing() {
+    let e = engine(
+        r#"@id("readers") permit(principal, action in [Action::"connect", Action::"read"], resource == Role::"orders/reader");
+           @id("writers") permit(principal in Group::"dev", action, resource == Role::"orders/rw");
+           @id("no-payroll") forbid(principal, action == Action::"write", resource)
+             when { context.tables.contains("public.payroll") };
+           @id("nights") forbid(principal, action == Action::"write", resource)
+             when { context.hour_utc >= 22 };"#,
+    );
+    let dev = identity("dee", &["dev"]);
+    assert!(!e.may_write(&dev, "orders", "reader", &ctx()));
+    // A forbid on particular tables leaves the session writable: the
+    // statement checks enforce it.
+    assert!(e.may_write(&dev, "orders", "rw", &ctx()));
+    let night = RequestContext {
+        now: Some(monday_at(23)),
+        ..ctx()
+    };
+    assert!(!e.may_write(&dev, "orders", "rw", &night));
+    assert!(!e.may_write(&identity("ann", &[]), "orders", "rw", &ctx()));
+}
+
+#[test]
+fn may_write_is_false_when_the_write_decision_errors() {
+    let e = engine(
+        r#"permit(principal, action, resource);
+           forbid(principal, action == Action::"write", resource)
+             when { context.hour_utc * 9223372036854775807 > 0 };"#,
+    );
+    assert!(!e.may_write(&identity("dee", &[]), "orders", "rw", &ctx()));
+}
+
+#[test]
+fn role_choice_follows_the_gateway_rules() {
+    let e = engine(
+        r#"permit(principal in Group::"analysts", action == Action::"connect", resource == Role::"orders/reader");
+           permit(principal in Group::"dbas", action == Action::"connect", resource in Target::"orders");"#,
+    );
+    let roles = ["reader", "admin"];
+    let analyst = identity("ann", &["analysts"]);
+    let dba = identity("dee", &["dbas"]);
+    let choose =
+        |who: &Identity, requested: &str| e.choose_role(who, "orders", &roles, requested, &ctx());
+
+    // A defined role is taken as asked; connect decides afterwards.
+    assert_eq!(
+        choose(&analyst, "admin"),
+        RoleChoice::Requested("admin".into())
+    );
+    assert_eq!(
+        choose(&analyst, "ann"),
+        RoleChoice::OnlyPermitted("reader".into())
+    );
+    assert_eq!(
+        choose(&dba, ""),
+        RoleChoice::Ambiguous(vec!["reader".into(), "admin".into()])
+    );
+    assert_eq!(choose(&identity("eve", &[]), ""), RoleChoice::NonePermitted);
+    assert_eq!(choose(&analyst, "ann").role(), Some("reader"));
 }

@@ -266,7 +266,7 @@ impl Session {
 
     fn context(&self, target: &TargetConfig) -> RequestContext {
         RequestContext {
-            client_address: self.peer.ip().to_string(),
+            client_address: self.peer.ip(),
             environment: target.environment.clone(),
             ..RequestContext::default()
         }
