@@ -171,6 +171,7 @@ impl StatementPolicy {
         RequestContext {
             statement_kind: Some(stmt.kind.clone()),
             tables: stmt.tables.clone(),
+            schemas: stmt.schemas.clone(),
             ..self.base.clone()
         }
     }

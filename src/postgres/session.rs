@@ -21,7 +21,7 @@ use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
 use crate::config::TargetConfig;
 use crate::gateway::Gateway;
 use crate::identity::Identity;
-use crate::policy::{AccessRequest, Action, RequestContext};
+use crate::policy::{AccessRequest, Action, RequestContext, RoleChoice};
 use crate::secret::Secret;
 use crate::tls::Stream;
 
@@ -422,25 +422,25 @@ impl Session {
     /// The requested role if the target defines it; otherwise the only role
     /// the policy lets this caller connect as.
     fn choose_role(&self, target: &TargetConfig, requested: &str) -> Result<String, Refusal> {
-        if target.role(requested).is_some() {
-            return Ok(requested.to_owned());
-        }
         let identity = self.identity.as_ref().expect("validated before");
         let names: Vec<&str> = target.roles.iter().map(|r| r.name.as_str()).collect();
-        let permitted =
-            self.gw
-                .policy
-                .permitted_roles(identity, &target.name, &names, &self.context(target));
-        match permitted.as_slice() {
-            [only] => Ok(only.clone()),
-            [] => Err(Refusal::new(
+        let choice = self.gw.policy.choose_role(
+            identity,
+            &target.name,
+            &names,
+            requested,
+            &self.context(target),
+        );
+        match choice {
+            RoleChoice::Requested(role) | RoleChoice::OnlyPermitted(role) => Ok(role),
+            RoleChoice::NonePermitted => Err(Refusal::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
                 format!(
                     "role \"{requested}\" is not defined for target \"{}\", and no policy permits you any of its roles",
                     target.name
                 ),
             )),
-            many => Err(Refusal::new(
+            RoleChoice::Ambiguous(many) => Err(Refusal::new(
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!(
                     "role \"{requested}\" is not defined for target \"{}\"",
@@ -454,26 +454,6 @@ impl Session {
         }
     }
 
-    /// Whether the policy permits this caller `write` on the role at all
-    /// (evaluated with no tables: a grant limited to some tables counts as
-    /// no write grant, and the session is read-only upstream).
-    fn may_write(&self, target: &TargetConfig, role_name: &str) -> bool {
-        let identity = self.identity.as_ref().expect("validated before");
-        self.gw
-            .policy
-            .authorize(&AccessRequest {
-                identity,
-                target: &target.name,
-                role: role_name,
-                action: Action::Write,
-                context: RequestContext {
-                    statement_kind: Some("write".into()),
-                    ..self.context(target)
-                },
-            })
-            .allowed
-    }
-
     async fn connect_upstream(
         &self,
         target: &TargetConfig,
@@ -484,7 +464,11 @@ impl Session {
         let role = target.role(role_name).expect("chosen from the target");
         let application_name = truncate(&format!("idgate:{}", identity.identity), 63);
         let mut options = format!("-c idgate.identity={}", escape_option(&identity.identity));
-        if !self.may_write(target, role_name) {
+        if !self
+            .gw
+            .policy
+            .may_write(identity, &target.name, role_name, &self.context(target))
+        {
             // Defence in depth: even a statement the classifier misjudged
             // cannot write, and turning this off is an `admin` statement.
             options.push_str(" -c default_transaction_read_only=on");
