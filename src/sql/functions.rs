@@ -31,10 +31,16 @@ const XID: Effect = effect(
 const LARGE_OBJECT_WRITE: Effect = effect(Action::Write, "modifies a large object");
 const SERVER_FILES: Effect = effect(Action::Admin, "reads or writes server-side files");
 const BACKENDS: Effect = effect(Action::Admin, "signals other backends");
-const SERVER_CONTROL: Effect = effect(Action::Admin, "controls the server (config, WAL, backup, recovery)");
+const SERVER_CONTROL: Effect = effect(
+    Action::Admin,
+    "controls the server (config, WAL, backup, recovery)",
+);
 const REPLICATION: Effect = effect(Action::Admin, "manages replication slots or origins");
 const STATISTICS: Effect = effect(Action::Admin, "resets or rewrites statistics");
-const MAINTENANCE: Effect = effect(Action::Admin, "maintenance that modifies indexes or relations");
+const MAINTENANCE: Effect = effect(
+    Action::Admin,
+    "maintenance that modifies indexes or relations",
+);
 const REMOTE_SQL: Effect = effect(Action::Admin, "runs SQL on another connection (dblink)");
 const ADVISORY_LOCK: Effect = effect(Action::Session, "takes or releases an advisory lock");
 const NOTIFY: Effect = effect(Action::Session, "sends a notification");

@@ -117,7 +117,10 @@ mod tests {
     fn unqualified_names_resolve_to_the_first_schema_that_is_not_user() {
         let r = Resolver::new(&["$user".into(), "sales".into(), "public".into()]);
         assert_eq!(r.resolve_text("Orders").as_deref(), Some("sales.orders"));
-        assert_eq!(r.resolve_text("pg_authid").as_deref(), Some("pg_catalog.pg_authid"));
+        assert_eq!(
+            r.resolve_text("pg_authid").as_deref(),
+            Some("pg_catalog.pg_authid")
+        );
         assert_eq!(r.resolve_text("a.\"B\"").as_deref(), Some("a.B"));
     }
 }

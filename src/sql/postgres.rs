@@ -35,6 +35,15 @@ pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
     }
     let parsed = match pg_query::parse(sql, 0) {
         Ok(parsed) => parsed,
+        Err(pg_query::Error::Decode(_)) => {
+            // pg_query hands the tree over as protobuf, whose decoder stops
+            // at 100 nested messages: about 50 chained operators (`a || b
+            // || …`) or 30 nested subqueries. Deny rather than guess.
+            return vec![unparsed(
+                "statement nests too deeply for the parser interface (protobuf recursion limit)"
+                    .into(),
+            )];
+        }
         Err(e) => return vec![unparsed(e.to_string())],
     };
     let resolver = Resolver::new(search_path);
@@ -42,10 +51,12 @@ pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
         .protobuf
         .stmts
         .iter()
-        .map(|raw| match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
-            Some(node) => classify(node, &resolver),
-            None => unparsed("empty statement node".into()),
-        })
+        .map(
+            |raw| match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+                Some(node) => classify(node, &resolver),
+                None => unparsed("empty statement node".into()),
+            },
+        )
         .collect()
 }
 
@@ -100,9 +111,11 @@ fn inner(query: Option<&protobuf::Node>, resolver: &Resolver) -> Statement {
 /// statement. An `analyze` option counts unless explicitly false.
 fn explain(e: &protobuf::ExplainStmt, resolver: &Resolver) -> Statement {
     let analyze = e.options.iter().any(|o| match o.node.as_ref() {
-        Some(NodeEnum::DefElem(d)) if d.defname.eq_ignore_ascii_case("analyze") => {
-            !d.arg.as_deref().and_then(value_text).is_some_and(|v| is_false(&v))
-        }
+        Some(NodeEnum::DefElem(d)) if d.defname.eq_ignore_ascii_case("analyze") => !d
+            .arg
+            .as_deref()
+            .and_then(value_text)
+            .is_some_and(|v| is_false(&v)),
         _ => false,
     });
     let inner = inner(e.query.as_deref(), resolver);
@@ -166,18 +179,34 @@ fn base(node: &NodeEnum) -> Statement {
         NodeEnum::NotifyStmt(_) => (Session, "notify", None),
         NodeEnum::VariableShowStmt(_) => (Read, "show", None),
         NodeEnum::VariableSetStmt(v) => return set(v),
-        NodeEnum::AlterSystemStmt(_) => (Admin, "alter_system", Some("ALTER SYSTEM changes the server configuration")),
+        NodeEnum::AlterSystemStmt(_) => (
+            Admin,
+            "alter_system",
+            Some("ALTER SYSTEM changes the server configuration"),
+        ),
         NodeEnum::TransactionStmt(t) => return transaction(t),
         NodeEnum::ConstraintsSetStmt(_) => (Transaction, "set_constraints", None),
         NodeEnum::DiscardStmt(d) => {
             if d.target == protobuf::DiscardMode::DiscardAll as i32 {
-                (Admin, "discard_all", Some("DISCARD ALL resets every setting, including read-only mode"))
+                (
+                    Admin,
+                    "discard_all",
+                    Some("DISCARD ALL resets every setting, including read-only mode"),
+                )
             } else {
                 (Session, "discard", None)
             }
         }
-        NodeEnum::CheckPointStmt(_) => (Admin, "checkpoint", Some("CHECKPOINT is server maintenance")),
-        NodeEnum::LoadStmt(_) => (Admin, "load", Some("LOAD loads a shared library into the server")),
+        NodeEnum::CheckPointStmt(_) => (
+            Admin,
+            "checkpoint",
+            Some("CHECKPOINT is server maintenance"),
+        ),
+        NodeEnum::LoadStmt(_) => (
+            Admin,
+            "load",
+            Some("LOAD loads a shared library into the server"),
+        ),
         NodeEnum::VacuumStmt(v) => (
             Admin,
             if v.is_vacuumcmd { "vacuum" } else { "analyze" },
@@ -185,10 +214,18 @@ fn base(node: &NodeEnum) -> Statement {
         ),
         NodeEnum::ClusterStmt(_) => (Admin, "cluster", Some("maintenance")),
         NodeEnum::ReindexStmt(_) => (Admin, "reindex", Some("maintenance")),
-        NodeEnum::GrantStmt(g) => (Admin, if g.is_grant { "grant" } else { "revoke" }, Some("changes privileges")),
+        NodeEnum::GrantStmt(g) => (
+            Admin,
+            if g.is_grant { "grant" } else { "revoke" },
+            Some("changes privileges"),
+        ),
         NodeEnum::GrantRoleStmt(g) => (
             Admin,
-            if g.is_grant { "grant_role" } else { "revoke_role" },
+            if g.is_grant {
+                "grant_role"
+            } else {
+                "revoke_role"
+            },
             Some("changes role membership"),
         ),
         NodeEnum::AlterDefaultPrivilegesStmt(_) => (Admin, "", Some("changes privileges")),
@@ -206,7 +243,9 @@ fn base(node: &NodeEnum) -> Statement {
         | NodeEnum::CreateTableSpaceStmt(_)
         | NodeEnum::DropTableSpaceStmt(_)
         | NodeEnum::AlterTableSpaceOptionsStmt(_)
-        | NodeEnum::AlterTableMoveAllStmt(_) => (Admin, "", Some("manages databases or tablespaces")),
+        | NodeEnum::AlterTableMoveAllStmt(_) => {
+            (Admin, "", Some("manages databases or tablespaces"))
+        }
         NodeEnum::CreateSubscriptionStmt(_)
         | NodeEnum::AlterSubscriptionStmt(_)
         | NodeEnum::DropSubscriptionStmt(_)
@@ -221,7 +260,11 @@ fn base(node: &NodeEnum) -> Statement {
         | NodeEnum::AlterForeignServerStmt(_)
         | NodeEnum::CreateUserMappingStmt(_)
         | NodeEnum::AlterUserMappingStmt(_)
-        | NodeEnum::DropUserMappingStmt(_) => (Admin, "", Some("superuser-level object (event trigger, language, foreign server, user mapping)")),
+        | NodeEnum::DropUserMappingStmt(_) => (
+            Admin,
+            "",
+            Some("superuser-level object (event trigger, language, foreign server, user mapping)"),
+        ),
         NodeEnum::DropStmt(d) => {
             let kind = match ObjectType::try_from(d.remove_type) {
                 Ok(t) => format!("drop_{}", object_type_name(t)),
@@ -263,17 +306,37 @@ fn kind_from_type_name(name: &str) -> String {
         }
         kind.push(c.to_ascii_lowercase());
     }
-    if kind.is_empty() { "statement".into() } else { kind }
+    if kind.is_empty() {
+        "statement".into()
+    } else {
+        kind
+    }
 }
 
 /// `COPY`: to the client is a read, from the client a write; anything that
 /// touches the server's files or runs a program is admin.
 fn copy(c: &protobuf::CopyStmt) -> Statement {
     let (action, kind, reason) = match (c.is_from, c.is_program, c.filename.is_empty()) {
-        (true, true, _) => (Action::Admin, "copy_from_program", Some("COPY runs a program on the server")),
-        (false, true, _) => (Action::Admin, "copy_to_program", Some("COPY runs a program on the server")),
-        (true, false, false) => (Action::Admin, "copy_from_file", Some("COPY reads a server-side file")),
-        (false, false, false) => (Action::Admin, "copy_to_file", Some("COPY writes a server-side file")),
+        (true, true, _) => (
+            Action::Admin,
+            "copy_from_program",
+            Some("COPY runs a program on the server"),
+        ),
+        (false, true, _) => (
+            Action::Admin,
+            "copy_to_program",
+            Some("COPY runs a program on the server"),
+        ),
+        (true, false, false) => (
+            Action::Admin,
+            "copy_from_file",
+            Some("COPY reads a server-side file"),
+        ),
+        (false, false, false) => (
+            Action::Admin,
+            "copy_to_file",
+            Some("COPY writes a server-side file"),
+        ),
         (true, false, true) => (Action::Write, "copy_from", None),
         (false, false, true) => (Action::Read, "copy_to", None),
     };
@@ -303,10 +366,20 @@ fn transaction(t: &protobuf::TransactionStmt) -> Statement {
         K::TransStmtSavepoint => (Action::Transaction, "savepoint", None),
         K::TransStmtRelease => (Action::Transaction, "release_savepoint", None),
         K::TransStmtRollbackTo => (Action::Transaction, "rollback_to_savepoint", None),
-        K::TransStmtPrepare => (Action::Admin, "prepare_transaction", Some("two-phase commit")),
+        K::TransStmtPrepare => (
+            Action::Admin,
+            "prepare_transaction",
+            Some("two-phase commit"),
+        ),
         K::TransStmtCommitPrepared => (Action::Admin, "commit_prepared", Some("two-phase commit")),
-        K::TransStmtRollbackPrepared => (Action::Admin, "rollback_prepared", Some("two-phase commit")),
-        K::Undefined => (Action::Unknown, "transaction", Some("unrecognised transaction statement")),
+        K::TransStmtRollbackPrepared => {
+            (Action::Admin, "rollback_prepared", Some("two-phase commit"))
+        }
+        K::Undefined => (
+            Action::Unknown,
+            "transaction",
+            Some("unrecognised transaction statement"),
+        ),
     };
     let mut s = Statement::new(action, name);
     s.reason = reason.map(str::to_owned);
@@ -318,9 +391,11 @@ fn transaction(t: &protobuf::TransactionStmt) -> Statement {
 /// value counts.
 fn transaction_modes_read_write(options: &[protobuf::Node]) -> bool {
     options.iter().any(|o| match o.node.as_ref() {
-        Some(NodeEnum::DefElem(d)) if d.defname == "transaction_read_only" => {
-            !d.arg.as_deref().and_then(value_text).is_some_and(|v| is_true(&v))
-        }
+        Some(NodeEnum::DefElem(d)) if d.defname == "transaction_read_only" => !d
+            .arg
+            .as_deref()
+            .and_then(value_text)
+            .is_some_and(|v| is_true(&v)),
         _ => false,
     })
 }
@@ -347,11 +422,14 @@ fn set(v: &protobuf::VariableSetStmt) -> Statement {
                 };
                 let mut s = Statement::new(action, kind);
                 if read_write {
-                    s.reason = Some("READ WRITE overrides the read-only mode the gateway enforces".into());
+                    s.reason =
+                        Some("READ WRITE overrides the read-only mode the gateway enforces".into());
                 }
                 s
             }
-            "transaction snapshot" => Statement::new(Action::Transaction, "set_transaction_snapshot"),
+            "transaction snapshot" => {
+                Statement::new(Action::Transaction, "set_transaction_snapshot")
+            }
             _ => {
                 let mut s = Statement::new(Action::Admin, "set");
                 s.reason = Some(format!("unrecognised SET form {name}"));
@@ -410,11 +488,15 @@ fn value_text(node: &protobuf::Node) -> Option<String> {
 }
 
 fn is_false(v: &str) -> bool {
-    ["false", "off", "0"].iter().any(|f| v.eq_ignore_ascii_case(f))
+    ["false", "off", "0"]
+        .iter()
+        .any(|f| v.eq_ignore_ascii_case(f))
 }
 
 fn is_true(v: &str) -> bool {
-    ["true", "on", "1"].iter().any(|t| v.eq_ignore_ascii_case(t))
+    ["true", "on", "1"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
 }
 
 /// Raises the statement's action by what was found inside it.
@@ -422,7 +504,10 @@ fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
     if let Some(kind) = f.nested_writes.first() {
         s.raise(
             Action::Write,
-            format!("contains a data-modifying {} (e.g. a writable CTE)", kind.to_ascii_uppercase()),
+            format!(
+                "contains a data-modifying {} (e.g. a writable CTE)",
+                kind.to_ascii_uppercase()
+            ),
         );
     }
     if f.row_locks {
@@ -437,19 +522,35 @@ fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
     for call in &f.calls {
         let shown = call.name.join(".");
         if functions::is_set_config(&call.name) {
-            let setting = call.literal_args.first().cloned().flatten().filter(|_| !call.named_args);
+            let setting = call
+                .literal_args
+                .first()
+                .cloned()
+                .flatten()
+                .filter(|_| !call.named_args);
             let Some(setting) = setting else {
-                s.raise(Action::Admin, "set_config() with a setting name that is not a literal".into());
+                s.raise(
+                    Action::Admin,
+                    "set_config() with a setting name that is not a literal".into(),
+                );
                 continue;
             };
             let value = call.literal_args.get(1).cloned().flatten();
             let (action, reason) = classify_setting(&setting, value.as_deref());
             s.raise(
                 action,
-                reason.map_or_else(|| format!("set_config('{setting}')"), |r| format!("set_config(): {r}")),
+                reason.map_or_else(
+                    || format!("set_config('{setting}')"),
+                    |r| format!("set_config(): {r}"),
+                ),
             );
             if setting.eq_ignore_ascii_case("search_path") {
-                s.sets_search_path = Some(value.as_deref().map(parse_identifier_list).unwrap_or_default());
+                s.sets_search_path = Some(
+                    value
+                        .as_deref()
+                        .map(parse_identifier_list)
+                        .unwrap_or_default(),
+                );
                 // is_local: a literal true, or anything that is not a literal false.
                 s.search_path_is_local = !call
                     .literal_args
@@ -495,9 +596,10 @@ fn named_objects(node: &NodeEnum, resolver: &Resolver) -> (Vec<String>, Vec<Stri
                 .collect();
             (tables, Vec::new())
         }
-        NodeEnum::DropStmt(d) if d.remove_type == ObjectType::ObjectSchema as i32 => {
-            (Vec::new(), d.objects.iter().filter_map(value_text).collect())
-        }
+        NodeEnum::DropStmt(d) if d.remove_type == ObjectType::ObjectSchema as i32 => (
+            Vec::new(),
+            d.objects.iter().filter_map(value_text).collect(),
+        ),
         NodeEnum::CommentStmt(c) if is_relation(c.objtype) => {
             let table = c
                 .object

@@ -116,9 +116,7 @@ pub(crate) fn classify_setting(name: &str, value: Option<&str>) -> (Action, Opti
     }
     (
         Action::Admin,
-        Some(format!(
-            "setting {name} is not on the session allow-list"
-        )),
+        Some(format!("setting {name} is not on the session allow-list")),
     )
 }
 
@@ -128,14 +126,23 @@ mod tests {
 
     #[test]
     fn harmless_settings_are_session() {
-        for name in ["application_name", "TimeZone", "enable_seqscan", "jit_above_cost"] {
+        for name in [
+            "application_name",
+            "TimeZone",
+            "enable_seqscan",
+            "jit_above_cost",
+        ] {
             assert_eq!(classify_setting(name, None).0, Action::Session, "{name}");
         }
     }
 
     #[test]
     fn read_only_and_identity_settings_are_admin() {
-        for name in ["role", "session_authorization", "default_transaction_read_only"] {
+        for name in [
+            "role",
+            "session_authorization",
+            "default_transaction_read_only",
+        ] {
             assert_eq!(classify_setting(name, None).0, Action::Admin, "{name}");
         }
     }
@@ -153,7 +160,13 @@ mod tests {
         assert_eq!(on.0, Action::Session);
         let off = classify_setting("standard_conforming_strings", Some("off"));
         assert_eq!(off.0, Action::Admin);
-        assert_eq!(classify_setting("client_encoding", Some("UTF8")).0, Action::Session);
-        assert_eq!(classify_setting("client_encoding", Some("SJIS")).0, Action::Admin);
+        assert_eq!(
+            classify_setting("client_encoding", Some("UTF8")).0,
+            Action::Session
+        );
+        assert_eq!(
+            classify_setting("client_encoding", Some("SJIS")).0,
+            Action::Admin
+        );
     }
 }

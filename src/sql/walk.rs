@@ -236,16 +236,12 @@ impl Walker {
     /// through the wrappers an argument may have: `Node`, a cast, a named
     /// argument.
     fn enclosing_call_argument(&mut self) -> Option<&mut Call> {
-        let frame = self
-            .frames
-            .iter_mut()
-            .rev()
-            .find(|f| {
-                !matches!(
-                    f.name,
-                    "Node" | "TypeCast" | "NamedArgExpr" | "AConst" | "String"
-                )
-            })?;
+        let frame = self.frames.iter_mut().rev().find(|f| {
+            !matches!(
+                f.name,
+                "Node" | "TypeCast" | "NamedArgExpr" | "AConst" | "String"
+            )
+        })?;
         match frame {
             Frame {
                 field: "args",
@@ -289,9 +285,7 @@ impl Walker {
     fn is_write_target(&self) -> bool {
         match self.frames.last() {
             Some(f) if f.name == "IntoClause" => true,
-            Some(f) => {
-                f.field == "relation" && WRITES.iter().any(|(name, _)| *name == f.name)
-            }
+            Some(f) => f.field == "relation" && WRITES.iter().any(|(name, _)| *name == f.name),
             None => false,
         }
     }
