@@ -216,6 +216,18 @@ const WRITE_TRICKS: &[(&str, Action, &str)] = &[
         "select",
     ),
     ("VALUES (pg_promote())", Admin, "select"),
+    // SQL hidden in a string reads tables no policy sees.
+    (
+        "SELECT query_to_xml('SELECT * FROM hr.salaries', true, false, '')",
+        Admin,
+        "select",
+    ),
+    ("SELECT database_to_xml(true, false, '')", Admin, "select"),
+    (
+        "SELECT * FROM ext.crosstab('SELECT * FROM hr.salaries')",
+        Admin,
+        "select",
+    ),
     // set_config of read-only or role settings.
     (
         "SELECT set_config('default_transaction_read_only', 'off', false)",

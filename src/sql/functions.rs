@@ -44,6 +44,10 @@ const MAINTENANCE: Effect = effect(
 const REMOTE_SQL: Effect = effect(Action::Admin, "runs SQL on another connection (dblink)");
 const ADVISORY_LOCK: Effect = effect(Action::Session, "takes or releases an advisory lock");
 const NOTIFY: Effect = effect(Action::Session, "sends a notification");
+const HIDDEN_SQL: Effect = effect(
+    Action::Admin,
+    "runs SQL given as text, whose tables the gateway cannot check",
+);
 const INTERNAL: Effect = effect(Action::Admin, "internal or superuser-only function");
 
 /// Core functions (unqualified or `pg_catalog.`), exact names.
@@ -116,6 +120,22 @@ const CORE: &[(&str, Effect)] = &[
     ("brin_summarize_range", MAINTENANCE),
     ("brin_desummarize_range", MAINTENANCE),
     ("gin_clean_pending_list", MAINTENANCE),
+    // SQL in a string: read-only (they run it through read-only SPI), but
+    // the tables it reads are invisible to schema and table policies, and
+    // database_to_xml reads everything.
+    ("query_to_xml", HIDDEN_SQL),
+    ("query_to_xmlschema", HIDDEN_SQL),
+    ("query_to_xml_and_xmlschema", HIDDEN_SQL),
+    ("table_to_xml", HIDDEN_SQL),
+    ("table_to_xmlschema", HIDDEN_SQL),
+    ("table_to_xml_and_xmlschema", HIDDEN_SQL),
+    ("schema_to_xml", HIDDEN_SQL),
+    ("schema_to_xmlschema", HIDDEN_SQL),
+    ("schema_to_xml_and_xmlschema", HIDDEN_SQL),
+    ("database_to_xml", HIDDEN_SQL),
+    ("database_to_xmlschema", HIDDEN_SQL),
+    ("database_to_xml_and_xmlschema", HIDDEN_SQL),
+    ("ts_stat", HIDDEN_SQL),
     // Notifications and advisory locks: session-level effects.
     ("pg_notify", NOTIFY),
 ];
@@ -133,6 +153,9 @@ const CORE_PREFIXES: &[(&str, Effect)] = &[
 /// Extension functions, by prefix, in any schema.
 const EXTENSION_PREFIXES: &[(&str, Effect)] = &[
     ("dblink", REMOTE_SQL),
+    // tablefunc runs the query text it is given.
+    ("crosstab", HIDDEN_SQL),
+    ("connectby", HIDDEN_SQL),
     // adminpack
     ("pg_file_", SERVER_FILES),
     ("pg_logdir_ls", SERVER_FILES),
