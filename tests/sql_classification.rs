@@ -755,20 +755,32 @@ fn timing_of_a_typical_select() {
                JOIN sales.lines l ON l.order_id = o.id \
                WHERE o.created_at > now() - interval '7 days' GROUP BY 1, 2, 3 LIMIT 50";
     let path = default_search_path();
-    let mut samples = Vec::with_capacity(10_000);
-    for _ in 0..1_000 {
-        std::hint::black_box(classify_postgres(sql, &path));
-    }
-    for _ in 0..10_000 {
-        let start = std::time::Instant::now();
+    let median = |f: &dyn Fn()| {
+        for _ in 0..1_000 {
+            f();
+        }
+        let mut samples: Vec<_> = (0..10_000)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect();
+        samples.sort();
+        (
+            samples[samples.len() / 2],
+            samples[samples.len() * 99 / 100],
+        )
+    };
+    let (all, all_p99) = median(&|| {
         std::hint::black_box(classify_postgres(std::hint::black_box(sql), &path));
-        samples.push(start.elapsed());
-    }
-    samples.sort();
+    });
+    // The parser alone (C parse, protobuf encode and decode), for comparison.
+    let (parse, _) = median(&|| {
+        std::hint::black_box(pg_query::parse(std::hint::black_box(sql), 0).ok());
+    });
     println!(
-        "{} bytes: median {:?}, p99 {:?}",
-        sql.len(),
-        samples[samples.len() / 2],
-        samples[samples.len() * 99 / 100]
+        "{} bytes: classify_postgres median {all:?} (p99 {all_p99:?}); pg_query::parse alone median {parse:?}",
+        sql.len()
     );
 }
