@@ -13,7 +13,7 @@
 use std::fmt;
 
 use serde::Serialize;
-use serde::ser::{self, SerializeSeq, SerializeStruct};
+use serde::ser;
 
 /// A relation as written: parser output, so unquoted names are already
 /// lower-cased and quoted ones kept as they were.
@@ -535,49 +535,54 @@ impl ser::Serializer for &mut Walker {
     }
 }
 
-impl SerializeSeq for &mut Walker {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
+/// Sequences and tuples: walk every element.
+macro_rules! walk_elements {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for &mut Walker {
+            type Ok = ();
+            type Error = WalkError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Done {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Walker {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
+walk_elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
+
+/// Structs: note which field is being walked, pop the frame at the end.
+macro_rules! walk_fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for &mut Walker {
+            type Ok = ();
+            type Error = WalkError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Done {
+                if let Some(top) = self.frames.last_mut() {
+                    top.field = key;
+                }
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Done {
+                self.pop();
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for &mut Walker {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for &mut Walker {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Done {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Done {
-        Ok(())
-    }
-}
+walk_fields!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for &mut Walker {
     type Ok = ();
@@ -589,36 +594,6 @@ impl ser::SerializeMap for &mut Walker {
         value.serialize(&mut **self)
     }
     fn end(self) -> Done {
-        Ok(())
-    }
-}
-
-impl SerializeStruct for &mut Walker {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Done {
-        if let Some(top) = self.frames.last_mut() {
-            top.field = key;
-        }
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Done {
-        self.pop();
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for &mut Walker {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Done {
-        if let Some(top) = self.frames.last_mut() {
-            top.field = key;
-        }
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Done {
-        self.pop();
         Ok(())
     }
 }
