@@ -545,12 +545,16 @@ fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
                 ),
             );
             if setting.eq_ignore_ascii_case("search_path") {
-                s.sets_search_path = Some(
-                    value
-                        .as_deref()
-                        .map(parse_identifier_list)
-                        .unwrap_or_default(),
-                );
+                let Some(value) = value else {
+                    // Harmless in itself, but table resolution would no
+                    // longer know the path: a way around schema limits.
+                    s.raise(
+                        Action::Admin,
+                        "set_config('search_path') with a value that is not a literal".into(),
+                    );
+                    continue;
+                };
+                s.sets_search_path = Some(parse_identifier_list(&value));
                 // is_local: a literal true, or anything that is not a literal false.
                 s.search_path_is_local = !call
                     .literal_args
