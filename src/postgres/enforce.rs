@@ -40,10 +40,19 @@ pub struct StatementPolicy {
     /// Client address, environment and clock; statement fields are filled
     /// per statement.
     base: RequestContext,
-    search_path: Vec<String>,
+    /// Every search path that may be in effect upstream, current first.
+    /// Usually one; see `remember` for when it grows.
+    search_paths: Vec<Vec<String>>,
     /// `PREPARE name AS …` (names are case-folded like identifiers).
     prepared: HashMap<String, Statement>,
+    /// What an `EXECUTE` of a name never seen prepared is: unknown.
+    unknown_execute: Statement,
 }
+
+/// Beyond this many possible search paths a session's unqualified names
+/// are not worth resolving: they resolve to nothing, which schema-limited
+/// policies refuse.
+const MAX_SEARCH_PATHS: usize = 8;
 
 impl StatementPolicy {
     pub fn new(
@@ -59,19 +68,40 @@ impl StatementPolicy {
             target,
             role,
             base,
-            search_path: sql::default_search_path(),
+            search_paths: vec![sql::default_search_path()],
             prepared: HashMap::new(),
+            unknown_execute: Statement::new(Action::Unknown, "execute"),
         }
     }
 
     /// Classify `text` and put every statement in it to the policy. All of
-    /// a multi-statement string is refused if any statement is.
-    pub fn check(&mut self, text: &str) -> Verdict {
-        let statements = sql::classify_postgres(text, &self.search_path);
+    /// a multi-statement string is refused if any statement is. `settled`
+    /// says the session is idle with nothing in flight, so a lone
+    /// session-level `SET search_path` here certainly takes effect for good.
+    pub fn check(&mut self, text: &str, settled: bool) -> Verdict {
+        let mut statements = self.classify(text);
+        // A path set mid-string applies to the statements after it: judge
+        // them against it too (unsure, so added to the possible paths).
+        let mid_string: Vec<Vec<String>> = statements
+            .iter()
+            .rev()
+            .skip(1)
+            .filter_map(|s| s.sets_search_path.clone())
+            .collect();
+        if !mid_string.is_empty() {
+            for path in &mid_string {
+                self.add_possible_search_path(path);
+            }
+            statements = self.classify(text);
+        }
         let mut kinds = Vec::with_capacity(statements.len());
         let mut tables = BTreeSet::new();
         let mut policy_ids = BTreeSet::new();
         for stmt in &statements {
+            // Known before the statements after it in the same string.
+            if let Some((name, inner)) = &stmt.prepare {
+                self.prepared.insert(name.clone(), (**inner).clone());
+            }
             let effective = self.effective(stmt);
             kinds.push(stmt.kind.as_str());
             tables.extend(effective.tables.iter().cloned());
@@ -93,8 +123,9 @@ impl StatementPolicy {
             }
             policy_ids.extend(decision.policy_ids);
         }
+        let lone = statements.len() == 1;
         for stmt in statements.iter() {
-            self.remember(stmt);
+            self.remember(stmt, settled && lone);
         }
         Verdict {
             allowed: true,
@@ -109,12 +140,34 @@ impl StatementPolicy {
         }
     }
 
+    /// Classified against every search path that may be in effect: when
+    /// there are several, each statement's tables and schemas are the union
+    /// over them, so a policy sees every table an unqualified name could be.
+    fn classify(&self, text: &str) -> Vec<Statement> {
+        let (first, others) = self
+            .search_paths
+            .split_first()
+            .expect("at least one search path");
+        let mut statements = sql::classify_postgres(text, first);
+        for path in others {
+            for (stmt, alt) in statements
+                .iter_mut()
+                .zip(sql::classify_postgres(text, path))
+            {
+                union_into(&mut stmt.tables, alt.tables);
+                union_into(&mut stmt.schemas, alt.schemas);
+                if let (Some((_, inner)), Some((_, alt_inner))) = (&mut stmt.prepare, alt.prepare) {
+                    union_into(&mut inner.tables, alt_inner.tables);
+                    union_into(&mut inner.schemas, alt_inner.schemas);
+                }
+            }
+        }
+        statements
+    }
+
     /// A FunctionCall message: a function named only by OID, so `unknown`.
     pub fn check_function_call(&mut self) -> (StatementInfo, Verdict) {
-        let stmt = Statement {
-            kind: "function_call".into(),
-            ..UNKNOWN_EXECUTE.clone()
-        };
+        let stmt = Statement::new(Action::Unknown, "function_call");
         let decision = self.gw.policy.authorize(&AccessRequest {
             identity: &self.identity,
             target: &self.target,
@@ -149,21 +202,41 @@ impl StatementPolicy {
             return inner;
         }
         match &stmt.execute {
-            Some(name) => self.prepared.get(name).unwrap_or(&UNKNOWN_EXECUTE),
+            Some(name) => self.prepared.get(name).unwrap_or(&self.unknown_execute),
             None => stmt,
         }
     }
 
-    fn remember(&mut self, stmt: &Statement) {
-        if let Some((name, inner)) = &stmt.prepare {
-            self.prepared.insert(name.clone(), (**inner).clone());
+    /// Track the search path changes of an allowed statement.
+    ///
+    /// A search path set by a lone, session-level `SET` while the session
+    /// is settled replaces what we track. Any other change (inside a
+    /// transaction, `SET LOCAL`, part of a multi-statement string or a
+    /// pipeline) may be rolled back or end with the transaction, so the
+    /// new path is added to the possible ones instead: names then resolve
+    /// against all of them until the next settled `SET`. Unsure means more
+    /// tables, never fewer: a schema-limited policy can only refuse more.
+    fn remember(&mut self, stmt: &Statement, settled: bool) {
+        let Some(path) = &stmt.sets_search_path else {
+            return;
+        };
+        if settled && !stmt.search_path_is_local {
+            self.search_paths = vec![path.clone()];
+        } else {
+            self.add_possible_search_path(path);
         }
-        // Tracked when allowed, before the server confirms: a SET that then
-        // fails leaves us resolving names against a path the session does
-        // not have. That errs only for unqualified names, and the upstream
-        // still enforces its own privileges.
-        if let Some(path) = &stmt.sets_search_path {
-            self.search_path.clone_from(path);
+    }
+
+    fn add_possible_search_path(&mut self, path: &[String]) {
+        if self.search_paths.iter().any(|p| p == path) {
+            return;
+        }
+        if self.search_paths.len() >= MAX_SEARCH_PATHS {
+            // Unresolvable from here on: unqualified names resolve to a
+            // schema no policy names.
+            self.search_paths = vec![vec!["pg_idgate_unknown_search_path".into()]];
+        } else {
+            self.search_paths.insert(0, path.to_vec());
         }
     }
 
@@ -177,17 +250,11 @@ impl StatementPolicy {
     }
 }
 
-/// An `EXECUTE` of a name we never saw prepared: nothing is known about it.
-static UNKNOWN_EXECUTE: Statement = Statement {
-    action: Action::Unknown,
-    kind: String::new(),
-    tables: Vec::new(),
-    schemas: Vec::new(),
-    reason: None,
-    sets_search_path: None,
-    prepare: None,
-    execute: None,
-};
+fn union_into(into: &mut Vec<String>, more: Vec<String>) {
+    into.extend(more);
+    into.sort_unstable();
+    into.dedup();
+}
 
 fn denial_message(stmt: &Statement, reason: &str) -> String {
     let what = if stmt.kind.is_empty() {
@@ -235,7 +302,7 @@ mod tests {
             action: Action::Write,
             kind: "delete".into(),
             tables: vec!["public.orders".into()],
-            ..UNKNOWN_EXECUTE.clone()
+            ..Statement::new(Action::Unknown, "")
         };
         assert_eq!(
             denial_message(&stmt, "forbidden by read-only"),

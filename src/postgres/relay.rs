@@ -56,13 +56,14 @@ pub enum RelayError {
 }
 
 /// State both directions touch, behind one short-held lock.
-#[derive(Default)]
 struct Shared {
     tracker: StatementTracker,
     /// Denied Parses whose stand-in error is still to come back.
     parse_denials: VecDeque<ParseDenial>,
     /// ReadyForQuery messages seen from the upstream.
     ready_count: u64,
+    /// The transaction status of the last one (`I`, `T` or `E`).
+    ready_status: u8,
 }
 
 struct ParseDenial {
@@ -83,7 +84,13 @@ pub(super) async fn run(
     policy: StatementPolicy,
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
-    let shared = Mutex::new(Shared::default());
+    let shared = Mutex::new(Shared {
+        tracker: StatementTracker::default(),
+        parse_denials: VecDeque::new(),
+        ready_count: 0,
+        // The login ended with ReadyForQuery(I), which the relay did not see.
+        ready_status: b'I',
+    });
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
     let portal_prefix = format!("idgate-denied-{}-", session.id);
@@ -215,7 +222,8 @@ impl ClientGate<'_> {
                 self.sync_points += 1;
                 // Lossy: a client in another client_encoding is still checked.
                 let raw = body.split(|&b| b == 0).next().unwrap_or_default();
-                let (info, verdict) = self.judge(&String::from_utf8_lossy(raw));
+                let settled = self.settled();
+                let (info, verdict) = self.judge(&String::from_utf8_lossy(raw), settled);
                 lock(self.shared).tracker.on_query(Arc::clone(&info));
                 if let Some(reason) = self.deny(info, verdict) {
                     out.replace(|b| codec::query(b, &enforce::raise_statement(&reason)));
@@ -236,7 +244,8 @@ impl ClientGate<'_> {
             }
             b'P' => {
                 let (name, sql) = codec::parse_parse(body)?;
-                let (info, verdict) = self.judge(sql);
+                // A Parse is not when a statement runs: never settled.
+                let (info, verdict) = self.judge(sql, false);
                 lock(self.shared).tracker.on_parse(name, Arc::clone(&info));
                 if let Some(message) = self.deny(info, verdict) {
                     self.denial_count += 1;
@@ -270,8 +279,15 @@ impl ClientGate<'_> {
         Ok(passed)
     }
 
-    fn judge(&mut self, sql: &str) -> (Arc<StatementInfo>, Verdict) {
-        let verdict = self.policy.check(sql);
+    /// Idle upstream with every message so far answered. Counted before
+    /// this Query's own sync point was added.
+    fn settled(&self) -> bool {
+        let s = lock(self.shared);
+        s.ready_status == b'I' && s.ready_count + 1 == self.sync_points
+    }
+
+    fn judge(&mut self, sql: &str, settled: bool) -> (Arc<StatementInfo>, Verdict) {
+        let verdict = self.policy.check(sql, settled);
         let info = StatementInfo {
             kind: verdict.kind.clone(),
             tables: verdict.tables.clone(),
@@ -385,6 +401,7 @@ async fn upstream_to_client(
                         }
                         if tag == b'Z' {
                             s.ready_count += 1;
+                            s.ready_status = body.first().copied().unwrap_or(b'E');
                             let ready = s.ready_count;
                             s.parse_denials.retain(|d| d.ready_number > ready);
                         }

@@ -2,6 +2,18 @@
 //! which tables and schemas it touches. PostgreSQL statements are parsed
 //! with PostgreSQL's own parser (pg_query); anything it cannot parse is
 //! `Action::Unknown`, which policies deny unless they permit `unknown`.
+//!
+//! `postgres` classifies; `walk` finds what is inside a statement;
+//! `functions` and `settings` are the lists of side-effect functions and
+//! of settings a session may change; `names` schema-qualifies tables.
+
+mod functions;
+mod names;
+mod postgres;
+mod settings;
+mod walk;
+
+pub use postgres::{MAX_SQL_BYTES, classify_postgres};
 
 use crate::policy::Action;
 
@@ -15,19 +27,57 @@ pub struct Statement {
     pub kind: String,
     /// Tables (and views, sequences, functions' relations) it touches,
     /// schema-qualified: unqualified names resolved against the search path.
+    /// Sorted, deduplicated.
     pub tables: Vec<String>,
-    /// The schemas of `tables`, deduplicated.
+    /// The schemas of `tables`, and schemas a statement creates or drops;
+    /// sorted, deduplicated.
     pub schemas: Vec<String>,
     /// Why a statement that looks like a read was classified otherwise
     /// (e.g. "writable CTE", "nextval() advances a sequence").
     pub reason: Option<String>,
     /// For `SET search_path …`: the new path, so the session can track it.
     pub sets_search_path: Option<Vec<String>>,
-    /// For `PREPARE name AS inner`: the name and the inner statement, so
-    /// a later `EXECUTE name` is checked as what it runs.
+    /// `sets_search_path` lasts only until the end of the transaction
+    /// (`SET LOCAL`, `set_config(…, true)`).
+    pub search_path_is_local: bool,
+    /// For `PREPARE name AS …`: the name and the classification of the
+    /// prepared statement, so the session can resolve a later `EXECUTE`.
+    /// The PREPARE itself carries the inner statement's action and tables.
     pub prepare: Option<(String, Box<Statement>)>,
-    /// For `EXECUTE name`: the name.
+    /// For `EXECUTE name` (also under `EXPLAIN ANALYZE`): the prepared
+    /// statement it runs. Such a statement is `unknown` until the session
+    /// substitutes what it recorded for that name's PREPARE.
     pub execute: Option<String>,
+}
+
+impl Statement {
+    /// A statement of `action` and `kind` touching nothing yet.
+    pub fn new(action: Action, kind: &str) -> Statement {
+        Statement {
+            action,
+            kind: kind.to_owned(),
+            tables: Vec::new(),
+            schemas: Vec::new(),
+            reason: None,
+            sets_search_path: None,
+            search_path_is_local: false,
+            prepare: None,
+            execute: None,
+        }
+    }
+
+    /// Sorts and deduplicates `tables`, and adds their schemas to `schemas`.
+    fn finish(&mut self) {
+        self.tables.sort();
+        self.tables.dedup();
+        for table in &self.tables {
+            if let Some((schema, _)) = table.split_once('.') {
+                self.schemas.push(schema.to_owned());
+            }
+        }
+        self.schemas.sort();
+        self.schemas.dedup();
+    }
 }
 
 /// The search path a new PostgreSQL session starts with.
@@ -35,19 +85,19 @@ pub fn default_search_path() -> Vec<String> {
     vec!["$user".into(), "public".into()]
 }
 
-// TEMPORARY STUB, replaced by the sql branch
-pub fn classify_postgres(sql: &str, _search_path: &[String]) -> Vec<Statement> {
-    if sql.trim().is_empty() {
-        return Vec::new();
+/// Whether `a` asks for more than `b` when one statement needs both: a read
+/// that also writes is a write, a write that also terminates backends is
+/// admin. `unknown` is strongest: nothing permits it by accident.
+fn stronger(a: Action, b: Action) -> bool {
+    fn rank(action: Action) -> u8 {
+        match action {
+            Action::Read => 0,
+            Action::Transaction | Action::Session => 1,
+            Action::Write => 2,
+            Action::Ddl => 3,
+            Action::Admin => 4,
+            Action::Connect | Action::Administer | Action::Unknown => 5,
+        }
     }
-    vec![Statement {
-        action: Action::Unknown,
-        kind: "unparsed".into(),
-        tables: Vec::new(),
-        schemas: Vec::new(),
-        reason: None,
-        sets_search_path: None,
-        prepare: None,
-        execute: None,
-    }]
+    rank(a) > rank(b)
 }

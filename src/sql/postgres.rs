@@ -1,0 +1,638 @@
+//! PostgreSQL statement classification on PostgreSQL's own parser.
+//!
+//! Each statement gets a base action from its type (and, for wrappers such
+//! as `EXPLAIN ANALYZE`, `PREPARE`, `DECLARE`, from the statement inside),
+//! then `walk` looks at everything below it and can only raise the action:
+//! a writable CTE, a row lock, a side-effect function anywhere in the tree.
+
+use pg_query::NodeEnum;
+use pg_query::protobuf::{self, ObjectType, TransactionStmtKind, VariableSetKind, a_const};
+
+use super::functions::{self, Effect};
+use super::names::{Resolver, parse_identifier_list};
+use super::settings::classify_setting;
+use super::walk::{Findings, walk};
+use super::{Statement, default_search_path, stronger};
+use crate::policy::Action;
+
+/// Longer input is refused unparsed: classification is on the hot path and
+/// its cost grows with the input.
+pub const MAX_SQL_BYTES: usize = 1024 * 1024;
+
+/// Classifies every statement of `sql`. Unqualified table names resolve
+/// against `search_path` (see `names` for the approximation).
+///
+/// Never panics; an empty string or one of only comments gives no
+/// statements; anything the parser refuses gives one `unknown` statement.
+pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
+    if sql.len() > MAX_SQL_BYTES {
+        let mut s = Statement::new(Action::Unknown, "too_large");
+        s.reason = Some(format!(
+            "statement text of {} bytes exceeds the {MAX_SQL_BYTES}-byte limit",
+            sql.len()
+        ));
+        return vec![s];
+    }
+    let parsed = match pg_query::parse(sql, 0) {
+        Ok(parsed) => parsed,
+        Err(pg_query::Error::Decode(_)) => {
+            // pg_query hands the tree over as protobuf, whose decoder stops
+            // at 100 nested messages: about 50 chained operators (`a || b
+            // || …`) or 30 nested subqueries. Deny rather than guess.
+            return vec![unparsed(
+                "statement nests too deeply for the parser interface (protobuf recursion limit)"
+                    .into(),
+            )];
+        }
+        Err(e) => return vec![unparsed(e.to_string())],
+    };
+    let resolver = Resolver::new(search_path);
+    parsed
+        .protobuf
+        .stmts
+        .iter()
+        .map(
+            |raw| match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
+                Some(node) => classify(node, &resolver),
+                None => unparsed("empty statement node".into()),
+            },
+        )
+        .collect()
+}
+
+fn unparsed(message: String) -> Statement {
+    let mut s = Statement::new(Action::Unknown, "unparsed");
+    s.reason = Some(message);
+    s
+}
+
+fn classify(node: &NodeEnum, resolver: &Resolver) -> Statement {
+    match node {
+        NodeEnum::ExplainStmt(e) => explain(e, resolver),
+        NodeEnum::PrepareStmt(p) => {
+            let inner = inner(p.query.as_deref(), resolver);
+            let mut s = inner.clone();
+            s.kind = "prepare".into();
+            s.prepare = Some((p.name.clone(), Box::new(inner)));
+            s
+        }
+        NodeEnum::DeclareCursorStmt(d) => {
+            let mut s = inner(d.query.as_deref(), resolver);
+            s.kind = "declare_cursor".into();
+            s
+        }
+        _ => {
+            let findings = walk(node);
+            let mut s = base(node);
+            s.tables = resolver.resolve_all(&findings.relations);
+            let (tables, schemas) = named_objects(node, resolver);
+            s.tables.extend(tables);
+            s.schemas.extend(schemas);
+            apply_findings(&mut s, &findings, resolver);
+            if s.kind.is_empty() {
+                s.kind = kind_from_type_name(findings.root);
+            }
+            s.finish();
+            s
+        }
+    }
+}
+
+/// The statement inside a wrapper; a wrapper without one (which the parser
+/// never produces) is unknown.
+fn inner(query: Option<&protobuf::Node>, resolver: &Resolver) -> Statement {
+    match query.and_then(|n| n.node.as_ref()) {
+        Some(node) => classify(node, resolver),
+        None => unparsed("wrapper without a statement".into()),
+    }
+}
+
+/// `EXPLAIN` only plans; `EXPLAIN ANALYZE` runs the statement, so it is the
+/// statement. An `analyze` option counts unless explicitly false.
+fn explain(e: &protobuf::ExplainStmt, resolver: &Resolver) -> Statement {
+    let analyze = e.options.iter().any(|o| match o.node.as_ref() {
+        Some(NodeEnum::DefElem(d)) if d.defname.eq_ignore_ascii_case("analyze") => !d
+            .arg
+            .as_deref()
+            .and_then(value_text)
+            .is_some_and(|v| is_false(&v)),
+        _ => false,
+    });
+    let inner = inner(e.query.as_deref(), resolver);
+    if analyze {
+        let mut s = inner;
+        if s.action != Action::Read {
+            s.reason = Some(match s.reason.take() {
+                Some(r) => format!("EXPLAIN ANALYZE executes the statement: {r}"),
+                None => "EXPLAIN ANALYZE executes the statement".into(),
+            });
+        }
+        s
+    } else {
+        let mut s = Statement::new(Action::Read, "explain");
+        s.tables = inner.tables;
+        s.finish();
+        s
+    }
+}
+
+/// The action a statement type needs by itself, before looking inside.
+/// An empty kind means "name it after its type".
+fn base(node: &NodeEnum) -> Statement {
+    use Action::*;
+    let (action, kind, reason): (Action, &str, Option<&str>) = match node {
+        NodeEnum::SelectStmt(_) => (Read, "select", None),
+        NodeEnum::InsertStmt(_) => (Write, "insert", None),
+        NodeEnum::UpdateStmt(_) => (Write, "update", None),
+        NodeEnum::DeleteStmt(_) => (Write, "delete", None),
+        NodeEnum::MergeStmt(_) => (Write, "merge", None),
+        NodeEnum::TruncateStmt(_) => (Write, "truncate", None),
+        NodeEnum::LockStmt(_) => (Write, "lock", Some("LOCK takes table locks")),
+        NodeEnum::CallStmt(_) => (Write, "call", Some("CALL runs a procedure")),
+        NodeEnum::DoStmt(_) => (Write, "do", Some("DO block runs arbitrary code")),
+        NodeEnum::RefreshMatViewStmt(_) => (Write, "refresh_materialized_view", None),
+        NodeEnum::CopyStmt(c) => return copy(c),
+        NodeEnum::CreateTableAsStmt(c) => {
+            let kind = if c.is_select_into {
+                "select_into"
+            } else if c.objtype == ObjectType::ObjectMatview as i32 {
+                "create_materialized_view"
+            } else {
+                "create_table_as"
+            };
+            (Ddl, kind, None)
+        }
+        NodeEnum::ExecuteStmt(e) => {
+            let mut s = Statement::new(Unknown, "execute");
+            s.execute = Some(e.name.clone());
+            s.reason = Some(format!(
+                "EXECUTE {} runs a prepared statement; resolve it to its PREPARE",
+                e.name
+            ));
+            return s;
+        }
+        NodeEnum::DeallocateStmt(_) => (Session, "deallocate", None),
+        NodeEnum::ClosePortalStmt(_) => (Read, "close", None),
+        NodeEnum::FetchStmt(f) => (Read, if f.ismove { "move" } else { "fetch" }, None),
+        NodeEnum::ListenStmt(_) => (Session, "listen", None),
+        NodeEnum::UnlistenStmt(_) => (Session, "unlisten", None),
+        NodeEnum::NotifyStmt(_) => (Session, "notify", None),
+        NodeEnum::VariableShowStmt(_) => (Read, "show", None),
+        NodeEnum::VariableSetStmt(v) => return set(v),
+        NodeEnum::AlterSystemStmt(_) => (
+            Admin,
+            "alter_system",
+            Some("ALTER SYSTEM changes the server configuration"),
+        ),
+        NodeEnum::TransactionStmt(t) => return transaction(t),
+        NodeEnum::ConstraintsSetStmt(_) => (Transaction, "set_constraints", None),
+        NodeEnum::DiscardStmt(d) => {
+            if d.target == protobuf::DiscardMode::DiscardAll as i32 {
+                (
+                    Admin,
+                    "discard_all",
+                    Some("DISCARD ALL resets every setting, including read-only mode"),
+                )
+            } else {
+                (Session, "discard", None)
+            }
+        }
+        NodeEnum::CheckPointStmt(_) => (
+            Admin,
+            "checkpoint",
+            Some("CHECKPOINT is server maintenance"),
+        ),
+        NodeEnum::LoadStmt(_) => (
+            Admin,
+            "load",
+            Some("LOAD loads a shared library into the server"),
+        ),
+        NodeEnum::VacuumStmt(v) => (
+            Admin,
+            if v.is_vacuumcmd { "vacuum" } else { "analyze" },
+            Some("maintenance"),
+        ),
+        NodeEnum::ClusterStmt(_) => (Admin, "cluster", Some("maintenance")),
+        NodeEnum::ReindexStmt(_) => (Admin, "reindex", Some("maintenance")),
+        NodeEnum::GrantStmt(g) => (
+            Admin,
+            if g.is_grant { "grant" } else { "revoke" },
+            Some("changes privileges"),
+        ),
+        NodeEnum::GrantRoleStmt(g) => (
+            Admin,
+            if g.is_grant {
+                "grant_role"
+            } else {
+                "revoke_role"
+            },
+            Some("changes role membership"),
+        ),
+        NodeEnum::AlterDefaultPrivilegesStmt(_) => (Admin, "", Some("changes privileges")),
+        NodeEnum::CreateRoleStmt(_)
+        | NodeEnum::AlterRoleStmt(_)
+        | NodeEnum::AlterRoleSetStmt(_)
+        | NodeEnum::DropRoleStmt(_)
+        | NodeEnum::DropOwnedStmt(_)
+        | NodeEnum::ReassignOwnedStmt(_) => (Admin, "", Some("manages roles")),
+        NodeEnum::CreatedbStmt(_)
+        | NodeEnum::DropdbStmt(_)
+        | NodeEnum::AlterDatabaseStmt(_)
+        | NodeEnum::AlterDatabaseSetStmt(_)
+        | NodeEnum::AlterDatabaseRefreshCollStmt(_)
+        | NodeEnum::CreateTableSpaceStmt(_)
+        | NodeEnum::DropTableSpaceStmt(_)
+        | NodeEnum::AlterTableSpaceOptionsStmt(_)
+        | NodeEnum::AlterTableMoveAllStmt(_) => {
+            (Admin, "", Some("manages databases or tablespaces"))
+        }
+        NodeEnum::CreateSubscriptionStmt(_)
+        | NodeEnum::AlterSubscriptionStmt(_)
+        | NodeEnum::DropSubscriptionStmt(_)
+        | NodeEnum::CreatePublicationStmt(_)
+        | NodeEnum::AlterPublicationStmt(_) => (Admin, "", Some("manages replication")),
+        NodeEnum::CreateEventTrigStmt(_)
+        | NodeEnum::AlterEventTrigStmt(_)
+        | NodeEnum::CreatePlangStmt(_)
+        | NodeEnum::CreateFdwStmt(_)
+        | NodeEnum::AlterFdwStmt(_)
+        | NodeEnum::CreateForeignServerStmt(_)
+        | NodeEnum::AlterForeignServerStmt(_)
+        | NodeEnum::CreateUserMappingStmt(_)
+        | NodeEnum::AlterUserMappingStmt(_)
+        | NodeEnum::DropUserMappingStmt(_) => (
+            Admin,
+            "",
+            Some("superuser-level object (event trigger, language, foreign server, user mapping)"),
+        ),
+        NodeEnum::DropStmt(d) => {
+            let kind = match ObjectType::try_from(d.remove_type) {
+                Ok(t) => format!("drop_{}", object_type_name(t)),
+                Err(_) => "drop".into(),
+            };
+            return Statement::new(Ddl, &kind);
+        }
+        NodeEnum::CreateStmt(_) => (Ddl, "create_table", None),
+        NodeEnum::IndexStmt(_) => (Ddl, "create_index", None),
+        NodeEnum::ViewStmt(_) => (Ddl, "create_view", None),
+        NodeEnum::RuleStmt(_) => (Ddl, "create_rule", None),
+        NodeEnum::CreateTrigStmt(_) => (Ddl, "create_trigger", None),
+        NodeEnum::CreateSeqStmt(_) => (Ddl, "create_sequence", None),
+        NodeEnum::CommentStmt(_) => (Ddl, "comment", None),
+        NodeEnum::SecLabelStmt(_) => (Ddl, "security_label", None),
+        // Every other statement the parser knows creates, alters or drops
+        // some object; a statement type added in a later PostgreSQL falls
+        // here too, and is at least DDL.
+        _ => (Ddl, "", None),
+    };
+    let mut s = Statement::new(action, kind);
+    s.reason = reason.map(str::to_owned);
+    s
+}
+
+fn object_type_name(t: ObjectType) -> String {
+    t.as_str_name()
+        .trim_start_matches("OBJECT_")
+        .to_ascii_lowercase()
+}
+
+/// `CamelCaseStmt` → `camel_case`, for statement types without a curated kind.
+fn kind_from_type_name(name: &str) -> String {
+    let name = name.strip_suffix("Stmt").unwrap_or(name);
+    let mut kind = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            kind.push('_');
+        }
+        kind.push(c.to_ascii_lowercase());
+    }
+    if kind.is_empty() {
+        "statement".into()
+    } else {
+        kind
+    }
+}
+
+/// `COPY`: to the client is a read, from the client a write; anything that
+/// touches the server's files or runs a program is admin.
+fn copy(c: &protobuf::CopyStmt) -> Statement {
+    let (action, kind, reason) = match (c.is_from, c.is_program, c.filename.is_empty()) {
+        (true, true, _) => (
+            Action::Admin,
+            "copy_from_program",
+            Some("COPY runs a program on the server"),
+        ),
+        (false, true, _) => (
+            Action::Admin,
+            "copy_to_program",
+            Some("COPY runs a program on the server"),
+        ),
+        (true, false, false) => (
+            Action::Admin,
+            "copy_from_file",
+            Some("COPY reads a server-side file"),
+        ),
+        (false, false, false) => (
+            Action::Admin,
+            "copy_to_file",
+            Some("COPY writes a server-side file"),
+        ),
+        (true, false, true) => (Action::Write, "copy_from", None),
+        (false, false, true) => (Action::Read, "copy_to", None),
+    };
+    let mut s = Statement::new(action, kind);
+    s.reason = reason.map(str::to_owned);
+    s
+}
+
+/// `BEGIN`/`START TRANSACTION`, `COMMIT`, savepoints, two-phase commit.
+fn transaction(t: &protobuf::TransactionStmt) -> Statement {
+    use TransactionStmtKind as K;
+    let kind = TransactionStmtKind::try_from(t.kind).unwrap_or(K::Undefined);
+    let (action, name, reason) = match kind {
+        K::TransStmtBegin | K::TransStmtStart => {
+            if transaction_modes_read_write(&t.options) {
+                (
+                    Action::Admin,
+                    "begin_read_write",
+                    Some("READ WRITE overrides the read-only mode the gateway enforces"),
+                )
+            } else {
+                (Action::Transaction, "begin", None)
+            }
+        }
+        K::TransStmtCommit => (Action::Transaction, "commit", None),
+        K::TransStmtRollback => (Action::Transaction, "rollback", None),
+        K::TransStmtSavepoint => (Action::Transaction, "savepoint", None),
+        K::TransStmtRelease => (Action::Transaction, "release_savepoint", None),
+        K::TransStmtRollbackTo => (Action::Transaction, "rollback_to_savepoint", None),
+        K::TransStmtPrepare => (
+            Action::Admin,
+            "prepare_transaction",
+            Some("two-phase commit"),
+        ),
+        K::TransStmtCommitPrepared => (Action::Admin, "commit_prepared", Some("two-phase commit")),
+        K::TransStmtRollbackPrepared => {
+            (Action::Admin, "rollback_prepared", Some("two-phase commit"))
+        }
+        K::Undefined => (
+            Action::Unknown,
+            "transaction",
+            Some("unrecognised transaction statement"),
+        ),
+    };
+    let mut s = Statement::new(action, name);
+    s.reason = reason.map(str::to_owned);
+    s
+}
+
+/// Whether a list of transaction modes (`BEGIN …`, `SET TRANSACTION …`)
+/// asks for READ WRITE. `transaction_read_only` with anything but a true
+/// value counts.
+fn transaction_modes_read_write(options: &[protobuf::Node]) -> bool {
+    options.iter().any(|o| match o.node.as_ref() {
+        Some(NodeEnum::DefElem(d)) if d.defname == "transaction_read_only" => !d
+            .arg
+            .as_deref()
+            .and_then(value_text)
+            .is_some_and(|v| is_true(&v)),
+        _ => false,
+    })
+}
+
+/// `SET`, `RESET`, `SET ROLE`, `SET SESSION AUTHORIZATION`,
+/// `SET TRANSACTION …`, `SET SESSION CHARACTERISTICS …`.
+fn set(v: &protobuf::VariableSetStmt) -> Statement {
+    use VariableSetKind as K;
+    let kind = VariableSetKind::try_from(v.kind).unwrap_or(K::Undefined);
+    let name = v.name.to_ascii_lowercase();
+    match kind {
+        K::VarResetAll => {
+            let mut s = Statement::new(Action::Admin, "reset_all");
+            s.reason = Some("RESET ALL resets read-only mode and the role".into());
+            s
+        }
+        K::VarSetMulti => match name.as_str() {
+            "transaction" | "session characteristics" => {
+                let read_write = transaction_modes_read_write(&v.args);
+                let (action, kind) = match (name.as_str(), read_write) {
+                    (_, true) => (Action::Admin, "set_transaction_read_write"),
+                    ("transaction", false) => (Action::Transaction, "set_transaction"),
+                    _ => (Action::Session, "set_session_characteristics"),
+                };
+                let mut s = Statement::new(action, kind);
+                if read_write {
+                    s.reason =
+                        Some("READ WRITE overrides the read-only mode the gateway enforces".into());
+                }
+                s
+            }
+            "transaction snapshot" => {
+                Statement::new(Action::Transaction, "set_transaction_snapshot")
+            }
+            _ => {
+                let mut s = Statement::new(Action::Admin, "set");
+                s.reason = Some(format!("unrecognised SET form {name}"));
+                s
+            }
+        },
+        K::VarSetValue | K::VarSetDefault | K::VarSetCurrent | K::VarReset | K::Undefined => {
+            let reset = matches!(kind, K::VarReset);
+            let value = if matches!(kind, K::VarSetValue) {
+                let values: Vec<String> = v.args.iter().filter_map(value_text).collect();
+                Some(values.join(","))
+            } else {
+                None
+            };
+            let (action, reason) = classify_setting(&name, value.as_deref());
+            let kind = match (name.as_str(), reset) {
+                ("role", false) => "set_role",
+                ("role", true) => "reset_role",
+                ("session_authorization", false) => "set_session_authorization",
+                ("session_authorization", true) => "reset_session_authorization",
+                (_, false) => "set",
+                (_, true) => "reset",
+            };
+            let mut s = Statement::new(action, kind);
+            s.reason = reason;
+            if name == "search_path" {
+                s.search_path_is_local = v.is_local;
+                s.sets_search_path = Some(match &value {
+                    Some(v) => parse_identifier_list(v),
+                    // RESET, DEFAULT: back to the server's default, which we
+                    // take to be PostgreSQL's.
+                    None => default_search_path(),
+                });
+            }
+            s
+        }
+    }
+}
+
+/// A constant as text: `'x'`, `x`, `1`, `true`.
+fn value_text(node: &protobuf::Node) -> Option<String> {
+    match node.node.as_ref()? {
+        NodeEnum::AConst(c) => match c.val.as_ref()? {
+            a_const::Val::Sval(s) => Some(s.sval.clone()),
+            a_const::Val::Ival(i) => Some(i.ival.to_string()),
+            a_const::Val::Fval(f) => Some(f.fval.clone()),
+            a_const::Val::Boolval(b) => Some(b.boolval.to_string()),
+            a_const::Val::Bsval(b) => Some(b.bsval.clone()),
+        },
+        NodeEnum::String(s) => Some(s.sval.clone()),
+        NodeEnum::Integer(i) => Some(i.ival.to_string()),
+        NodeEnum::Float(f) => Some(f.fval.clone()),
+        NodeEnum::Boolean(b) => Some(b.boolval.to_string()),
+        _ => None,
+    }
+}
+
+fn is_false(v: &str) -> bool {
+    ["false", "off", "0"]
+        .iter()
+        .any(|f| v.eq_ignore_ascii_case(f))
+}
+
+fn is_true(v: &str) -> bool {
+    ["true", "on", "1"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
+}
+
+/// Raises the statement's action by what was found inside it.
+fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
+    if let Some(kind) = f.nested_writes.first() {
+        s.raise(
+            Action::Write,
+            format!(
+                "contains a data-modifying {} (e.g. a writable CTE)",
+                kind.to_ascii_uppercase()
+            ),
+        );
+    }
+    if f.row_locks {
+        s.raise(Action::Write, "FOR UPDATE/SHARE takes row locks".into());
+    }
+    if f.select_into {
+        s.raise(Action::Ddl, "SELECT INTO creates a table".into());
+        if s.kind == "select" {
+            s.kind = "select_into".into();
+        }
+    }
+    for call in &f.calls {
+        let shown = call.name.join(".");
+        if functions::is_set_config(&call.name) {
+            let setting = call
+                .literal_args
+                .first()
+                .cloned()
+                .flatten()
+                .filter(|_| !call.named_args);
+            let Some(setting) = setting else {
+                s.raise(
+                    Action::Admin,
+                    "set_config() with a setting name that is not a literal".into(),
+                );
+                continue;
+            };
+            let value = call.literal_args.get(1).cloned().flatten();
+            let (action, reason) = classify_setting(&setting, value.as_deref());
+            s.raise(
+                action,
+                reason.map_or_else(
+                    || format!("set_config('{setting}')"),
+                    |r| format!("set_config(): {r}"),
+                ),
+            );
+            if setting.eq_ignore_ascii_case("search_path") {
+                let Some(value) = value else {
+                    // Harmless in itself, but table resolution would no
+                    // longer know the path: a way around schema limits.
+                    s.raise(
+                        Action::Admin,
+                        "set_config('search_path') with a value that is not a literal".into(),
+                    );
+                    continue;
+                };
+                s.sets_search_path = Some(parse_identifier_list(&value));
+                // is_local: a literal true, or anything that is not a literal false.
+                s.search_path_is_local = !call
+                    .literal_args
+                    .get(2)
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|v| is_false(&v));
+            }
+            continue;
+        }
+        if let Some(Effect { action, why }) = functions::effect_of(&call.name) {
+            s.raise(action, format!("{shown}() {why}"));
+        }
+        if functions::names_sequence(&call.name) {
+            if let Some(Some(sequence)) = call.literal_args.first() {
+                if let Some(table) = resolver.resolve_text(sequence) {
+                    s.tables.push(table);
+                }
+            }
+        }
+    }
+}
+
+/// Objects named by plain name lists rather than relation nodes, as
+/// `(tables, schemas)`: `DROP TABLE a.b`, `COMMENT ON TABLE a.b`,
+/// `CREATE SCHEMA s`, `DROP SCHEMA s`.
+fn named_objects(node: &NodeEnum, resolver: &Resolver) -> (Vec<String>, Vec<String>) {
+    const RELATIONS: [ObjectType; 6] = [
+        ObjectType::ObjectTable,
+        ObjectType::ObjectView,
+        ObjectType::ObjectMatview,
+        ObjectType::ObjectSequence,
+        ObjectType::ObjectIndex,
+        ObjectType::ObjectForeignTable,
+    ];
+    let is_relation = |t: i32| RELATIONS.iter().any(|r| *r as i32 == t);
+    match node {
+        NodeEnum::DropStmt(d) if is_relation(d.remove_type) => {
+            let tables = d
+                .objects
+                .iter()
+                .filter_map(|o| resolver.resolve_name_list(&name_parts(o)))
+                .collect();
+            (tables, Vec::new())
+        }
+        NodeEnum::DropStmt(d) if d.remove_type == ObjectType::ObjectSchema as i32 => (
+            Vec::new(),
+            d.objects.iter().filter_map(value_text).collect(),
+        ),
+        NodeEnum::CommentStmt(c) if is_relation(c.objtype) => {
+            let table = c
+                .object
+                .as_deref()
+                .and_then(|o| resolver.resolve_name_list(&name_parts(o)));
+            (table.into_iter().collect(), Vec::new())
+        }
+        NodeEnum::CreateSchemaStmt(c) if !c.schemaname.is_empty() => {
+            (Vec::new(), vec![c.schemaname.clone()])
+        }
+        _ => (Vec::new(), Vec::new()),
+    }
+}
+
+/// `List[String a, String b]` → `["a", "b"]`.
+fn name_parts(node: &protobuf::Node) -> Vec<String> {
+    match node.node.as_ref() {
+        Some(NodeEnum::List(l)) => l.items.iter().filter_map(value_text).collect(),
+        Some(NodeEnum::String(s)) => vec![s.sval.clone()],
+        _ => Vec::new(),
+    }
+}
+
+impl Statement {
+    /// Raises the action to `action` if that is stronger, with its reason.
+    fn raise(&mut self, action: Action, reason: String) {
+        if stronger(action, self.action) {
+            self.action = action;
+            self.reason = Some(reason);
+        }
+    }
+}
