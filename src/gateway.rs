@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{AuditLog, AuditWriter};
 use crate::config::Config;
 use crate::identity::TokenValidator;
-use crate::policy::PolicyEngine;
+use crate::policy::{Clock, PolicyEngine};
 use crate::postgres::cancel::CancelMap;
 
 /// State shared by every session. Built once; sessions hold an `Arc`.
@@ -28,6 +28,8 @@ pub struct Gateway {
     /// Per target name; `None` where upstream TLS is disabled.
     pub upstream_tls: HashMap<String, Option<Arc<ClientConfig>>>,
     pub cancels: Arc<CancelMap>,
+    /// The time policies see.
+    pub clock: Clock,
 }
 
 /// A started gateway: where it listens and how to stop it.
@@ -42,6 +44,11 @@ pub struct Running {
 impl Gateway {
     /// Load policy, TLS and audit, fetch issuer keys, bind the listener.
     pub async fn start(config: Config) -> anyhow::Result<Running> {
+        Self::start_with_clock(config, Clock::System).await
+    }
+
+    /// As `start`, with the time policies see fixed (tests).
+    pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Running> {
         let policy = PolicyEngine::load(&config.policy.file)?;
         let tls = match &config.gateway.tls {
             Some(files) => Some(crate::tls::server_config(
@@ -73,6 +80,7 @@ impl Gateway {
             tls,
             upstream_tls,
             cancels: Arc::new(CancelMap::default()),
+            clock,
         });
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(crate::postgres::serve(

@@ -430,23 +430,23 @@ when {{ ["{}", "pg_catalog"].containsAll(context.schemas) && (context.tables.isE
     other.drop().await;
 }
 
-#[tokio::test]
-async fn off_hours_policy_makes_a_writer_read_only_by_the_clock() {
-    // The gateway reads the real clock; the time rule is proven against an
-    // injected clock in tests/policy_decisions.rs. Here: a forbid that
-    // always matches (hour in 0..=23) stands in for "now is off-hours".
-    let fixture = Fixture::create().await;
-    let before = table_state(&fixture.schema).await;
-    let policy = r#"
+/// The off-hours example's rule, with developers allowed everything else.
+const OFF_HOURS_POLICY: &str = r#"
 @id("developers-write")
 permit(principal in Group::"developers", action, resource == Role::"app/writer");
 
 @id("off-hours-read-only")
 forbid(principal, action in [Action::"write", Action::"ddl", Action::"admin"], resource)
-when { context.hour_utc >= 0 && context.hour_utc <= 23 };
+when { context.hour_utc < 8 || context.hour_utc >= 18 || context.weekday_utc >= 5 };
 "#;
+
+async fn write_at(
+    when: time::OffsetDateTime,
+    fixture: &Fixture,
+) -> Result<(), tokio_postgres::Error> {
     let h = Harness::with(Options {
-        policy: policy.into(),
+        policy: OFF_HOURS_POLICY.into(),
+        now: Some(when),
         ..Options::default()
     })
     .await;
@@ -458,19 +458,31 @@ when { context.hour_utc >= 0 && context.hour_utc <= 23 };
     client
         .simple_query("select * from t")
         .await
-        .expect("reads still work");
-    let e = client
-        .simple_query("update t set v = 'x'")
+        .expect("reads work at any hour");
+    client.simple_query("update t set v = v").await.map(|_| ())
+}
+
+#[tokio::test]
+async fn off_hours_policy_blocks_writes_by_the_injected_clock() {
+    use time::macros::datetime;
+    let fixture = Fixture::create().await;
+    // 2026-11-23 is a Monday.
+    write_at(datetime!(2026-11-23 10:00 UTC), &fixture)
         .await
-        .unwrap_err();
-    let db = e.as_db_error().unwrap();
-    assert_eq!(db.code().code(), "42501");
-    assert!(
-        db.message().contains("off-hours-read-only"),
-        "{}",
-        db.message()
-    );
-    assert_eq!(table_state(&fixture.schema).await, before);
-    drop(h);
+        .expect("Monday 10:00 UTC is business hours");
+    for when in [
+        datetime!(2026-11-23 03:00 UTC),
+        datetime!(2026-11-23 18:00 UTC),
+        datetime!(2026-11-29 10:00 UTC),
+    ] {
+        let e = write_at(when, &fixture).await.unwrap_err();
+        let db = e.as_db_error().unwrap();
+        assert_eq!(db.code().code(), "42501", "{when}");
+        assert!(
+            db.message().contains("off-hours-read-only"),
+            "{}",
+            db.message()
+        );
+    }
     fixture.drop().await;
 }

@@ -135,6 +135,26 @@ impl RequestContext {
     }
 }
 
+/// Where the gateway's policy decisions take the time from. Tests use a
+/// fixed clock to check time-of-day rules through the whole gateway
+/// without waiting for the hour to come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Clock {
+    #[default]
+    System,
+    Fixed(OffsetDateTime),
+}
+
+impl Clock {
+    /// The value for `RequestContext::now`.
+    pub fn now(self) -> Option<OffsetDateTime> {
+        match self {
+            Clock::System => None,
+            Clock::Fixed(t) => Some(t),
+        }
+    }
+}
+
 /// One authorization question.
 #[derive(Debug, Clone)]
 pub struct AccessRequest<'a> {

@@ -245,6 +245,7 @@ impl StatementPolicy {
             statement_kind: Some(stmt.kind.clone()),
             tables: stmt.tables.clone(),
             schemas: stmt.schemas.clone(),
+            now: self.gw.clock.now(),
             ..self.base.clone()
         }
     }

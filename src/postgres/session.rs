@@ -268,6 +268,7 @@ impl Session {
         RequestContext {
             client_address: self.peer.ip(),
             environment: target.environment.clone(),
+            now: self.gw.clock.now(),
             ..RequestContext::default()
         }
     }

@@ -18,6 +18,7 @@ use idgate::config::{
 };
 use idgate::dev::DevIssuer;
 use idgate::gateway::{Gateway, Running};
+use idgate::policy::Clock;
 use idgate::secret::Secret;
 
 pub const AUDIENCE: &str = "idgate";
@@ -74,6 +75,8 @@ pub struct Options {
     /// Use this issuer URL instead of the harness's own DevIssuer.
     pub issuer_url: Option<String>,
     pub identity_claim: String,
+    /// The time policies see; the real clock when `None`.
+    pub now: Option<time::OffsetDateTime>,
 }
 
 impl Default for Options {
@@ -85,6 +88,7 @@ impl Default for Options {
             allow_plaintext_loopback: true,
             issuer_url: None,
             identity_claim: "email".into(),
+            now: None,
         }
     }
 }
@@ -109,7 +113,10 @@ impl Harness {
             .clone()
             .unwrap_or_else(|| issuer.issuer_url());
         let config = config(dir.path(), &issuer_url, &options);
-        let running = Gateway::start(config).await.expect("gateway starts");
+        let clock = options.now.map_or(Clock::System, Clock::Fixed);
+        let running = Gateway::start_with_clock(config, clock)
+            .await
+            .expect("gateway starts");
         let addr = running.postgres_addr;
         Harness {
             issuer,
