@@ -376,6 +376,8 @@ when {{ ["{}", "pg_catalog"].containsAll(context.schemas) && (context.tables.isE
         .simple_query("select count(*) from t")
         .await
         .expect("unqualified names resolve through the tracked search_path");
+    // Remembered as allowed; must be judged again once the path changes.
+    client.simple_query("select * from t").await.unwrap();
 
     let e = client
         .simple_query(&format!("select * from {}.t", other.schema))

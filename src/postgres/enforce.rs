@@ -47,7 +47,23 @@ pub struct StatementPolicy {
     prepared: HashMap<String, Statement>,
     /// What an `EXECUTE` of a name never seen prepared is: unknown.
     unknown_execute: Statement,
+    /// Verdicts for statement texts seen before (numbers blanked, see
+    /// `sql::classification_key`), valid while the search paths and the
+    /// hour of the week they were decided in stay the same. Only texts
+    /// without side effects on this struct are cached.
+    verdicts: HashMap<String, CachedVerdict>,
+    /// Bumped whenever `search_paths` changes.
+    paths_generation: u64,
 }
+
+struct CachedVerdict {
+    verdict: Verdict,
+    paths_generation: u64,
+    hour_of_week: u16,
+}
+
+/// Sessions repeat a small working set; a runaway one is simply reset.
+const MAX_CACHED_VERDICTS: usize = 1024;
 
 /// Beyond this many possible search paths a session's unqualified names
 /// are not worth resolving: they resolve to nothing, which schema-limited
@@ -71,6 +87,8 @@ impl StatementPolicy {
             search_paths: vec![sql::default_search_path()],
             prepared: HashMap::new(),
             unknown_execute: Statement::new(Action::Unknown, "execute"),
+            verdicts: HashMap::new(),
+            paths_generation: 0,
         }
     }
 
@@ -79,7 +97,49 @@ impl StatementPolicy {
     /// says the session is idle with nothing in flight, so a lone
     /// session-level `SET search_path` here certainly takes effect for good.
     pub fn check(&mut self, text: &str, settled: bool) -> Verdict {
+        let key = sql::classification_key(text);
+        let hour_of_week = self.hour_of_week();
+        if let Some(hit) = self.verdicts.get(key.as_ref())
+            && hit.paths_generation == self.paths_generation
+            && hit.hour_of_week == hour_of_week
+        {
+            return hit.verdict.clone();
+        }
+        let (verdict, cacheable) = self.check_uncached(text, settled);
+        if cacheable {
+            if self.verdicts.len() >= MAX_CACHED_VERDICTS {
+                self.verdicts.clear();
+            }
+            self.verdicts.insert(
+                key.into_owned(),
+                CachedVerdict {
+                    verdict: verdict.clone(),
+                    paths_generation: self.paths_generation,
+                    hour_of_week,
+                },
+            );
+        }
+        verdict
+    }
+
+    /// Policies see the hour and the weekday, nothing finer.
+    fn hour_of_week(&self) -> u16 {
+        let now = RequestContext {
+            now: self.gw.clock.now(),
+            ..RequestContext::default()
+        }
+        .decision_time();
+        u16::from(now.weekday().number_days_from_monday()) * 24 + u16::from(now.hour())
+    }
+
+    /// Returns the verdict and whether it may be cached: not when a
+    /// statement changes what later ones mean (search path, PREPARE) or
+    /// depends on earlier ones (EXECUTE).
+    fn check_uncached(&mut self, text: &str, settled: bool) -> (Verdict, bool) {
         let mut statements = self.classify(text);
+        let cacheable = statements
+            .iter()
+            .all(|s| s.sets_search_path.is_none() && s.prepare.is_none() && s.execute.is_none());
         // A path set mid-string applies to the statements after it: judge
         // them against it too (unsure, so added to the possible paths).
         let mid_string: Vec<Vec<String>> = statements
@@ -113,13 +173,14 @@ impl StatementPolicy {
                 context: self.context_for(effective),
             });
             if !decision.allowed {
-                return Verdict {
+                let verdict = Verdict {
                     allowed: false,
                     kind: stmt.kind.clone(),
                     tables: effective.tables.clone(),
                     reason: denial_message(effective, &decision.reason),
                     policy_ids: decision.policy_ids,
                 };
+                return (verdict, cacheable);
             }
             policy_ids.extend(decision.policy_ids);
         }
@@ -127,7 +188,7 @@ impl StatementPolicy {
         for stmt in statements.iter() {
             self.remember(stmt, settled && lone);
         }
-        Verdict {
+        let verdict = Verdict {
             allowed: true,
             kind: if kinds.is_empty() {
                 "empty".into()
@@ -137,7 +198,8 @@ impl StatementPolicy {
             tables: tables.into_iter().collect(),
             policy_ids: policy_ids.into_iter().collect(),
             reason: String::new(),
-        }
+        };
+        (verdict, cacheable)
     }
 
     /// Classified against every search path that may be in effect: when
@@ -221,7 +283,10 @@ impl StatementPolicy {
             return;
         };
         if settled && !stmt.search_path_is_local {
-            self.search_paths = vec![path.clone()];
+            if self.search_paths != [path.clone()] {
+                self.search_paths = vec![path.clone()];
+                self.paths_generation += 1;
+            }
         } else {
             self.add_possible_search_path(path);
         }
@@ -231,6 +296,7 @@ impl StatementPolicy {
         if self.search_paths.iter().any(|p| p == path) {
             return;
         }
+        self.paths_generation += 1;
         if self.search_paths.len() >= MAX_SEARCH_PATHS {
             // Unresolvable from here on: unqualified names resolve to a
             // schema no policy names.

@@ -8,11 +8,13 @@
 //! of settings a session may change; `names` schema-qualifies tables.
 
 mod functions;
+mod key;
 mod names;
 mod postgres;
 mod settings;
 mod walk;
 
+pub use key::classification_key;
 pub use postgres::{MAX_SQL_BYTES, classify_postgres};
 
 use crate::policy::Action;

@@ -1,0 +1,114 @@
+//! Cache keys for classification results. Applications repeat the same
+//! statements with different numbers (`... WHERE id = 41231`), so numeric
+//! literals are blanked out of the key. This is only safe where nothing in
+//! the text can hide a number that matters to classification, so the rule
+//! is deliberately blunt: any quote, dollar sign, backslash or comment
+//! marker and the text is its own key.
+
+use std::borrow::Cow;
+
+/// A key under which `sql`'s classification may be cached: two texts with
+/// the same key classify identically.
+pub fn classification_key(sql: &str) -> Cow<'_, str> {
+    let bytes = sql.as_bytes();
+    let opaque = bytes
+        .iter()
+        .any(|&b| matches!(b, b'\'' | b'"' | b'$' | b'\\' | b'`'))
+        || sql.contains("--")
+        || sql.contains("/*");
+    if opaque || !bytes.iter().any(u8::is_ascii_digit) {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let starts_number = b.is_ascii_digit() && (i == 0 || separates(bytes[i - 1]));
+        if !starts_number {
+            // Copy the whole run up to the next byte that could start a
+            // number, keeping multi-byte characters intact.
+            let next = bytes[i + 1..]
+                .iter()
+                .position(|c| c.is_ascii_digit())
+                .map_or(bytes.len(), |p| i + 1 + p);
+            out.push_str(&sql[i..next]);
+            i = next;
+            continue;
+        }
+        let end = bytes[i..]
+            .iter()
+            .position(|c| !c.is_ascii_digit())
+            .map_or(bytes.len(), |p| i + p);
+        if end == bytes.len() || separates(bytes[end]) {
+            out.push('0');
+        } else {
+            // `1e5`, `12abc`: not a plain integer, keep it as written.
+            out.push_str(&sql[i..end]);
+        }
+        i = end;
+    }
+    Cow::Owned(out)
+}
+
+/// Bytes around a plain integer literal; letters, digits, `_` and `.` are
+/// not (they make it part of an identifier or another kind of number).
+fn separates(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t'
+            | b'\n'
+            | b'\r'
+            | b'('
+            | b')'
+            | b','
+            | b'='
+            | b'<'
+            | b'>'
+            | b'+'
+            | b'-'
+            | b'*'
+            | b'/'
+            | b';'
+            | b'%'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_blanked() {
+        assert_eq!(
+            classification_key("SELECT abalance FROM pgbench_accounts WHERE aid = 41231;"),
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 0;"
+        );
+        assert_eq!(
+            classification_key("select * from t limit 10 offset 20"),
+            "select * from t limit 0 offset 0"
+        );
+    }
+
+    #[test]
+    fn digits_in_names_and_other_numbers_are_kept() {
+        assert_eq!(
+            classification_key("select * from t1 where x = 1.5"),
+            "select * from t1 where x = 1.5"
+        );
+        assert_eq!(classification_key("select 1e5, a_2"), "select 1e5, a_2");
+    }
+
+    #[test]
+    fn anything_that_could_hide_text_keeps_the_whole_text() {
+        for sql in [
+            "select set_config('role', 'r1', false)",
+            "select \"t1\" from t where id = 1",
+            "select $$1$$",
+            "select 1 -- 2",
+            "select 1 /* 2 */",
+            "select E'\\x31'",
+        ] {
+            assert_eq!(classification_key(sql), sql);
+        }
+    }
+}
