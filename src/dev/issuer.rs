@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use axum::extract::State;
@@ -143,7 +143,7 @@ impl DevIssuer {
 
     /// The claims `mint_for` would sign, for tests that tweak one of them.
     pub fn claims_for(&self, sub: &str, groups: &[&str], audience: &str, ttl: Duration) -> Value {
-        let now = unix_now();
+        let now = crate::identity::unix_now();
         let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         json!({
             "iss": self.state.issuer,
@@ -320,12 +320,6 @@ fn random_id(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut buf);
     hex::encode(buf)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub use error::TokenError;
 pub use inspect::{Inspection, read_token};
 pub use jose::MAX_TOKEN_BYTES;
 pub use key_cache::KeyRefreshPolicy;
+pub(crate) use validator::unix_now;
 pub use validator::{TokenValidator, ValidatorOptions};
 
 /// A validated caller. Built only by the validator.

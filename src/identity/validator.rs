@@ -408,7 +408,8 @@ fn verify_any<'k>(
     Err(shape_error.unwrap_or(TokenError::Signature))
 }
 
-pub(super) fn unix_now() -> i64 {
+/// Seconds since the epoch, as JWT NumericDates count them.
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
