@@ -135,9 +135,36 @@ enum Segment {
 }
 
 impl Outgoing {
-    fn clear(&mut self) {
+    /// Plan what goes out for the read in `buf`: streamed pieces pass,
+    /// each whole held message goes to `on_held`, which may replace it and
+    /// returns whether to pass it as is. Returns how much of `buf` was
+    /// consumed (the rest is an incomplete held message).
+    fn plan(
+        &mut self,
+        splitter: &mut Splitter,
+        buf: &[u8],
+        holds: fn(u8) -> bool,
+        max_held: usize,
+        mut on_held: impl FnMut(&mut Outgoing, u8, &[u8]) -> Result<bool, CodecError>,
+    ) -> Result<usize, CodecError> {
         self.segments.clear();
         self.stand_ins.clear();
+        let mut pos = 0;
+        while let Some(piece) = splitter.next(buf, pos, holds, max_held)? {
+            match piece {
+                Piece::Stream(r) => {
+                    pos = r.end;
+                    self.pass(r);
+                }
+                Piece::Held { tag, frame } => {
+                    pos = frame.end;
+                    if on_held(self, tag, &buf[frame.clone()])? {
+                        self.pass(frame);
+                    }
+                }
+            }
+        }
+        Ok(pos)
     }
 
     fn pass(&mut self, range: Range<usize>) {
@@ -321,24 +348,17 @@ async fn client_to_upstream(
         if rx.read_buf(&mut buf).await.map_err(RelayError::Client)? == 0 {
             return Ok(());
         }
-        out.clear();
-        let mut pos = 0;
         let mut terminated = false;
-        while let Some(piece) = splitter.next(&buf, pos, client_holds, MAX_HELD_CLIENT)? {
-            match piece {
-                Piece::Stream(r) => {
-                    pos = r.end;
-                    out.pass(r);
-                }
-                Piece::Held { tag, frame } => {
-                    pos = frame.end;
-                    if gate.on_message(tag, &buf[frame.clone()], &mut out)? {
-                        out.pass(frame);
-                    }
-                    terminated |= tag == b'X';
-                }
-            }
-        }
+        let pos = out.plan(
+            &mut splitter,
+            &buf,
+            client_holds,
+            MAX_HELD_CLIENT,
+            |out, tag, frame| {
+                terminated |= tag == b'X';
+                gate.on_message(tag, frame, out)
+            },
+        )?;
         out.send(&buf, tx).await.map_err(RelayError::Upstream)?;
         keep_tail(&mut buf, pos);
         for (info, reason) in gate.denials.drain(..) {
@@ -365,52 +385,44 @@ async fn upstream_to_client(
         if rx.read_buf(&mut buf).await.map_err(RelayError::Upstream)? == 0 {
             return Ok(());
         }
-        out.clear();
-        let mut pos = 0;
-        {
+        let pos = {
             let mut s = lock(shared);
-            while let Some(piece) = splitter.next(&buf, pos, server_holds, MAX_HELD_SERVER)? {
-                match piece {
-                    Piece::Stream(r) => {
-                        pos = r.end;
-                        out.pass(r);
-                    }
-                    Piece::Held { tag, frame } => {
-                        pos = frame.end;
-                        let body = &buf[frame.start + 5..frame.end];
-                        if tag == b'E'
-                            && !s.parse_denials.is_empty()
-                            && let Some(message) = s.take_denial(body, portal_prefix)
-                        {
-                            // The stand-in's "portal does not exist" becomes
-                            // the denial; the tracker sees the denial too.
-                            out.replace(|b| {
-                                codec::error_response(
-                                    b,
-                                    &ErrorFields {
-                                        severity: "ERROR",
-                                        ..ErrorFields::fatal(
-                                            sqlstate::INSUFFICIENT_PRIVILEGE,
-                                            &message,
-                                        )
-                                    },
-                                );
-                            });
-                            s.tracker.on_server(tag, body, &mut done);
-                            continue;
-                        }
-                        if tag == b'Z' {
-                            s.ready_count += 1;
-                            s.ready_status = body.first().copied().unwrap_or(b'E');
-                            let ready = s.ready_count;
-                            s.parse_denials.retain(|d| d.ready_number > ready);
-                        }
+            out.plan(
+                &mut splitter,
+                &buf,
+                server_holds,
+                MAX_HELD_SERVER,
+                |out, tag, frame| {
+                    let body = &frame[5..];
+                    if tag == b'E'
+                        && !s.parse_denials.is_empty()
+                        && let Some(message) = s.take_denial(body, portal_prefix)
+                    {
+                        // The stand-in's "portal does not exist" becomes the
+                        // denial; the tracker sees the denial too.
+                        out.replace(|b| {
+                            codec::error_response(
+                                b,
+                                &ErrorFields {
+                                    severity: "ERROR",
+                                    ..ErrorFields::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, &message)
+                                },
+                            );
+                        });
                         s.tracker.on_server(tag, body, &mut done);
-                        out.pass(frame);
+                        return Ok(false);
                     }
-                }
-            }
-        }
+                    if tag == b'Z' {
+                        s.ready_count += 1;
+                        s.ready_status = body.first().copied().unwrap_or(b'E');
+                        let ready = s.ready_count;
+                        s.parse_denials.retain(|d| d.ready_number > ready);
+                    }
+                    s.tracker.on_server(tag, body, &mut done);
+                    Ok(true)
+                },
+            )?
+        };
         out.send(&buf, tx).await.map_err(RelayError::Client)?;
         keep_tail(&mut buf, pos);
         if !done.is_empty() {
