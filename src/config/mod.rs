@@ -180,7 +180,23 @@ pub enum PoolMode {
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub mode: PoolMode,
+    /// Most upstream connections per (target, role).
     pub max_size: usize,
+    /// An idle upstream connection older than this is closed.
+    pub idle_timeout: Duration,
+    /// How long a client waits for a connection when all are busy.
+    pub wait_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            mode: PoolMode::Session,
+            max_size: 20,
+            idle_timeout: Duration::from_secs(300),
+            wait_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -367,7 +383,9 @@ fn default_upstream_tls() -> Spanned<String> {
 #[serde(deny_unknown_fields)]
 struct RawPool {
     mode: Option<Spanned<String>>,
-    max_size: Option<usize>,
+    max_size: Option<Spanned<usize>>,
+    idle_timeout: Option<Spanned<String>>,
+    wait_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -731,27 +749,45 @@ impl Validator<'_> {
             }
         };
         let pool = match t.pool {
-            None => PoolConfig {
-                mode: PoolMode::Session,
-                max_size: 20,
-            },
-            Some(p) => PoolConfig {
-                mode: match &p.mode {
-                    None => PoolMode::Session,
-                    Some(m) => match m.get_ref().as_str() {
-                        "session" => PoolMode::Session,
-                        "transaction" => PoolMode::Transaction,
-                        other => {
+            None => PoolConfig::default(),
+            Some(p) => {
+                let d = PoolConfig::default();
+                PoolConfig {
+                    mode: match &p.mode {
+                        None => d.mode,
+                        Some(m) => match m.get_ref().as_str() {
+                            "session" => PoolMode::Session,
+                            "transaction" => PoolMode::Transaction,
+                            other => {
+                                return self.err(
+                                    m.span(),
+                                    format!("pool mode `{other}` is unknown"),
+                                    "use \"session\" or \"transaction\"",
+                                );
+                            }
+                        },
+                    },
+                    max_size: match &p.max_size {
+                        None => d.max_size,
+                        Some(n) if *n.get_ref() == 0 => {
                             return self.err(
-                                m.span(),
-                                format!("pool mode `{other}` is unknown"),
-                                "use \"session\" or \"transaction\"",
+                                n.span(),
+                                "pool max_size must be at least 1",
+                                "each client needs an upstream connection while it runs a statement",
                             );
                         }
+                        Some(n) => *n.get_ref(),
                     },
-                },
-                max_size: p.max_size.unwrap_or(20),
-            },
+                    idle_timeout: match &p.idle_timeout {
+                        None => d.idle_timeout,
+                        Some(t) => self.duration(t)?,
+                    },
+                    wait_timeout: match &p.wait_timeout {
+                        None => d.wait_timeout,
+                        Some(t) => self.duration(t)?,
+                    },
+                }
+            }
         };
         let mut names = HashSet::new();
         let mut roles = Vec::new();

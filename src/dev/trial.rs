@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use super::DevIssuer;
 use crate::config::{
     Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, PolicyConfig, PoolConfig,
-    PoolMode, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
+    Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
 };
 use crate::gateway::Gateway;
 use crate::secret::Secret;
@@ -142,10 +142,7 @@ pub fn write_config(
             database: upstream.database.clone(),
             upstream_tls: UpstreamTls::Prefer,
             upstream_ca_file: None,
-            pool: PoolConfig {
-                mode: PoolMode::Session,
-                max_size: 20,
-            },
+            pool: PoolConfig::default(),
             roles: vec![RoleConfig {
                 name: "dev".into(),
                 user: upstream.user.clone(),

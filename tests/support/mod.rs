@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use idgate::config::{
     Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, PolicyConfig, PoolConfig,
-    PoolMode, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
+    Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
 };
 use idgate::dev::DevIssuer;
 use idgate::gateway::{Gateway, Running};
@@ -219,10 +219,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             database: options.database.clone(),
             upstream_tls: UpstreamTls::Prefer,
             upstream_ca_file: None,
-            pool: PoolConfig {
-                mode: PoolMode::Session,
-                max_size: 20,
-            },
+            pool: PoolConfig::default(),
             roles: options
                 .roles
                 .iter()
