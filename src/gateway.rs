@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::identity::TokenValidator;
 use crate::policy::{Clock, PolicyEngine};
 use crate::postgres::cancel::CancelMap;
+use crate::postgres::pool::Pools;
 
 /// State shared by every session. Built once; sessions hold an `Arc`.
 pub struct Gateway {
@@ -28,6 +29,8 @@ pub struct Gateway {
     /// Per target name; `None` where upstream TLS is disabled.
     pub upstream_tls: HashMap<String, Option<Arc<ClientConfig>>>,
     pub cancels: Arc<CancelMap>,
+    /// Upstream connection pools, per (target, role).
+    pub pools: Pools,
     /// The time policies see.
     pub clock: Clock,
 }
@@ -72,8 +75,10 @@ impl Gateway {
             .await
             .with_context(|| format!("cannot listen on {}", config.gateway.postgres_listen))?;
         let postgres_addr = listener.local_addr()?;
+        let pools = Pools::new(&config.targets, &upstream_tls);
         let gateway = Arc::new(Gateway {
             config,
+            pools,
             validator,
             policy,
             audit,
@@ -88,6 +93,7 @@ impl Gateway {
             listener,
             shutdown.clone(),
         ));
+        tokio::spawn(reap_idle(Arc::downgrade(&gateway), shutdown.clone()));
         tracing::info!("PostgreSQL front end listening on {postgres_addr}");
         Ok(Running {
             postgres_addr,
@@ -117,5 +123,24 @@ impl Running {
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
         self.stop().await;
+    }
+}
+
+/// Close pooled connections past their idle timeout until the gateway stops.
+async fn reap_idle(gateway: std::sync::Weak<Gateway>, shutdown: CancellationToken) {
+    let Some(every) = gateway.upgrade().map(|g| g.pools.reap_interval()) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match gateway.upgrade() {
+            Some(g) => g.pools.reap(),
+            None => return,
+        }
     }
 }

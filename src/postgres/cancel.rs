@@ -15,14 +15,16 @@ use super::codec;
 /// Where a cancel for one client session must go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
-    pub upstream: String,
+    pub upstream: Arc<str>,
     pub pid: i32,
     pub key: i32,
 }
 
 #[derive(Default)]
 pub struct CancelMap {
-    live: Mutex<HashMap<(i32, i32), CancelTarget>>,
+    /// `None` while the session holds no server connection (transaction
+    /// pooling between transactions): nothing to cancel.
+    live: Mutex<HashMap<(i32, i32), Option<CancelTarget>>>,
 }
 
 /// The key handed to one client; unregisters itself when the session ends.
@@ -32,6 +34,15 @@ pub struct CancelKey {
     pub key: i32,
 }
 
+impl CancelKey {
+    /// Point this key at the session's current server connection.
+    pub fn set(&self, target: Option<CancelTarget>) {
+        if let Some(slot) = self.map.lock().get_mut(&(self.pid, self.key)) {
+            *slot = target;
+        }
+    }
+}
+
 impl Drop for CancelKey {
     fn drop(&mut self) {
         self.map.lock().remove(&(self.pid, self.key));
@@ -39,12 +50,12 @@ impl Drop for CancelKey {
 }
 
 impl CancelMap {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), CancelTarget>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), Option<CancelTarget>>> {
         // A panic elsewhere must not disable cancels for everyone.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn register(self: &Arc<Self>, target: CancelTarget) -> CancelKey {
+    pub fn register(self: &Arc<Self>, target: Option<CancelTarget>) -> CancelKey {
         let mut live = self.lock();
         loop {
             // Positive pids look like real backends to clients that print them.
@@ -62,7 +73,7 @@ impl CancelMap {
     }
 
     pub fn lookup(&self, pid: i32, key: i32) -> Option<CancelTarget> {
-        self.lock().get(&(pid, key)).cloned()
+        self.lock().get(&(pid, key)).cloned().flatten()
     }
 
     pub fn len(&self) -> usize {
@@ -77,7 +88,7 @@ impl CancelMap {
 /// Send the upstream its own CancelRequest. Like libpq, over a fresh plain
 /// connection; the server answers nothing.
 pub async fn forward(target: &CancelTarget) -> std::io::Result<()> {
-    let mut tcp = TcpStream::connect(&target.upstream).await?;
+    let mut tcp = TcpStream::connect(&*target.upstream).await?;
     let mut buf = BytesMut::with_capacity(16);
     codec::cancel_request(&mut buf, target.pid, target.key);
     tcp.write_all(&buf).await?;
@@ -99,8 +110,8 @@ mod tests {
     #[test]
     fn only_the_exact_key_finds_the_session() {
         let map = Arc::new(CancelMap::default());
-        let a = map.register(target(1));
-        let b = map.register(target(2));
+        let a = map.register(Some(target(1)));
+        let b = map.register(Some(target(2)));
         assert_eq!(map.lookup(a.pid, a.key), Some(target(1)));
         assert_eq!(map.lookup(b.pid, b.key), Some(target(2)));
         assert_eq!(map.lookup(a.pid, a.key.wrapping_add(1)), None);
@@ -110,7 +121,7 @@ mod tests {
     #[test]
     fn key_is_forgotten_when_session_ends() {
         let map = Arc::new(CancelMap::default());
-        let a = map.register(target(1));
+        let a = map.register(Some(target(1)));
         let (pid, key) = (a.pid, a.key);
         drop(a);
         assert_eq!(map.lookup(pid, key), None);

@@ -199,6 +199,12 @@ impl Splitter {
         }))
     }
 
+    /// Whether part of a streamed message has gone out and the rest is
+    /// still to come.
+    pub fn mid_message(&self) -> bool {
+        self.streaming > 0
+    }
+
     /// Bytes still missing for the held message at `pos`, to reserve room.
     pub fn missing(buf: &[u8], pos: usize) -> usize {
         match frame_header(&buf[pos..]) {
@@ -351,6 +357,53 @@ pub fn execute(buf: &mut BytesMut, portal: &str) {
     let at = begin(buf, b'E');
     put_cstr(buf, portal);
     buf.put_i32(0);
+    end(buf, at);
+}
+
+/// Parse ('P') of statement `name` from `definition`: a Parse body's text
+/// and parameter types, as the client sent them.
+pub fn parse_message(buf: &mut BytesMut, name: &str, definition: &[u8]) {
+    let at = begin(buf, b'P');
+    put_cstr(buf, name);
+    buf.put_slice(definition);
+    end(buf, at);
+}
+
+/// Parse ('P') of the unnamed statement, parameter types left to the server.
+pub fn parse_unnamed(buf: &mut BytesMut, sql: &str) {
+    let at = begin(buf, b'P');
+    put_cstr(buf, "");
+    put_cstr(buf, sql);
+    buf.put_i16(0);
+    end(buf, at);
+}
+
+/// Bind ('B') of the unnamed statement to the unnamed portal, with text
+/// parameters and text results.
+pub fn bind_text(buf: &mut BytesMut, params: &[&str]) {
+    let at = begin(buf, b'B');
+    put_cstr(buf, "");
+    put_cstr(buf, "");
+    buf.put_i16(0);
+    buf.put_i16(params.len() as i16);
+    for p in params {
+        buf.put_i32(p.len() as i32);
+        buf.put_slice(p.as_bytes());
+    }
+    buf.put_i16(0);
+    end(buf, at);
+}
+
+/// Close ('C') of statement (`S`) or portal (`P`) `name`.
+pub fn close(buf: &mut BytesMut, kind: u8, name: &str) {
+    let at = begin(buf, b'C');
+    buf.put_u8(kind);
+    put_cstr(buf, name);
+    end(buf, at);
+}
+
+pub fn sync(buf: &mut BytesMut) {
+    let at = begin(buf, b'S');
     end(buf, at);
 }
 

@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::codec::sqlstate;
 use super::statements::StatementInfo;
 use crate::gateway::Gateway;
 use crate::identity::Identity;
@@ -23,6 +24,9 @@ use crate::sql::{self, Statement};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub allowed: bool,
+    /// SQLSTATE of a denial: 42501, or 0A000 for what transaction pooling
+    /// cannot do.
+    pub code: &'static str,
     /// Classifier kinds, `;`-joined.
     pub kind: String,
     pub tables: Vec<String>,
@@ -54,6 +58,8 @@ pub struct StatementPolicy {
     verdicts: HashMap<String, CachedVerdict>,
     /// Bumped whenever `search_paths` changes.
     paths_generation: u64,
+    /// The target pools by transaction: session state is refused.
+    transaction_pooling: bool,
 }
 
 struct CachedVerdict {
@@ -77,8 +83,10 @@ impl StatementPolicy {
         target: String,
         role: String,
         base: RequestContext,
+        transaction_pooling: bool,
     ) -> Self {
         Self {
+            transaction_pooling,
             gw,
             identity,
             target,
@@ -162,6 +170,23 @@ impl StatementPolicy {
             if let Some((name, inner)) = &stmt.prepare {
                 self.prepared.insert(name.clone(), (**inner).clone());
             }
+            if self.transaction_pooling
+                && let Some(what) = stmt.outlives_transaction
+            {
+                let verdict = Verdict {
+                    allowed: false,
+                    code: sqlstate::FEATURE_NOT_SUPPORTED,
+                    kind: stmt.kind.clone(),
+                    tables: stmt.tables.clone(),
+                    policy_ids: Vec::new(),
+                    reason: format!(
+                        "{what} is not available through this target's transaction pooling: \
+                         the next transaction may run on another server connection \
+                         (use SET LOCAL inside a transaction, or ask for a target pooled by session)"
+                    ),
+                };
+                return (verdict, cacheable);
+            }
             let effective = self.effective(stmt);
             kinds.push(stmt.kind.as_str());
             tables.extend(effective.tables.iter().cloned());
@@ -175,6 +200,7 @@ impl StatementPolicy {
             if !decision.allowed {
                 let verdict = Verdict {
                     allowed: false,
+                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
                     kind: stmt.kind.clone(),
                     tables: effective.tables.clone(),
                     reason: denial_message(effective, &decision.reason),
@@ -190,6 +216,7 @@ impl StatementPolicy {
         }
         let verdict = Verdict {
             allowed: true,
+            code: sqlstate::INSUFFICIENT_PRIVILEGE,
             kind: if kinds.is_empty() {
                 "empty".into()
             } else {
@@ -239,6 +266,7 @@ impl StatementPolicy {
         });
         let verdict = Verdict {
             allowed: decision.allowed,
+            code: sqlstate::INSUFFICIENT_PRIVILEGE,
             kind: stmt.kind.clone(),
             tables: Vec::new(),
             reason: if decision.allowed {
@@ -342,13 +370,13 @@ fn denial_message(stmt: &Statement, reason: &str) -> String {
     format!("permission denied for {what}{on}{why}: {reason}")
 }
 
-/// SQL that makes the upstream itself raise `message` as SQLSTATE 42501.
+/// SQL that makes the upstream itself raise `message` as SQLSTATE `code`.
 /// The dollar-quote tag is random so nothing in the message can end it.
-pub fn raise_statement(message: &str) -> String {
+pub fn raise_statement(code: &str, message: &str) -> String {
     let tag: u64 = rand::random();
     let literal = message.replace('\'', "''");
     format!(
-        "DO $idgate_{tag:016x}$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = '{literal}'; END$idgate_{tag:016x}$"
+        "DO $idgate_{tag:016x}$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{literal}'; END$idgate_{tag:016x}$"
     )
 }
 
@@ -358,7 +386,7 @@ mod tests {
 
     #[test]
     fn raise_statement_quotes_the_message() {
-        let sql = raise_statement("no policy permits write on t's table $$ x");
+        let sql = raise_statement("42501", "no policy permits write on t's table $$ x");
         assert!(sql.contains("'no policy permits write on t''s table $$ x'"));
         assert!(sql.starts_with("DO $idgate_"));
     }

@@ -4,6 +4,7 @@
 pub mod cancel;
 pub mod codec;
 mod enforce;
+pub mod pool;
 mod relay;
 pub mod scram;
 mod session;

@@ -1,25 +1,36 @@
 //! The data path after login.
 //!
 //! Client → upstream: messages that carry or name SQL (Query, Parse, Bind,
-//! Execute, Sync, Close, FunctionCall, Terminate) are held until complete
-//! and put to the session's `StatementPolicy` before a byte of them moves
-//! on. A denied Query (or FunctionCall) is replaced by a stand-in that makes
-//! the upstream raise the denial itself; a denied Parse by an Execute of a
-//! portal that cannot exist, whose error the other direction rewrites into
-//! the denial. Either way the upstream's transaction state and
-//! ReadyForQuery stay what the client expects: the statement failed.
+//! Execute, Describe, Sync, Close, FunctionCall, Terminate) are held until
+//! complete and put to the session's `StatementPolicy` before a byte of
+//! them moves on. A denied Query (or FunctionCall) is replaced by a
+//! stand-in that makes the upstream raise the denial itself; a denied Parse
+//! by an Execute of a portal that cannot exist, whose error the other
+//! direction rewrites into the denial. Either way the upstream's
+//! transaction state and ReadyForQuery stay what the client expects: the
+//! statement failed.
 //!
 //! Upstream → client: the small messages the statement tracker reads
 //! (CommandComplete, errors, ReadyForQuery, …) are held whole; DataRows and
 //! everything else stream through untouched.
 //!
+//! Server connections come from the (target, role) pool. In session mode a
+//! client keeps one for its whole session, reset with `DISCARD ALL` before
+//! it goes back. In transaction mode a client holds one only from its first
+//! message to the ReadyForQuery(I) that leaves nothing in flight; between
+//! transactions it holds no server connection and almost no buffer (read
+//! buffers live with the server connections). Prepared statements follow
+//! the client: the relay knows every connection's statements and, before a
+//! Bind or Describe of one the connection lacks, slips in the client's own
+//! Parse (closing a same-named stranger first) and swallows the answers.
+//!
 //! Hand-written on purpose: this is the hot path. Each direction reuses one
 //! read buffer and forwards a read with one write unless a message had to
-//! be replaced; nothing is copied except replacements. The two directions
-//! run concurrently so neither can stall the other; the shared lock is
-//! never held across an await.
+//! be replaced or inserted; nothing is copied except those. The two
+//! directions run concurrently so neither can stall the other; the shared
+//! lock is never held across an await.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -27,14 +38,22 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::cancel::{CancelKey, CancelTarget};
 use super::codec::{self, CodecError, ErrorFields, Piece, Splitter, sqlstate};
 use super::enforce::{self, StatementPolicy, Verdict};
+use super::pool::{Lease, Pool, PoolError, ServerConn};
 use super::session::Session;
 use super::statements::{Completed, StatementInfo, StatementTracker};
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
+use crate::config::PoolMode;
 use crate::tls::Stream;
 
 const READ_BUFFER: usize = 32 * 1024;
+/// What an idle client keeps for reading its next message.
+const IDLE_READ: usize = 256;
+/// An idle client checks out a server connection once it has a whole
+/// message, or this much of a large one.
+const ASSIGN_AT: usize = 8 * 1024;
 /// Largest SQL-carrying client message we hold to check (PostgreSQL's own
 /// limit is 1 GB); CopyData is never held.
 const MAX_HELD_CLIENT: usize = 256 * 1024 * 1024;
@@ -47,10 +66,14 @@ pub enum RelayError {
     Client(std::io::Error),
     #[error("upstream connection: {0}")]
     Upstream(std::io::Error),
+    #[error("upstream closed the connection")]
+    UpstreamClosed,
     #[error("protocol: {0}")]
     Protocol(#[from] CodecError),
     #[error("audit trail unavailable: {0}")]
     Audit(#[from] AuditError),
+    #[error("upstream pool: {0}")]
+    Pool(#[from] PoolError),
     #[error("the gateway is shutting down")]
     Shutdown,
 }
@@ -64,6 +87,106 @@ struct Shared {
     ready_count: u64,
     /// The transaction status of the last one (`I`, `T` or `E`).
     ready_status: u8,
+    /// Messages sent upstream that end in a ReadyForQuery.
+    sync_points: u64,
+    /// `sync_points` when the current server connection was assigned.
+    phase_base: u64,
+    /// An extended-protocol message went up since the last Sync.
+    unsynced: bool,
+    /// Each direction is between a read and the end of its forwarding.
+    c2s_busy: bool,
+    s2c_busy: bool,
+    /// Part of a streamed client message has gone up.
+    client_mid: bool,
+    /// Nothing of the server's is read but unforwarded.
+    server_clean: bool,
+    transaction_mode: bool,
+    /// The assigned connection's prepared statements (moved in and out of
+    /// the `ServerConn` per assignment).
+    server_prepared: HashMap<String, Arc<[u8]>>,
+    /// Parses and Closes sent and not yet answered, in order, to swallow
+    /// the answers to our own and to keep `server_prepared` true.
+    parses: VecDeque<Sent>,
+    closes: VecDeque<Sent>,
+}
+
+struct Sent {
+    /// The ReadyForQuery (by count) closing its pipeline.
+    ready_number: u64,
+    /// Slipped in by the relay: its answer is not the client's.
+    injected: bool,
+    /// The statement it names (`None` for a portal Close).
+    statement: Option<Box<str>>,
+}
+
+/// Stands for "exists upstream with a text we do not know": never equal to
+/// a real definition, which has at least a NUL.
+fn unknown_definition() -> Arc<[u8]> {
+    Arc::from(&[][..])
+}
+
+impl Shared {
+    /// Idle, every message answered, nothing half-sent either way.
+    fn clean(&self) -> bool {
+        self.ready_status == b'I'
+            && self.ready_count == self.sync_points
+            && !self.unsynced
+            && !self.client_mid
+            && self.server_clean
+            && self.parse_denials.is_empty()
+            && self.parses.is_empty()
+            && self.closes.is_empty()
+    }
+
+    /// Transaction mode: the connection can go back to the pool now.
+    fn releasable(&self) -> bool {
+        self.transaction_mode
+            && !self.c2s_busy
+            && !self.s2c_busy
+            && self.sync_points > self.phase_base
+            && self.clean()
+    }
+
+    fn next_ready(&self) -> u64 {
+        self.sync_points + 1
+    }
+
+    /// An error skips the rest of its pipeline: its unanswered Parses made
+    /// nothing, its unanswered Closes closed nothing.
+    fn on_error(&mut self) {
+        let current = self.ready_count + 1;
+        while self
+            .parses
+            .front()
+            .is_some_and(|p| p.ready_number == current)
+        {
+            let p = self.parses.pop_front().expect("front exists");
+            match p.statement {
+                // A failed or skipped unnamed Parse may leave an older
+                // unnamed statement in place.
+                Some(name) if name.is_empty() => {
+                    self.server_prepared
+                        .insert(String::new(), unknown_definition());
+                }
+                Some(name) => {
+                    self.server_prepared.remove(&*name);
+                }
+                None => {}
+            }
+        }
+        while self
+            .closes
+            .front()
+            .is_some_and(|c| c.ready_number == current)
+        {
+            let c = self.closes.pop_front().expect("front exists");
+            if let Some(name) = c.statement {
+                self.server_prepared
+                    .entry(name.into())
+                    .or_insert_with(unknown_definition);
+            }
+        }
+    }
 }
 
 struct ParseDenial {
@@ -73,47 +196,249 @@ struct ParseDenial {
     ready_number: u64,
     /// The stand-in's portal name, found again in the upstream's error.
     portal: String,
+    code: &'static str,
     message: String,
+}
+
+/// Where this session's server connections come from.
+pub(super) struct Upstreams<'a> {
+    pub pool: &'a Arc<Pool>,
+    /// Held for the session (session mode), or taken per transaction.
+    pub lease: Option<Lease>,
+    pub variant: &'a Arc<super::pool::Variant>,
+    pub cancel: Option<&'a CancelKey>,
+}
+
+/// What the client side keeps across server assignments.
+struct ClientSide {
+    rx: tokio::io::ReadHalf<Stream>,
+    tx: tokio::io::WriteHalf<Stream>,
+    /// Bytes read while no server connection was assigned.
+    buf: BytesMut,
+    splitter: Splitter,
+    out: Outgoing,
+    server_splitter: Splitter,
+    server_out: Outgoing,
+}
+
+enum PhaseEnd {
+    /// Transaction mode: the connection is clean and may go back.
+    Released,
+    ClientGone,
 }
 
 /// Relay until the client terminates, either side closes, or `shutdown`.
 pub(super) async fn run(
     client: Stream,
-    upstream: Stream,
+    mut upstreams: Upstreams<'_>,
     session: &Session,
     policy: StatementPolicy,
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
+    let transaction_mode = upstreams.pool.mode() == PoolMode::Transaction;
     let shared = Mutex::new(Shared {
         tracker: StatementTracker::default(),
         parse_denials: VecDeque::new(),
         ready_count: 0,
         // The login ended with ReadyForQuery(I), which the relay did not see.
         ready_status: b'I',
+        sync_points: 0,
+        phase_base: 0,
+        unsynced: false,
+        c2s_busy: false,
+        s2c_busy: false,
+        client_mid: false,
+        server_clean: true,
+        transaction_mode,
+        server_prepared: HashMap::new(),
+        parses: VecDeque::new(),
+        closes: VecDeque::new(),
     });
-    let (mut client_rx, mut client_tx) = tokio::io::split(client);
-    let (mut upstream_rx, mut upstream_tx) = tokio::io::split(upstream);
+    let (rx, tx) = tokio::io::split(client);
+    let mut client = ClientSide {
+        rx,
+        tx,
+        buf: BytesMut::new(),
+        splitter: Splitter::default(),
+        out: Outgoing::default(),
+        server_splitter: Splitter::default(),
+        server_out: Outgoing::default(),
+    };
     let portal_prefix = format!("idgate-denied-{}-", session.id);
     let mut gate = ClientGate {
         policy,
         shared: &shared,
         portal_prefix: &portal_prefix,
         denial_count: 0,
-        sync_points: 0,
         denials: Vec::new(),
+        statements: HashMap::new(),
     };
 
     let outcome = tokio::select! {
-        r = client_to_upstream(&mut client_rx, &mut upstream_tx, &mut gate, session) => r,
-        r = upstream_to_client(&mut upstream_rx, &mut client_tx, &shared, &portal_prefix, session) => r,
+        r = serve(&mut client, &mut upstreams, &mut gate, &shared, session) => r,
         () = shutdown.cancelled() => Err(RelayError::Shutdown),
     };
     let mut done = Vec::new();
     lock(&shared).tracker.abandon(&mut done);
     let audited = audit_completed(session, done).await;
-    let _ = upstream_tx.shutdown().await;
-    let _ = client_tx.shutdown().await;
+    if let Some(mut lease) = upstreams.lease.take() {
+        let clean = outcome.is_ok() && lock(&shared).clean();
+        if clean {
+            lease.conn().prepared = std::mem::take(&mut lock(&shared).server_prepared);
+            give_back(upstreams.pool, lease, transaction_mode).await;
+        }
+    }
+    let _ = client.tx.shutdown().await;
     outcome.and(audited)
+}
+
+/// Return a clean connection; session mode resets it first. A connection
+/// that will not reset is closed instead.
+async fn give_back(pool: &Pool, mut lease: Lease, transaction_mode: bool) {
+    if !transaction_mode {
+        let conn = lease.conn();
+        let mut msg = BytesMut::with_capacity(32);
+        codec::query(&mut msg, "DISCARD ALL");
+        let reset = async {
+            conn.tx.write_all(&msg).await?;
+            conn.tx.flush().await?;
+            super::pool::read_until_ready(&mut conn.rx, &mut conn.buf).await
+        };
+        match reset.await {
+            Ok(Ok(b'I')) if conn.buf.is_empty() => conn.prepared.clear(),
+            _ => return,
+        }
+    }
+    pool.checkin(lease);
+}
+
+async fn serve(
+    client: &mut ClientSide,
+    upstreams: &mut Upstreams<'_>,
+    gate: &mut ClientGate<'_>,
+    shared: &Mutex<Shared>,
+    session: &Session,
+) -> Result<(), RelayError> {
+    loop {
+        if upstreams.lease.is_none() {
+            // Between transactions: wait for a message before taking a
+            // server connection.
+            while !wants_server(&client.buf) {
+                if client.buf.capacity() - client.buf.len() < IDLE_READ / 2 {
+                    client.buf.reserve(IDLE_READ);
+                }
+                if client
+                    .rx
+                    .read_buf(&mut client.buf)
+                    .await
+                    .map_err(RelayError::Client)?
+                    == 0
+                {
+                    return Ok(());
+                }
+            }
+            let lease = match upstreams.pool.checkout(upstreams.variant).await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    let mut buf = BytesMut::new();
+                    codec::error_response(
+                        &mut buf,
+                        &ErrorFields::fatal(
+                            sqlstate::CONNECTION_FAILURE,
+                            &format!("upstream unavailable: {e}"),
+                        ),
+                    );
+                    let _ = client.tx.write_all(&buf).await;
+                    return Err(e.into());
+                }
+            };
+            upstreams.lease = Some(lease);
+        }
+        let lease = upstreams.lease.as_mut().expect("assigned above");
+        let conn = lease.conn();
+        if let (Some(cancel), Some((pid, key))) = (upstreams.cancel, conn.backend_key) {
+            cancel.set(Some(CancelTarget {
+                upstream: Arc::clone(&upstreams.pool.upstream),
+                pid,
+                key,
+            }));
+        }
+        {
+            let mut s = lock(shared);
+            s.phase_base = s.sync_points;
+            s.server_prepared = std::mem::take(&mut conn.prepared);
+        }
+        let end = phase(client, conn, gate, shared, session).await?;
+        match end {
+            PhaseEnd::ClientGone => return Ok(()),
+            PhaseEnd::Released => {
+                if let Some(cancel) = upstreams.cancel {
+                    cancel.set(None);
+                }
+                let mut lease = upstreams.lease.take().expect("assigned");
+                let conn = lease.conn();
+                conn.prepared = std::mem::take(&mut lock(shared).server_prepared);
+                // A message the client has begun stays with the client.
+                client.buf.extend_from_slice(&conn.cbuf);
+                conn.cbuf.clear();
+                if client.buf.capacity() > 4 * IDLE_READ && client.buf.is_empty() {
+                    client.buf = BytesMut::new();
+                }
+                upstreams.pool.checkin(lease);
+            }
+        }
+    }
+}
+
+/// Whether an idle client's bytes are worth a server connection: a whole
+/// message, or a good part of a large one.
+fn wants_server(buf: &[u8]) -> bool {
+    match codec::frame_header(buf) {
+        Ok(Some((_, len))) => buf.len() >= len || buf.len() >= ASSIGN_AT,
+        Ok(None) => false,
+        // Malformed: let the relay refuse it.
+        Err(_) => true,
+    }
+}
+
+/// Relay over one assigned server connection until it can go back
+/// (transaction mode) or the client leaves.
+async fn phase(
+    client: &mut ClientSide,
+    conn: &mut ServerConn,
+    gate: &mut ClientGate<'_>,
+    shared: &Mutex<Shared>,
+    session: &Session,
+) -> Result<PhaseEnd, RelayError> {
+    if conn.cbuf.capacity() < READ_BUFFER {
+        conn.cbuf.reserve(READ_BUFFER);
+    }
+    if conn.buf.capacity() < READ_BUFFER {
+        conn.buf.reserve(READ_BUFFER);
+    }
+    conn.cbuf.extend_from_slice(&client.buf);
+    client.buf.clear();
+    let ServerConn {
+        rx: server_rx,
+        tx: server_tx,
+        buf: server_buf,
+        cbuf,
+        ..
+    } = conn;
+    let ClientSide {
+        rx: client_rx,
+        tx: client_tx,
+        splitter,
+        out,
+        server_splitter,
+        server_out,
+        ..
+    } = client;
+    let portal_prefix = gate.portal_prefix;
+    tokio::select! {
+        r = client_to_upstream(client_rx, server_tx, cbuf, splitter, out, gate, session) => r,
+        r = upstream_to_client(server_rx, client_tx, server_buf, server_splitter, server_out, shared, portal_prefix, session) => r,
+    }
 }
 
 fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
@@ -136,9 +461,9 @@ enum Segment {
 
 impl Outgoing {
     /// Plan what goes out for the read in `buf`: streamed pieces pass,
-    /// each whole held message goes to `on_held`, which may replace it and
-    /// returns whether to pass it as is. Returns how much of `buf` was
-    /// consumed (the rest is an incomplete held message).
+    /// each whole held message goes to `on_held`, which may replace it
+    /// (or add before it) and returns whether to pass it as is. Returns how
+    /// much of `buf` was consumed (the rest is an incomplete held message).
     fn plan(
         &mut self,
         splitter: &mut Splitter,
@@ -177,7 +502,7 @@ impl Outgoing {
         self.segments.push(Segment::Read(range));
     }
 
-    /// Append a replacement written by `write` into `stand_ins`.
+    /// Append a message written by `write` into `stand_ins`.
     fn replace(&mut self, write: impl FnOnce(&mut BytesMut)) {
         let start = self.stand_ins.len();
         write(&mut self.stand_ins);
@@ -186,6 +511,9 @@ impl Outgoing {
     }
 
     async fn send(&self, buf: &[u8], tx: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
+        if self.segments.is_empty() {
+            return Ok(());
+        }
         for segment in &self.segments {
             let bytes = match segment {
                 Segment::Read(r) => &buf[r.clone()],
@@ -214,12 +542,16 @@ fn keep_tail(buf: &mut BytesMut, pos: usize) {
 
 /// Client messages held whole before forwarding.
 fn client_holds(tag: u8) -> bool {
-    matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'S' | b'C' | b'X' | b'F')
+    matches!(
+        tag,
+        b'Q' | b'P' | b'B' | b'E' | b'D' | b'S' | b'C' | b'X' | b'F'
+    )
 }
 
-/// Server messages held whole: the ones the tracker reads.
+/// Server messages held whole: the ones the tracker reads, and Parse and
+/// Close completions (some answer the relay's own messages).
 fn server_holds(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z')
+    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z' | b'1' | b'3')
 }
 
 /// Policy and bookkeeping for client messages.
@@ -228,10 +560,11 @@ struct ClientGate<'a> {
     shared: &'a Mutex<Shared>,
     portal_prefix: &'a str,
     denial_count: u64,
-    /// Messages sent upstream that end in a ReadyForQuery.
-    sync_points: u64,
     /// Denials of the current read, audited after it is forwarded.
     denials: Vec<(Arc<StatementInfo>, String)>,
+    /// Transaction mode: the client's prepared statements (name → Parse
+    /// body after the name), to re-prepare wherever it lands.
+    statements: HashMap<String, Arc<[u8]>>,
 }
 
 impl ClientGate<'_> {
@@ -246,26 +579,30 @@ impl ClientGate<'_> {
         let mut passed = true;
         match tag {
             b'Q' => {
-                self.sync_points += 1;
                 // Lossy: a client in another client_encoding is still checked.
                 let raw = body.split(|&b| b == 0).next().unwrap_or_default();
                 let settled = self.settled();
                 let (info, verdict) = self.judge(&String::from_utf8_lossy(raw), settled);
-                lock(self.shared).tracker.on_query(Arc::clone(&info));
-                if let Some(reason) = self.deny(info, verdict) {
-                    out.replace(|b| codec::query(b, &enforce::raise_statement(&reason)));
+                let mut s = lock(self.shared);
+                s.sync_points += 1;
+                s.tracker.on_query(Arc::clone(&info));
+                drop(s);
+                if let Some((code, reason)) = self.deny(info, verdict) {
+                    out.replace(|b| codec::query(b, &enforce::raise_statement(code, &reason)));
                     passed = false;
                 }
             }
             b'F' => {
-                self.sync_points += 1;
                 // The legacy fast-path call names a function by OID only, so
                 // nothing is known about what it does: `unknown`.
                 let (info, verdict) = self.policy.check_function_call();
                 let info = Arc::new(info);
-                lock(self.shared).tracker.on_query(Arc::clone(&info));
-                if let Some(reason) = self.deny(info, verdict) {
-                    out.replace(|b| codec::query(b, &enforce::raise_statement(&reason)));
+                let mut s = lock(self.shared);
+                s.sync_points += 1;
+                s.tracker.on_query(Arc::clone(&info));
+                drop(s);
+                if let Some((code, reason)) = self.deny(info, verdict) {
+                    out.replace(|b| codec::query(b, &enforce::raise_statement(code, &reason)));
                     passed = false;
                 }
             }
@@ -273,44 +610,160 @@ impl ClientGate<'_> {
                 let (name, sql) = codec::parse_parse(body)?;
                 // A Parse is not when a statement runs: never settled.
                 let (info, verdict) = self.judge(sql, false);
-                lock(self.shared).tracker.on_parse(name, Arc::clone(&info));
-                if let Some(message) = self.deny(info, verdict) {
+                let mut s = lock(self.shared);
+                s.unsynced = true;
+                s.tracker.on_parse(name, Arc::clone(&info));
+                drop(s);
+                if let Some((code, message)) = self.deny(info, verdict) {
                     self.denial_count += 1;
                     let portal = format!("{}{}", self.portal_prefix, self.denial_count);
                     out.replace(|b| codec::execute(b, &portal));
-                    lock(self.shared).parse_denials.push_back(ParseDenial {
-                        ready_number: self.sync_points + 1,
+                    let mut s = lock(self.shared);
+                    let ready_number = s.next_ready();
+                    s.parse_denials.push_back(ParseDenial {
+                        ready_number,
                         portal,
+                        code,
                         message,
                     });
+                    if s.transaction_mode {
+                        // The client's statement of that name is gone.
+                        self.statements.remove(name);
+                    }
                     passed = false;
+                } else {
+                    let definition = &body[name.len() + 1..];
+                    self.prepare_passed(name, definition, out);
                 }
             }
             b'B' => {
                 let (portal, statement) = codec::parse_bind(body)?;
-                lock(self.shared).tracker.on_bind(portal, statement);
+                self.make_present(statement, out);
+                let mut s = lock(self.shared);
+                s.unsynced = true;
+                s.tracker.on_bind(portal, statement);
             }
-            b'E' => lock(self.shared)
-                .tracker
-                .on_execute(codec::parse_name(body)?),
+            b'D' => {
+                let (kind, name) = codec::parse_close(body)?;
+                if kind == b'S' {
+                    self.make_present(name, out);
+                }
+                lock(self.shared).unsynced = true;
+            }
+            b'E' => {
+                let mut s = lock(self.shared);
+                s.unsynced = true;
+                s.tracker.on_execute(codec::parse_name(body)?);
+            }
             b'S' => {
-                self.sync_points += 1;
-                lock(self.shared).tracker.on_sync();
+                let mut s = lock(self.shared);
+                s.sync_points += 1;
+                s.unsynced = false;
+                s.tracker.on_sync();
             }
             b'C' => {
                 let (kind, name) = codec::parse_close(body)?;
-                lock(self.shared).tracker.on_close(kind, name);
+                let mut s = lock(self.shared);
+                s.unsynced = true;
+                s.tracker.on_close(kind, name);
+                if s.transaction_mode {
+                    let statement = (kind == b'S').then(|| {
+                        self.statements.remove(name);
+                        s.server_prepared.remove(name);
+                        Box::from(name)
+                    });
+                    let ready_number = s.next_ready();
+                    s.closes.push_back(Sent {
+                        ready_number,
+                        injected: false,
+                        statement,
+                    });
+                }
             }
             _ => {}
         }
         Ok(passed)
     }
 
-    /// Idle upstream with every message so far answered. Counted before
-    /// this Query's own sync point was added.
+    /// Transaction mode, a client Parse going up: record it on both sides;
+    /// close a stranger of the same name on this connection first.
+    fn prepare_passed(&mut self, name: &str, definition: &[u8], out: &mut Outgoing) {
+        let mut s = lock(self.shared);
+        if !s.transaction_mode {
+            return;
+        }
+        let definition = match self.statements.get(name) {
+            Some(d) if **d == *definition => Arc::clone(d),
+            _ => Arc::from(definition),
+        };
+        let ready_number = s.next_ready();
+        if !name.is_empty() && s.server_prepared.contains_key(name) {
+            out.replace(|b| codec::close(b, b'S', name));
+            s.closes.push_back(Sent {
+                ready_number,
+                injected: true,
+                statement: None,
+            });
+        }
+        s.parses.push_back(Sent {
+            ready_number,
+            injected: false,
+            statement: Some(name.into()),
+        });
+        set(&mut s.server_prepared, name, Arc::clone(&definition));
+        set(&mut self.statements, name, definition);
+    }
+
+    /// Transaction mode, before a Bind or Describe of `name`: make this
+    /// connection's statement of that name the client's own, or make sure
+    /// there is none if the client has none.
+    fn make_present(&mut self, name: &str, out: &mut Outgoing) {
+        let mut s = lock(self.shared);
+        if !s.transaction_mode {
+            return;
+        }
+        let ready_number = s.next_ready();
+        let server = s.server_prepared.get(name);
+        let present = server.is_some();
+        match self.statements.get(name) {
+            Some(mine) => {
+                if server.is_some_and(|d| Arc::ptr_eq(d, mine) || **d == **mine) {
+                    return;
+                }
+                if !name.is_empty() && present {
+                    out.replace(|b| codec::close(b, b'S', name));
+                    s.closes.push_back(Sent {
+                        ready_number,
+                        injected: true,
+                        statement: None,
+                    });
+                }
+                out.replace(|b| codec::parse_message(b, name, mine));
+                s.parses.push_back(Sent {
+                    ready_number,
+                    injected: true,
+                    statement: Some(name.into()),
+                });
+                set(&mut s.server_prepared, name, Arc::clone(mine));
+            }
+            None if present => {
+                // Someone else's: the client must get "does not exist".
+                out.replace(|b| codec::close(b, b'S', name));
+                s.closes.push_back(Sent {
+                    ready_number,
+                    injected: true,
+                    statement: None,
+                });
+                s.server_prepared.remove(name);
+            }
+            None => {}
+        }
+    }
+
+    /// Idle upstream with every message so far answered.
     fn settled(&self) -> bool {
         let s = lock(self.shared);
-        s.ready_status == b'I' && s.ready_count + 1 == self.sync_points
+        s.ready_status == b'I' && s.ready_count == s.sync_points
     }
 
     fn judge(&mut self, sql: &str, settled: bool) -> (Arc<StatementInfo>, Verdict) {
@@ -325,116 +778,183 @@ impl ClientGate<'_> {
         (Arc::new(info), verdict)
     }
 
-    /// For a denial, queue its audit event and return the client message.
-    fn deny(&mut self, info: Arc<StatementInfo>, verdict: Verdict) -> Option<String> {
+    /// For a denial, queue its audit event and return its code and the
+    /// client message.
+    fn deny(
+        &mut self,
+        info: Arc<StatementInfo>,
+        verdict: Verdict,
+    ) -> Option<(&'static str, String)> {
         if verdict.allowed {
             return None;
         }
         self.denials.push((info, verdict.reason.clone()));
-        Some(verdict.reason)
+        Some((verdict.code, verdict.reason))
+    }
+}
+
+fn set(map: &mut HashMap<String, Arc<[u8]>>, name: &str, definition: Arc<[u8]>) {
+    match map.get_mut(name) {
+        Some(d) => *d = definition,
+        None => {
+            map.insert(name.to_owned(), definition);
+        }
     }
 }
 
 async fn client_to_upstream(
     rx: &mut (impl AsyncRead + Unpin),
     tx: &mut (impl AsyncWrite + Unpin),
+    buf: &mut BytesMut,
+    splitter: &mut Splitter,
+    out: &mut Outgoing,
     gate: &mut ClientGate<'_>,
     session: &Session,
-) -> Result<(), RelayError> {
-    let mut buf = BytesMut::with_capacity(READ_BUFFER);
-    let mut splitter = Splitter::default();
-    let mut out = Outgoing::default();
+) -> Result<PhaseEnd, RelayError> {
+    // Bytes read before the assignment go first.
     loop {
-        if rx.read_buf(&mut buf).await.map_err(RelayError::Client)? == 0 {
-            return Ok(());
-        }
+        lock(gate.shared).c2s_busy = true;
         let mut terminated = false;
         let pos = out.plan(
-            &mut splitter,
-            &buf,
+            splitter,
+            buf,
             client_holds,
             MAX_HELD_CLIENT,
             |out, tag, frame| {
-                terminated |= tag == b'X';
+                if tag == b'X' {
+                    // The server connection outlives the client: not forwarded.
+                    terminated = true;
+                    return Ok(false);
+                }
+                if terminated {
+                    return Ok(false);
+                }
                 gate.on_message(tag, frame, out)
             },
         )?;
-        out.send(&buf, tx).await.map_err(RelayError::Upstream)?;
-        keep_tail(&mut buf, pos);
+        out.send(buf, tx).await.map_err(RelayError::Upstream)?;
+        keep_tail(buf, pos);
         for (info, reason) in gate.denials.drain(..) {
             audit_denied(session, &info, reason).await?;
         }
         if terminated {
-            return Ok(());
+            return Ok(PhaseEnd::ClientGone);
+        }
+        {
+            let mut s = lock(gate.shared);
+            s.c2s_busy = false;
+            s.client_mid = splitter.mid_message();
+            if s.releasable() {
+                return Ok(PhaseEnd::Released);
+            }
+        }
+        if rx.read_buf(buf).await.map_err(RelayError::Client)? == 0 {
+            return Ok(PhaseEnd::ClientGone);
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upstream_to_client(
     rx: &mut (impl AsyncRead + Unpin),
     tx: &mut (impl AsyncWrite + Unpin),
+    buf: &mut BytesMut,
+    splitter: &mut Splitter,
+    out: &mut Outgoing,
     shared: &Mutex<Shared>,
     portal_prefix: &str,
     session: &Session,
-) -> Result<(), RelayError> {
-    let mut buf = BytesMut::with_capacity(READ_BUFFER);
-    let mut splitter = Splitter::default();
-    let mut out = Outgoing::default();
+) -> Result<PhaseEnd, RelayError> {
     let mut done = Vec::new();
     loop {
-        if rx.read_buf(&mut buf).await.map_err(RelayError::Upstream)? == 0 {
-            return Ok(());
+        if rx.read_buf(buf).await.map_err(RelayError::Upstream)? == 0 {
+            return Err(RelayError::UpstreamClosed);
         }
         let pos = {
             let mut s = lock(shared);
+            s.s2c_busy = true;
             out.plan(
-                &mut splitter,
-                &buf,
+                splitter,
+                buf,
                 server_holds,
                 MAX_HELD_SERVER,
                 |out, tag, frame| {
-                    let body = &frame[5..];
-                    if tag == b'E'
-                        && !s.parse_denials.is_empty()
-                        && let Some(message) = s.take_denial(body, portal_prefix)
-                    {
-                        // The stand-in's "portal does not exist" becomes the
-                        // denial; the tracker sees the denial too.
-                        out.replace(|b| {
-                            codec::error_response(
-                                b,
-                                &ErrorFields {
-                                    severity: "ERROR",
-                                    ..ErrorFields::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, &message)
-                                },
-                            );
-                        });
-                        s.tracker.on_server(tag, body, &mut done);
-                        return Ok(false);
-                    }
-                    if tag == b'Z' {
-                        s.ready_count += 1;
-                        s.ready_status = body.first().copied().unwrap_or(b'E');
-                        let ready = s.ready_count;
-                        s.parse_denials.retain(|d| d.ready_number > ready);
-                    }
-                    s.tracker.on_server(tag, body, &mut done);
-                    Ok(true)
+                    s.on_server_message(tag, &frame[5..], out, portal_prefix, &mut done)
                 },
             )?
         };
-        out.send(&buf, tx).await.map_err(RelayError::Client)?;
-        keep_tail(&mut buf, pos);
+        out.send(buf, tx).await.map_err(RelayError::Client)?;
+        keep_tail(buf, pos);
         if !done.is_empty() {
             // Statements the trail cannot record end the session.
             audit_completed(session, done.drain(..)).await?;
+        }
+        let mut s = lock(shared);
+        s.s2c_busy = false;
+        s.server_clean = buf.is_empty() && !splitter.mid_message();
+        if s.releasable() {
+            return Ok(PhaseEnd::Released);
         }
     }
 }
 
 impl Shared {
-    /// If `error` is a Parse stand-in's, its denial message.
-    fn take_denial(&mut self, error: &[u8], portal_prefix: &str) -> Option<String> {
+    /// One held server message: pass it (true), replace it, or swallow it.
+    fn on_server_message(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        out: &mut Outgoing,
+        portal_prefix: &str,
+        done: &mut Vec<Completed>,
+    ) -> Result<bool, CodecError> {
+        match tag {
+            b'1' | b'3' if self.transaction_mode => {
+                let sent = if tag == b'1' {
+                    self.parses.pop_front()
+                } else {
+                    self.closes.pop_front()
+                };
+                return Ok(!sent.is_some_and(|s| s.injected));
+            }
+            b'E' => {
+                if self.transaction_mode {
+                    self.on_error();
+                }
+                if !self.parse_denials.is_empty()
+                    && let Some((code, message)) = self.take_denial(body, portal_prefix)
+                {
+                    // The stand-in's "portal does not exist" becomes the
+                    // denial; the tracker sees the denial too.
+                    out.replace(|b| {
+                        codec::error_response(
+                            b,
+                            &ErrorFields {
+                                severity: "ERROR",
+                                ..ErrorFields::fatal(code, &message)
+                            },
+                        );
+                    });
+                    self.tracker.on_server(tag, body, done);
+                    return Ok(false);
+                }
+            }
+            b'Z' => {
+                self.ready_count += 1;
+                self.ready_status = body.first().copied().unwrap_or(b'E');
+                let ready = self.ready_count;
+                self.parse_denials.retain(|d| d.ready_number > ready);
+                self.parses.retain(|p| p.ready_number > ready);
+                self.closes.retain(|c| c.ready_number > ready);
+            }
+            _ => {}
+        }
+        self.tracker.on_server(tag, body, done);
+        Ok(true)
+    }
+
+    /// If `error` is a Parse stand-in's, its code and denial message.
+    fn take_denial(&mut self, error: &[u8], portal_prefix: &str) -> Option<(&'static str, String)> {
         let message = codec::parse_error(error).message;
         if !message.contains(portal_prefix) {
             return None;
@@ -443,7 +963,7 @@ impl Shared {
             .parse_denials
             .iter()
             .position(|d| message.contains(&format!("\"{}\"", d.portal)))?;
-        self.parse_denials.remove(at).map(|d| d.message)
+        self.parse_denials.remove(at).map(|d| (d.code, d.message))
     }
 }
 

@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use super::cancel::{self, CancelTarget};
 use super::codec::{self, ErrorFields, StartupMessage, sqlstate};
 use super::enforce::StatementPolicy;
+use super::pool::{self, Lease, Pool, PoolError, ServerConn, Variant};
 use super::relay;
-use super::upstream::{self, UpstreamError};
+use super::upstream::UpstreamError;
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
-use crate::config::TargetConfig;
+use crate::config::{PoolMode, TargetConfig};
 use crate::gateway::Gateway;
 use crate::identity::Identity;
 use crate::policy::{AccessRequest, Action, RequestContext, RoleChoice};
@@ -201,7 +202,9 @@ async fn send_refusal(client: &mut Stream, r: &Refusal) -> std::io::Result<()> {
 
 /// What a successful login hands to the relay.
 struct Established {
-    upstream: upstream::Upstream,
+    pool: Arc<Pool>,
+    variant: Arc<Variant>,
+    lease: Lease,
     target: TargetConfig,
 }
 
@@ -373,9 +376,11 @@ impl Session {
         e.policy_ids = decision.policy_ids;
         self.audit_or_refuse(e).await?;
 
-        let upstream = self.connect_upstream(target, &role_name, params).await?;
+        let (pool, variant, lease) = self.connect_upstream(target, &role_name, params).await?;
         Ok(Established {
-            upstream,
+            pool,
+            variant,
+            lease,
             target: target.clone(),
         })
     }
@@ -455,53 +460,77 @@ impl Session {
         }
     }
 
+    /// A pooled upstream connection for `role`: opened for this session's
+    /// variant (read-only or not, and its startup parameters).
     async fn connect_upstream(
         &self,
         target: &TargetConfig,
         role_name: &str,
         params: &[(String, String)],
-    ) -> Result<upstream::Upstream, Refusal> {
+    ) -> Result<(Arc<Pool>, Arc<Variant>, Lease), Refusal> {
         let identity = self.identity.as_ref().expect("validated before");
-        let role = target.role(role_name).expect("chosen from the target");
-        let application_name = truncate(&format!("idgate:{}", identity.identity), 63);
-        let mut options = format!("-c idgate.identity={}", escape_option(&identity.identity));
-        if !self
-            .gw
-            .policy
-            .may_write(identity, &target.name, role_name, &self.context(target))
-        {
-            // Defence in depth: even a statement the classifier misjudged
-            // cannot write, and turning this off is an `admin` statement.
-            options.push_str(" -c default_transaction_read_only=on");
-        }
-        let mut startup: Vec<(&str, &str)> = params
+        let pool = Arc::clone(
+            self.gw
+                .pools
+                .get(&target.name, role_name)
+                .expect("every role of every target has a pool"),
+        );
+        let read_only =
+            !self
+                .gw
+                .policy
+                .may_write(identity, &target.name, role_name, &self.context(target));
+        let mut passthrough: Vec<(String, String)> = params
             .iter()
-            .filter(|(k, _)| PASSTHROUGH_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .filter(|(k, _)| PASSTHROUGH_PARAMS.contains(&k.as_str()))
             .collect();
-        startup.push(("application_name", &application_name));
-        startup.push(("options", &options));
-        let tls = self
-            .gw
-            .upstream_tls
-            .get(&target.name)
-            .and_then(Option::as_ref);
-        match upstream::connect(target, tls, role, &startup).await {
-            Ok(u) => Ok(u),
+        passthrough.sort();
+        let variant = Arc::new(Variant {
+            read_only,
+            params: passthrough,
+        });
+        match pool.checkout(&variant).await {
+            Ok(lease) => Ok((pool, variant, lease)),
             Err(err) => {
                 tracing::warn!(target = %target.name, role = role_name, "upstream login failed: {err}");
                 let mut e = self.event(EventKind::SessionEnd);
                 e.error = Some(err.to_string());
                 self.audit_or_refuse(e).await?;
                 Err(match err {
-                    UpstreamError::Refused(n) => Refusal {
+                    PoolError::Upstream(UpstreamError::Refused(n)) => Refusal {
                         code: sqlstate::CONNECTION_FAILURE,
                         message: format!("upstream refused the login: {} ({})", n.message, n.code),
                         hint: Some("the gateway's upstream credentials or the database need attention; tell its operator".into()),
                     },
+                    PoolError::Exhausted(..) => Refusal::new(sqlstate::TOO_MANY_CONNECTIONS, err.to_string())
+                        .hint("every upstream connection of this role is busy; try again, or ask the operator to raise pool max_size"),
                     other => Refusal::new(sqlstate::CONNECTION_FAILURE, format!("upstream unavailable: {other}")),
                 })
             }
+        }
+    }
+
+    /// Session mode: name the person on the server connection, for
+    /// `pg_stat_activity` and server logs. `DISCARD ALL` undoes it when the
+    /// connection goes back to the pool.
+    async fn name_upstream(&self, conn: &mut ServerConn) -> std::io::Result<()> {
+        let identity = &self.identity.as_ref().expect("logged in").identity;
+        let application_name = truncate(&format!("idgate:{identity}"), 63);
+        let mut msg = BytesMut::with_capacity(256);
+        codec::parse_unnamed(
+            &mut msg,
+            "SELECT set_config('application_name', $1, false), set_config('idgate.identity', $2, false)",
+        );
+        codec::bind_text(&mut msg, &[&application_name, identity]);
+        codec::execute(&mut msg, "");
+        codec::sync(&mut msg);
+        conn.tx.write_all(&msg).await?;
+        conn.tx.flush().await?;
+        match pool::read_until_ready(&mut conn.rx, &mut conn.buf).await? {
+            Ok(b'I') if conn.buf.is_empty() => Ok(()),
+            Ok(_) => Err(std::io::Error::other("unexpected transaction state")),
+            Err(message) => Err(std::io::Error::other(message)),
         }
     }
 
@@ -512,23 +541,46 @@ impl Session {
         established: Established,
         shutdown: &CancellationToken,
     ) {
-        let Established { upstream, target } = established;
-        let cancel_key = upstream.backend_key.map(|(pid, key)| {
-            self.gw.cancels.register(CancelTarget {
-                upstream: target.upstream.clone(),
-                pid,
-                key,
-            })
+        let Established {
+            pool,
+            variant,
+            mut lease,
+            target,
+        } = established;
+        let transaction_mode = pool.mode() == PoolMode::Transaction;
+        let conn = lease.conn();
+        if !transaction_mode && let Err(e) = self.name_upstream(conn).await {
+            tracing::warn!(session = %self.id, "naming the upstream session failed: {e}");
+            let _ = send_refusal(
+                &mut client,
+                &Refusal::new(sqlstate::CONNECTION_FAILURE, "upstream unavailable"),
+            )
+            .await;
+            return;
+        }
+        let upstream_key = conn.backend_key.map(|(pid, key)| CancelTarget {
+            upstream: Arc::clone(&pool.upstream),
+            pid,
+            key,
         });
         let mut hello = BytesMut::with_capacity(512);
         codec::authentication(&mut hello, codec::auth::OK);
-        for (name, value) in &upstream.parameters {
+        for (name, value) in &conn.parameters {
             codec::parameter_status(&mut hello, name, value);
         }
-        if let Some(k) = &cancel_key {
-            codec::backend_key_data(&mut hello, k.pid, k.key);
-        }
+        let cancel_key =
+            self.gw
+                .cancels
+                .register(if transaction_mode { None } else { upstream_key });
+        codec::backend_key_data(&mut hello, cancel_key.pid, cancel_key.key);
         codec::ready_for_query(&mut hello, b'I');
+        let lease = if transaction_mode {
+            // Taken again when the client sends something.
+            pool.checkin(lease);
+            None
+        } else {
+            Some(lease)
+        };
         if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
             return;
         }
@@ -548,8 +600,15 @@ impl Session {
             target.name.clone(),
             role,
             self.context(&target),
+            transaction_mode,
         );
-        let outcome = relay::run(client, upstream.stream, &self, policy, shutdown).await;
+        let upstreams = relay::Upstreams {
+            pool: &pool,
+            lease,
+            variant: &variant,
+            cancel: transaction_mode.then_some(&cancel_key),
+        };
+        let outcome = relay::run(client, upstreams, &self, policy, shutdown).await;
         drop(cancel_key);
         let mut e = self.event(EventKind::SessionEnd);
         e.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
@@ -574,27 +633,9 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-/// Escape for the startup `options` string, where spaces separate arguments
-/// and backslash escapes (see `pg_split_opts`).
-fn escape_option(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        if c == ' ' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn option_values_escape_spaces_and_backslashes() {
-        assert_eq!(escape_option(r"a b\c"), r"a\ b\\c");
-    }
 
     #[test]
     fn truncate_respects_char_boundaries() {

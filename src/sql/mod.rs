@@ -50,6 +50,11 @@ pub struct Statement {
     /// statement it runs. Such a statement is `unknown` until the session
     /// substitutes what it recorded for that name's PREPARE.
     pub execute: Option<String>,
+    /// What this statement leaves behind after its transaction ends, if
+    /// anything (a session `SET`, a `PREPARE`, `LISTEN`, a temporary
+    /// table, a `WITH HOLD` cursor): under transaction pooling the next
+    /// transaction may run on another server connection, so it cannot work.
+    pub outlives_transaction: Option<&'static str>,
 }
 
 impl Statement {
@@ -65,6 +70,7 @@ impl Statement {
             search_path_is_local: false,
             prepare: None,
             execute: None,
+            outlives_transaction: None,
         }
     }
 

@@ -53,11 +53,52 @@ pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
         .iter()
         .map(
             |raw| match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
-                Some(node) => classify(node, &resolver),
+                Some(node) => {
+                    let mut s = classify(node, &resolver);
+                    s.outlives_transaction = outlives_transaction(node);
+                    s
+                }
                 None => unparsed("empty statement node".into()),
             },
         )
         .collect()
+}
+
+/// Session state a statement creates that its transaction's end does not
+/// undo.
+fn outlives_transaction(node: &NodeEnum) -> Option<&'static str> {
+    use VariableSetKind as K;
+    /// `CURSOR_OPT_HOLD` in PostgreSQL's parsenodes.h.
+    const CURSOR_OPT_HOLD: i32 = 0x0020;
+    let temporary = |rel: Option<&protobuf::RangeVar>| rel.is_some_and(|r| r.relpersistence == "t");
+    match node {
+        NodeEnum::VariableSetStmt(v) => {
+            let kind = VariableSetKind::try_from(v.kind).unwrap_or(K::Undefined);
+            let session = match kind {
+                K::VarSetMulti => v.name.eq_ignore_ascii_case("session characteristics"),
+                _ => !v.is_local,
+            };
+            session.then_some("a session-level SET or RESET")
+        }
+        NodeEnum::PrepareStmt(_) => Some("PREPARE"),
+        NodeEnum::DeallocateStmt(_) => Some("DEALLOCATE"),
+        NodeEnum::ListenStmt(_) => Some("LISTEN"),
+        NodeEnum::DiscardStmt(_) => Some("DISCARD"),
+        NodeEnum::DeclareCursorStmt(d) if d.options & CURSOR_OPT_HOLD != 0 => {
+            Some("a WITH HOLD cursor")
+        }
+        NodeEnum::CreateStmt(c) if temporary(c.relation.as_ref()) => Some("a temporary table"),
+        NodeEnum::CreateTableAsStmt(c)
+            if temporary(c.into.as_ref().and_then(|i| i.rel.as_ref())) =>
+        {
+            Some("a temporary table")
+        }
+        NodeEnum::ViewStmt(v) if temporary(v.view.as_ref()) => Some("a temporary view"),
+        NodeEnum::CreateSeqStmt(c) if temporary(c.sequence.as_ref()) => {
+            Some("a temporary sequence")
+        }
+        _ => None,
+    }
 }
 
 fn unparsed(message: String) -> Statement {
