@@ -77,6 +77,7 @@ pub struct Options {
     pub identity_claim: String,
     /// The time policies see; the real clock when `None`.
     pub now: Option<time::OffsetDateTime>,
+    pub pool: PoolConfig,
 }
 
 impl Default for Options {
@@ -89,6 +90,7 @@ impl Default for Options {
             issuer_url: None,
             identity_claim: "email".into(),
             now: None,
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -219,7 +221,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             database: options.database.clone(),
             upstream_tls: UpstreamTls::Prefer,
             upstream_ca_file: None,
-            pool: PoolConfig::default(),
+            pool: options.pool.clone(),
             roles: options
                 .roles
                 .iter()
