@@ -52,6 +52,16 @@ impl Gateway {
 
     /// As `start`, with the time policies see fixed (tests).
     pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Running> {
+        Self::start_inner(config, clock, true).await
+    }
+
+    /// As `start`, but audit events are discarded, not written: only for
+    /// measuring what the audit trail costs (`idgate dev --no-audit`).
+    pub async fn start_unaudited(config: Config) -> anyhow::Result<Running> {
+        Self::start_inner(config, Clock::System, false).await
+    }
+
+    async fn start_inner(config: Config, clock: Clock, audited: bool) -> anyhow::Result<Running> {
         let policy = PolicyEngine::load(&config.policy.file)?;
         let tls = match &config.gateway.tls {
             Some(files) => Some(crate::tls::server_config(
@@ -66,9 +76,13 @@ impl Gateway {
                 .with_context(|| format!("target {}", t.name))?;
             upstream_tls.insert(t.name.clone(), c);
         }
-        let (audit, audit_writer) = AuditLog::open(&config.audit.file)
-            .await
-            .with_context(|| format!("audit file {}", config.audit.file.display()))?;
+        let (audit, audit_writer) = if audited {
+            AuditLog::open(&config.audit.file)
+                .await
+                .with_context(|| format!("audit file {}", config.audit.file.display()))?
+        } else {
+            AuditLog::discarding()
+        };
         let validator = TokenValidator::new(config.issuers.clone());
         validator.warm_up().await;
         let listener = TcpListener::bind(config.gateway.postgres_listen)

@@ -46,6 +46,10 @@ enum Command {
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: SocketAddr,
+        /// Discard audit events instead of writing them: only for measuring
+        /// what the audit trail costs.
+        #[arg(long)]
+        no_audit: bool,
     },
     /// Audit trail tools.
     Audit {
@@ -146,9 +150,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => serve(config).await.map(|()| ExitCode::SUCCESS),
         Command::CheckConfig { config } => check_config(config).map(|()| ExitCode::SUCCESS),
-        Command::Dev { upstream, listen } => idgate::dev::trial::run(&upstream, listen)
-            .await
-            .map(|()| ExitCode::SUCCESS),
+        Command::Dev {
+            upstream,
+            listen,
+            no_audit,
+        } => idgate::dev::trial::run(idgate::dev::trial::TrialOptions {
+            upstream,
+            listen,
+            audit: !no_audit,
+        })
+        .await
+        .map(|()| ExitCode::SUCCESS),
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => audit_verify(file).map(|()| ExitCode::SUCCESS),

@@ -53,6 +53,12 @@ struct Entry {
 /// same writer task.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
+    /// `None` for [`AuditLog::discarding`].
+    queue: Option<Queue>,
+}
+
+#[derive(Clone, Debug)]
+struct Queue {
     tx: mpsc::Sender<Entry>,
     /// Ends the writer's commit delay; notified after each durable send.
     durable: Arc<Notify>,
@@ -70,8 +76,14 @@ impl std::fmt::Debug for Entry {
 /// before the runtime stops, or queued events are lost with it.
 #[derive(Debug)]
 pub struct AuditWriter {
+    /// `None` for [`AuditLog::discarding`], which has no task.
+    task: Option<WriterTask>,
+}
+
+#[derive(Debug)]
+struct WriterTask {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    handle: JoinHandle<()>,
 }
 
 impl AuditLog {
@@ -91,11 +103,19 @@ impl AuditLog {
         Ok(Self::start(Arc::new(file), head, len))
     }
 
+    /// A log that accepts every event and keeps none: no file, no writer
+    /// task. Only for measuring what the audit trail costs
+    /// (`idgate dev --no-audit`); callers still build their events.
+    #[must_use]
+    pub fn discarding() -> (AuditLog, AuditWriter) {
+        (AuditLog { queue: None }, AuditWriter { task: None })
+    }
+
     fn start<T: AppendTarget>(target: Arc<T>, head: String, len: u64) -> (AuditLog, AuditWriter) {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (stop, stop_rx) = oneshot::channel();
         let durable = Arc::new(Notify::new());
-        let task = tokio::spawn(run_writer(
+        let handle = tokio::spawn(run_writer(
             rx,
             stop_rx,
             Arc::clone(&durable),
@@ -103,7 +123,14 @@ impl AuditLog {
             head,
             len,
         ));
-        (AuditLog { tx, durable }, AuditWriter { stop, task })
+        (
+            AuditLog {
+                queue: Some(Queue { tx, durable }),
+            },
+            AuditWriter {
+                task: Some(WriterTask { stop, handle }),
+            },
+        )
     }
 
     /// Queues `event`, waiting for room if the queue is full (never drops).
@@ -113,11 +140,14 @@ impl AuditLog {
     /// Errors only when the event cannot be serialized or the writer has
     /// stopped ([`AuditError::Closed`]).
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let Some(queue) = &self.queue else {
+            return Ok(());
+        };
         let entry = Entry {
             body: prepare(event)?,
             synced: None,
         };
-        self.tx.send(entry).await.map_err(|_| AuditError::Closed)
+        queue.tx.send(entry).await.map_err(|_| AuditError::Closed)
     }
 
     /// Like [`record`](Self::record) but returns only after the event is
@@ -125,14 +155,17 @@ impl AuditLog {
     /// hide who got in. While the disk keeps failing this keeps waiting
     /// (the writer retries); wrap it in a timeout if the caller must not.
     pub async fn record_durable(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let Some(queue) = &self.queue else {
+            return Ok(());
+        };
         let (synced, on_disk) = oneshot::channel();
         let entry = Entry {
             body: prepare(event)?,
             synced: Some(synced),
         };
-        self.tx.send(entry).await.map_err(|_| AuditError::Closed)?;
+        queue.tx.send(entry).await.map_err(|_| AuditError::Closed)?;
         // After the send, so a writer woken here finds the event queued.
-        self.durable.notify_waiters();
+        queue.durable.notify_waiters();
         on_disk.await.map_err(|_| AuditError::Closed)
     }
 }
@@ -143,9 +176,12 @@ impl AuditWriter {
     /// queued, and waits for the task to end. If the disk keeps failing
     /// this keeps retrying, because giving up would lose events.
     pub async fn shutdown(self) {
+        let Some(task) = self.task else {
+            return;
+        };
         // Err means the task already ended; joining below reports why.
-        let _ = self.stop.send(());
-        if let Err(e) = self.task.await {
+        let _ = task.stop.send(());
+        if let Err(e) = task.handle.await {
             tracing::error!(error = %e, "audit writer task failed; events queued at that moment were lost");
         }
     }
@@ -498,6 +534,18 @@ mod tests {
         ]
         .map(|(event, rows)| (event.to_owned(), rows));
         assert_eq!(order, expected);
+    }
+
+    #[tokio::test]
+    async fn discarding_log_accepts_every_event() {
+        let (log, writer) = AuditLog::discarding();
+        log.record(AuditEvent::new(EventKind::Statement))
+            .await
+            .expect("record");
+        log.record_durable(AuditEvent::new(EventKind::AuthOk))
+            .await
+            .expect("durable");
+        writer.shutdown().await;
     }
 
     #[tokio::test]

@@ -61,32 +61,60 @@ pub fn policy_text() -> String {
     )
 }
 
+/// What `idgate dev` was asked for on the command line.
+#[derive(Debug)]
+pub struct TrialOptions {
+    /// A `postgres://` URL.
+    pub upstream: String,
+    pub listen: SocketAddr,
+    /// False discards audit events instead of writing them, to measure
+    /// what the audit trail costs.
+    pub audit: bool,
+}
+
 /// Build the trial config in `dir`, start issuer and gateway, print how to
 /// connect, and run until Ctrl-C.
-pub async fn run(upstream_url: &str, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
     eprintln!(
         "\n  *** idgate dev is for TRIAL ONLY: throwaway keys, a token anyone here can read,\n  \
          *** a policy that allows everything. Never use it in production. ***\n"
     );
-    let upstream = parse_upstream(upstream_url)?;
+    if !options.audit {
+        eprintln!(
+            "  *** --no-audit: audit events are discarded, not written; for measuring the\n  \
+             *** cost of the audit trail only. ***\n"
+        );
+    }
+    let upstream = parse_upstream(&options.upstream)?;
     // Kept after exit so the audit trail of the trial can be read.
     let dir = tempfile::Builder::new()
         .prefix("idgate-dev-")
         .tempdir()?
         .keep();
     let issuer = DevIssuer::start().await?;
-    let config = write_config(dir.as_path(), &issuer.issuer_url(), &upstream, listen)?;
-    let running = Gateway::start(config).await?;
+    let config = write_config(
+        dir.as_path(),
+        &issuer.issuer_url(),
+        &upstream,
+        options.listen,
+    )?;
+    let running = if options.audit {
+        Gateway::start(config).await?
+    } else {
+        Gateway::start_unaudited(config).await?
+    };
     let token = issuer.mint_for(DEV_USER, &[DEV_GROUP], DEV_AUDIENCE, TOKEN_TTL);
     let addr = running.postgres_addr;
     println!(
         "idgate dev is ready: issuer {}, gateway {addr}",
         issuer.issuer_url()
     );
-    println!(
-        "files (policy, TLS, audit trail; kept after exit): {}",
-        dir.display()
-    );
+    let files = if options.audit {
+        "policy, TLS, audit trail"
+    } else {
+        "policy, TLS"
+    };
+    println!("files ({files}; kept after exit): {}", dir.display());
     println!("token for {DEV_USER} (valid 1h) is the password; connect with:\n");
     println!(
         "PGPASSWORD='{token}' psql \"host={} port={} dbname={} user=dev sslmode=require\"\n",
