@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::builder::RangedU64ValueParser;
+use clap::{Parser, Subcommand, ValueEnum};
 
-use idgate::config::Config;
+use idgate::config::{Config, PoolConfig, PoolMode};
 use idgate::gateway::Gateway;
 
 // glibc malloc showed up as a tenth of token validation time; mimalloc
@@ -46,6 +47,16 @@ enum Command {
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: SocketAddr,
+        /// How clients share upstream connections.
+        #[arg(long, value_enum, default_value = "session")]
+        pool_mode: PoolModeArg,
+        /// Most upstream connections per role.
+        #[arg(
+            long,
+            default_value_t = PoolConfig::default().max_size,
+            value_parser = RangedU64ValueParser::<usize>::new().range(1..),
+        )]
+        pool_size: usize,
         /// Discard audit events instead of writing them: only for measuring
         /// what the audit trail costs.
         #[arg(long)]
@@ -66,6 +77,22 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+/// `PoolMode` as a command-line value; the config type stays free of clap.
+#[derive(Clone, Copy, ValueEnum)]
+enum PoolModeArg {
+    Session,
+    Transaction,
+}
+
+impl From<PoolModeArg> for PoolMode {
+    fn from(mode: PoolModeArg) -> Self {
+        match mode {
+            PoolModeArg::Session => PoolMode::Session,
+            PoolModeArg::Transaction => PoolMode::Transaction,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -153,10 +180,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev {
             upstream,
             listen,
+            pool_mode,
+            pool_size,
             no_audit,
         } => idgate::dev::trial::run(idgate::dev::trial::TrialOptions {
             upstream,
             listen,
+            pool: PoolConfig {
+                mode: pool_mode.into(),
+                max_size: pool_size,
+                ..PoolConfig::default()
+            },
             audit: !no_audit,
         })
         .await

@@ -67,6 +67,8 @@ pub struct TrialOptions {
     /// A `postgres://` URL.
     pub upstream: String,
     pub listen: SocketAddr,
+    /// The target's upstream pool.
+    pub pool: PoolConfig,
     /// False discards audit events instead of writing them, to measure
     /// what the audit trail costs.
     pub audit: bool,
@@ -97,6 +99,7 @@ pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
         &issuer.issuer_url(),
         &upstream,
         options.listen,
+        options.pool,
     )?;
     let running = if options.audit {
         Gateway::start(config).await?
@@ -138,6 +141,7 @@ pub fn write_config(
     issuer_url: &str,
     upstream: &Upstream,
     listen: SocketAddr,
+    pool: PoolConfig,
 ) -> anyhow::Result<Config> {
     let (cert, key) = crate::tls::self_signed(&["localhost", "127.0.0.1"])?;
     let cert_file = dir.join("gateway.crt");
@@ -170,7 +174,7 @@ pub fn write_config(
             database: upstream.database.clone(),
             upstream_tls: UpstreamTls::Prefer,
             upstream_ca_file: None,
-            pool: PoolConfig::default(),
+            pool,
             roles: vec![RoleConfig {
                 name: "dev".into(),
                 user: upstream.user.clone(),
