@@ -47,6 +47,9 @@ enum Command {
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: SocketAddr,
+        /// Most client connections at once; more get SQLSTATE 53300.
+        #[arg(long, default_value_t = 1000)]
+        max_connections: usize,
         /// How clients share upstream connections.
         #[arg(long, value_enum, default_value = "session")]
         pool_mode: PoolModeArg,
@@ -180,12 +183,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev {
             upstream,
             listen,
+            max_connections,
             pool_mode,
             pool_size,
             no_audit,
         } => idgate::dev::trial::run(idgate::dev::trial::TrialOptions {
             upstream,
             listen,
+            max_connections,
             pool: PoolConfig {
                 mode: pool_mode.into(),
                 max_size: pool_size,

@@ -67,6 +67,8 @@ pub struct TrialOptions {
     /// A `postgres://` URL.
     pub upstream: String,
     pub listen: SocketAddr,
+    /// Most client connections at once.
+    pub max_connections: usize,
     /// The target's upstream pool.
     pub pool: PoolConfig,
     /// False discards audit events instead of writing them, to measure
@@ -99,6 +101,7 @@ pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
         &issuer.issuer_url(),
         &upstream,
         options.listen,
+        options.max_connections,
         options.pool,
     )?;
     let running = if options.audit {
@@ -141,6 +144,7 @@ pub fn write_config(
     issuer_url: &str,
     upstream: &Upstream,
     listen: SocketAddr,
+    max_connections: usize,
     pool: PoolConfig,
 ) -> anyhow::Result<Config> {
     let (cert, key) = crate::tls::self_signed(&["localhost", "127.0.0.1"])?;
@@ -160,7 +164,7 @@ pub fn write_config(
             }),
             allow_plaintext_loopback: true,
             handshake_timeout: Duration::from_secs(15),
-            max_connections: 1000,
+            max_connections,
         },
         issuers: vec![IssuerConfig {
             algorithms: vec![Algorithm::ES256, Algorithm::RS256],
