@@ -60,9 +60,13 @@ fn write_scalar(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// The canonical body of an event, i.e. what gets hashed.
+/// The canonical body of an event, i.e. what gets hashed. Direct: the
+/// event's fields are declared in sorted order and hold only strings,
+/// numbers and arrays of strings, so this is `canonical_json` of its value.
 pub fn event_body(event: &AuditEvent) -> Result<Vec<u8>, serde_json::Error> {
-    Ok(canonical_json(&serde_json::to_value(event)?))
+    let mut out = Vec::with_capacity(512);
+    serde_json::to_writer(&mut out, event)?;
+    Ok(out)
 }
 
 /// `hex(SHA-256(prev_hash + "\n" + body))`, lowercase.
@@ -152,6 +156,34 @@ mod tests {
             String::from_utf8(canonical_json(&v)).expect("utf8"),
             r#"{"a":{"c":"é\n","z":[1,{"x":3,"y":2}]},"b":1}"#
         );
+    }
+
+    #[test]
+    fn an_event_serialized_directly_is_already_canonical() {
+        let ev = AuditEvent {
+            time: "2026-11-25T04:00:00.000Z".into(),
+            session_id: Some("s".into()),
+            issuer: Some("https://issuer.example".into()),
+            subject: Some("alice".into()),
+            identity: Some("alice@example.com".into()),
+            groups: vec!["b".into(), "a\"q".into()],
+            client_addr: Some("127.0.0.1:5".into()),
+            target: Some("app".into()),
+            role: Some("reader".into()),
+            statement: Some("select 'é'\n".into()),
+            statement_kind: Some("select".into()),
+            tables: vec!["public.t".into()],
+            decision: Some(crate::audit::Decision::Allow),
+            policy_ids: vec!["p1".into()],
+            duration_ms: Some(0.1 + 0.2),
+            rows: Some(3),
+            error: Some("e".into()),
+            reason: Some("r".into()),
+            ..AuditEvent::new(EventKind::Statement)
+        };
+        let direct = event_body(&ev).expect("serialize");
+        let via_value = canonical_json(&serde_json::to_value(&ev).expect("value"));
+        assert_eq!(String::from_utf8(direct), String::from_utf8(via_value));
     }
 
     #[test]

@@ -35,44 +35,17 @@ pub enum Decision {
 ///
 /// Empty optional fields are left out of the JSON line entirely.
 ///
+/// Fields are declared in byte order of their names, so serializing the
+/// struct directly gives the canonical JSON the chain hashes (sorted keys)
+/// without building a `Value` first; `chain` tests hold this.
+///
 /// [`redact_statement`]: super::redact_statement
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
-    /// RFC 3339 UTC with milliseconds; filled in by [`AuditLog::record`]
-    /// when empty.
-    ///
-    /// [`AuditLog::record`]: super::AuditLog::record
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub time: String,
-    pub event: EventKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// The human-facing identity (`identity_claim`, e.g. an email).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// Client SQL text. Never put secrets here; see the type-level docs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statement: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statement_kind: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tables: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub policy_ids: Vec<String>,
     /// Written with at most three decimals (microsecond resolution); see
     /// [`serialize_duration_ms`] for why.
     #[serde(
@@ -82,11 +55,42 @@ pub struct AuditEvent {
     )]
     pub duration_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    pub event: EventKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The human-facing identity (`identity_claim`, e.g. an email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Client SQL text. Never put secrets here; see the type-level docs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// RFC 3339 UTC with milliseconds; filled in by [`AuditLog::record`]
+    /// when empty.
+    ///
+    /// [`AuditLog::record`]: super::AuditLog::record
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time: String,
 }
 
 impl AuditEvent {

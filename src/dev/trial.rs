@@ -21,13 +21,15 @@ pub const DEV_USER: &str = "dev@example.com";
 pub const DEV_GROUP: &str = "developers";
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
-/// Where `idgate dev` points, from a `postgres://user:pass@host:port/db` URL.
+/// Where `idgate dev` points, from a `postgres://user:pass@host:port/db`
+/// URL with an optional libpq-style `?sslmode=` (default `prefer`).
 #[derive(Debug, PartialEq)]
 pub struct Upstream {
     pub addr: String,
     pub user: String,
     pub password: Option<Secret>,
     pub database: String,
+    pub tls: UpstreamTls,
 }
 
 pub fn parse_upstream(url: &str) -> anyhow::Result<Upstream> {
@@ -45,11 +47,25 @@ pub fn parse_upstream(url: &str) -> anyhow::Result<Upstream> {
         "" => "postgres".to_owned(),
         db => db.to_owned(),
     };
+    let mut tls = UpstreamTls::Prefer;
+    for (key, value) in u.query_pairs() {
+        match (key.as_ref(), value.as_ref()) {
+            ("sslmode", "disable") => tls = UpstreamTls::Disable,
+            ("sslmode", "prefer") => tls = UpstreamTls::Prefer,
+            ("sslmode", "require") => tls = UpstreamTls::Require,
+            ("sslmode", "verify-full") => tls = UpstreamTls::VerifyFull,
+            ("sslmode", other) => {
+                bail!("sslmode `{other}` is not one of disable, prefer, require, verify-full")
+            }
+            (other, _) => bail!("`{other}` in `{url}` is not understood; only sslmode is"),
+        }
+    }
     Ok(Upstream {
         addr: format!("{host}:{port}"),
         user,
         password: u.password().map(Secret::new),
         database,
+        tls,
     })
 }
 
@@ -176,7 +192,7 @@ pub fn write_config(
             protocol: Protocol::Postgres,
             upstream: upstream.addr.clone(),
             database: upstream.database.clone(),
-            upstream_tls: UpstreamTls::Prefer,
+            upstream_tls: upstream.tls,
             upstream_ca_file: None,
             pool,
             roles: vec![RoleConfig {
@@ -210,5 +226,21 @@ mod tests {
         assert_eq!(u.password.unwrap().expose(), "pw");
         assert_eq!(u.database, "orders");
         assert!(parse_upstream("mysql://x").is_err());
+    }
+
+    #[test]
+    fn upstream_url_sslmode() {
+        assert_eq!(
+            parse_upstream("postgres://h/db").unwrap().tls,
+            UpstreamTls::Prefer
+        );
+        assert_eq!(
+            parse_upstream("postgres://h/db?sslmode=disable")
+                .unwrap()
+                .tls,
+            UpstreamTls::Disable
+        );
+        assert!(parse_upstream("postgres://h/db?sslmode=allow").is_err());
+        assert!(parse_upstream("postgres://h/db?connect_timeout=3").is_err());
     }
 }

@@ -24,12 +24,24 @@ pub struct CancelTarget {
 pub struct CancelMap {
     /// `None` while the session holds no server connection (transaction
     /// pooling between transactions): nothing to cancel.
-    live: Mutex<HashMap<(i32, i32), Option<CancelTarget>>>,
+    live: Mutex<HashMap<(i32, i32), Arc<CancelSlot>>>,
+}
+
+/// Where one session's cancels go right now. Its own lock, so a session
+/// re-pointing it per transaction never contends with other sessions.
+#[derive(Default)]
+struct CancelSlot(Mutex<Option<CancelTarget>>);
+
+impl CancelSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CancelTarget>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The key handed to one client; unregisters itself when the session ends.
 pub struct CancelKey {
     map: Arc<CancelMap>,
+    slot: Arc<CancelSlot>,
     pub pid: i32,
     pub key: i32,
 }
@@ -37,9 +49,7 @@ pub struct CancelKey {
 impl CancelKey {
     /// Point this key at the session's current server connection.
     pub fn set(&self, target: Option<CancelTarget>) {
-        if let Some(slot) = self.map.lock().get_mut(&(self.pid, self.key)) {
-            *slot = target;
-        }
+        *self.slot.lock() = target;
     }
 }
 
@@ -50,7 +60,7 @@ impl Drop for CancelKey {
 }
 
 impl CancelMap {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), Option<CancelTarget>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), Arc<CancelSlot>>> {
         // A panic elsewhere must not disable cancels for everyone.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -61,10 +71,12 @@ impl CancelMap {
             // Positive pids look like real backends to clients that print them.
             let pid = rand::random::<i32>() & i32::MAX;
             let key = rand::random::<i32>();
-            if let std::collections::hash_map::Entry::Vacant(slot) = live.entry((pid, key)) {
-                slot.insert(target);
+            if let std::collections::hash_map::Entry::Vacant(entry) = live.entry((pid, key)) {
+                let slot = Arc::new(CancelSlot(Mutex::new(target)));
+                entry.insert(Arc::clone(&slot));
                 return CancelKey {
                     map: Arc::clone(self),
+                    slot,
                     pid,
                     key,
                 };
@@ -73,7 +85,8 @@ impl CancelMap {
     }
 
     pub fn lookup(&self, pid: i32, key: i32) -> Option<CancelTarget> {
-        self.lock().get(&(pid, key)).cloned().flatten()
+        let slot = self.lock().get(&(pid, key)).cloned()?;
+        slot.lock().clone()
     }
 
     pub fn len(&self) -> usize {

@@ -79,6 +79,10 @@ impl ServerConn {
     }
 }
 
+fn same(a: &Arc<Variant>, b: &Arc<Variant>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
 enum Grant {
     Conn(ServerConn),
     /// A slot: the waiter opens a connection itself.
@@ -107,6 +111,9 @@ pub struct Pool {
     pub upstream: Arc<str>,
     config: PoolConfig,
     state: Mutex<State>,
+    /// One `Arc` per distinct variant, so matching a connection to a client
+    /// is a pointer comparison.
+    variants: Mutex<Vec<Arc<Variant>>>,
 }
 
 /// A connection checked out of its pool. Dropping it closes the connection;
@@ -153,7 +160,25 @@ impl Pool {
             role,
             tls,
             state: Mutex::new(State::default()),
+            variants: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The pool's own `Arc` for `variant`. Distinct variants are few
+    /// (read-only or not, times the client settings in use); a pool that
+    /// sees unusually many forgets them, which only costs the shortcut.
+    pub fn intern(&self, variant: Variant) -> Arc<Variant> {
+        const MAX_VARIANTS: usize = 64;
+        let mut known = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = known.iter().find(|v| ***v == variant) {
+            return Arc::clone(v);
+        }
+        if known.len() >= MAX_VARIANTS {
+            known.clear();
+        }
+        let v = Arc::new(variant);
+        known.push(Arc::clone(&v));
+        v
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -180,7 +205,7 @@ impl Pool {
         }
         let next = {
             let mut s = self.lock();
-            if let Some(at) = s.idle.iter().rposition(|c| c.variant == *variant) {
+            if let Some(at) = s.idle.iter().rposition(|c| same(&c.variant, variant)) {
                 Next::Use(s.idle.remove(at).expect("position is in range"))
             } else if s.open < self.config.max_size {
                 s.open += 1;
@@ -258,7 +283,7 @@ impl Pool {
             let mut conn = Some(conn);
             while let Some(waiter) = s.waiters.pop_front() {
                 let c = conn.take().expect("kept until handed over");
-                let grant = if waiter.variant == c.variant {
+                let grant = if same(&waiter.variant, &c.variant) {
                     Grant::Conn(c)
                 } else {
                     closing = Some(c);

@@ -213,6 +213,8 @@ pub(super) struct Session {
     gw: Arc<Gateway>,
     pub(super) id: String,
     peer: SocketAddr,
+    /// `peer` as audited, formatted once.
+    peer_text: String,
     started: Instant,
     identity: Option<Identity>,
     target: Option<String>,
@@ -226,6 +228,7 @@ impl Session {
             gw: Arc::clone(gw),
             id: hex::encode(id),
             peer,
+            peer_text: peer.to_string(),
             started: Instant::now(),
             identity: None,
             target: None,
@@ -237,7 +240,7 @@ impl Session {
     pub(super) fn event(&self, kind: EventKind) -> AuditEvent {
         let mut e = AuditEvent::new(kind);
         e.session_id = Some(self.id.clone());
-        e.client_addr = Some(self.peer.to_string());
+        e.client_addr = Some(self.peer_text.clone());
         e.target.clone_from(&self.target);
         e.role.clone_from(&self.role);
         if let Some(id) = &self.identity {
@@ -486,7 +489,7 @@ impl Session {
             .filter(|(k, _)| PASSTHROUGH_PARAMS.contains(&k.as_str()))
             .collect();
         passthrough.sort();
-        let variant = Arc::new(Variant {
+        let variant = pool.intern(Variant {
             read_only,
             params: passthrough,
         });
