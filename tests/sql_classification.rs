@@ -563,3 +563,43 @@ fn timing_of_a_typical_select() {
         sql.len()
     );
 }
+
+#[test]
+fn what_outlives_a_transaction_is_named() {
+    let lasting = [
+        "set work_mem = '2MB'",
+        "set session work_mem = '2MB'",
+        "reset work_mem",
+        "reset all",
+        "set role reporting",
+        "set session characteristics as transaction read only",
+        "prepare p as select 1",
+        "deallocate p",
+        "listen ch",
+        "discard plans",
+        "declare c cursor with hold for select 1",
+        "create temp table t (x int)",
+        "create temporary table t as select 1",
+        "create temp view v as select 1",
+        "create temp sequence s",
+    ];
+    for sql in lasting {
+        assert!(
+            classify(sql)[0].outlives_transaction.is_some(),
+            "{sql} should be named as outliving its transaction"
+        );
+    }
+    let passing = [
+        "set local work_mem = '2MB'",
+        "set transaction isolation level serializable",
+        "select 1",
+        "declare c cursor for select 1",
+        "create table t (x int)",
+        "begin",
+        "commit",
+        "unlisten *",
+    ];
+    for sql in passing {
+        assert_eq!(classify(sql)[0].outlives_transaction, None, "{sql}");
+    }
+}

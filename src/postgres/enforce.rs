@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::codec::sqlstate;
-use super::statements::StatementInfo;
+use super::statements::{Judged, StatementInfo};
 use crate::gateway::Gateway;
 use crate::identity::Identity;
 use crate::policy::{AccessRequest, Action, RequestContext};
@@ -27,11 +27,9 @@ pub struct Verdict {
     /// SQLSTATE of a denial: 42501, or 0A000 for what transaction pooling
     /// cannot do.
     pub code: &'static str,
-    /// Classifier kinds, `;`-joined.
-    pub kind: String,
-    pub tables: Vec<String>,
-    /// Permits when allowed; the deciding policies when denied.
-    pub policy_ids: Vec<String>,
+    /// Kinds, tables and policies; shared, so a cached verdict costs its
+    /// statements a reference count, not copies.
+    pub judged: Arc<Judged>,
     /// For a denial: the client-facing message (action, tables, rule).
     pub reason: String,
 }
@@ -176,9 +174,11 @@ impl StatementPolicy {
                 let verdict = Verdict {
                     allowed: false,
                     code: sqlstate::FEATURE_NOT_SUPPORTED,
-                    kind: stmt.kind.clone(),
-                    tables: stmt.tables.clone(),
-                    policy_ids: Vec::new(),
+                    judged: Arc::new(Judged {
+                        kind: stmt.kind.clone(),
+                        tables: stmt.tables.clone(),
+                        policy_ids: Vec::new(),
+                    }),
                     reason: format!(
                         "{what} is not available through this target's transaction pooling: \
                          the next transaction may run on another server connection \
@@ -201,10 +201,12 @@ impl StatementPolicy {
                 let verdict = Verdict {
                     allowed: false,
                     code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    kind: stmt.kind.clone(),
-                    tables: effective.tables.clone(),
+                    judged: Arc::new(Judged {
+                        kind: stmt.kind.clone(),
+                        tables: effective.tables.clone(),
+                        policy_ids: decision.policy_ids,
+                    }),
                     reason: denial_message(effective, &decision.reason),
-                    policy_ids: decision.policy_ids,
                 };
                 return (verdict, cacheable);
             }
@@ -217,13 +219,15 @@ impl StatementPolicy {
         let verdict = Verdict {
             allowed: true,
             code: sqlstate::INSUFFICIENT_PRIVILEGE,
-            kind: if kinds.is_empty() {
-                "empty".into()
-            } else {
-                kinds.join(";")
-            },
-            tables: tables.into_iter().collect(),
-            policy_ids: policy_ids.into_iter().collect(),
+            judged: Arc::new(Judged {
+                kind: if kinds.is_empty() {
+                    "empty".into()
+                } else {
+                    kinds.join(";")
+                },
+                tables: tables.into_iter().collect(),
+                policy_ids: policy_ids.into_iter().collect(),
+            }),
             reason: String::new(),
         };
         (verdict, cacheable)
@@ -267,18 +271,19 @@ impl StatementPolicy {
         let verdict = Verdict {
             allowed: decision.allowed,
             code: sqlstate::INSUFFICIENT_PRIVILEGE,
-            kind: stmt.kind.clone(),
-            tables: Vec::new(),
             reason: if decision.allowed {
                 String::new()
             } else {
                 denial_message(&stmt, &decision.reason)
             },
-            policy_ids: decision.policy_ids,
+            judged: Arc::new(Judged {
+                kind: stmt.kind.clone(),
+                tables: Vec::new(),
+                policy_ids: decision.policy_ids,
+            }),
         };
         let info = StatementInfo {
-            kind: verdict.kind.clone(),
-            policy_ids: verdict.policy_ids.clone(),
+            judged: Arc::clone(&verdict.judged),
             denied: !verdict.allowed,
             ..StatementInfo::new("<FunctionCall message>")
         };

@@ -769,9 +769,7 @@ impl ClientGate<'_> {
     fn judge(&mut self, sql: &str, settled: bool) -> (Arc<StatementInfo>, Verdict) {
         let verdict = self.policy.check(sql, settled);
         let info = StatementInfo {
-            kind: verdict.kind.clone(),
-            tables: verdict.tables.clone(),
-            policy_ids: verdict.policy_ids.clone(),
+            judged: Arc::clone(&verdict.judged),
             denied: !verdict.allowed,
             ..StatementInfo::new(sql)
         };
@@ -970,11 +968,12 @@ impl Shared {
 fn statement_event(session: &Session, kind: EventKind, info: &StatementInfo) -> AuditEvent {
     let mut e = session.event(kind);
     e.statement = Some(crate::audit::redact_statement(&info.text).into_owned());
-    if !info.kind.is_empty() {
-        e.statement_kind = Some(info.kind.clone());
+    let judged = &info.judged;
+    if !judged.kind.is_empty() {
+        e.statement_kind = Some(judged.kind.clone());
     }
-    e.tables.clone_from(&info.tables);
-    e.policy_ids.clone_from(&info.policy_ids);
+    e.tables.clone_from(&judged.tables);
+    e.policy_ids.clone_from(&judged.policy_ids);
     e
 }
 

@@ -252,10 +252,16 @@ impl Session {
         e
     }
 
-    /// Login and session events wait for fsync: once a client is told it
-    /// is in, the trail already says so.
+    /// Login decisions wait for fsync: once a client is told it is in, the
+    /// trail already says so.
     async fn audit(&self, e: AuditEvent) -> Result<(), AuditError> {
         self.gw.audit.record_durable(e).await
+    }
+
+    /// Session start and end follow a durable login, so they are queued
+    /// like statements (in order, flushed within the commit delay).
+    async fn audit_queued(&self, e: AuditEvent) -> Result<(), AuditError> {
+        self.gw.audit.record(e).await
     }
 
     /// As `audit`, on the login path: an audit trail that cannot record is
@@ -588,7 +594,7 @@ impl Session {
             return;
         }
         if self
-            .audit(self.event(EventKind::SessionStart))
+            .audit_queued(self.event(EventKind::SessionStart))
             .await
             .is_err()
         {
@@ -618,7 +624,7 @@ impl Session {
         if let Err(err) = outcome {
             e.error = Some(err.to_string());
         }
-        if let Err(err) = self.audit(e).await {
+        if let Err(err) = self.audit_queued(e).await {
             tracing::error!(session = %self.id, "audit trail unavailable at session end: {err}");
         }
     }

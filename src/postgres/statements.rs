@@ -16,16 +16,24 @@ const AUDIT_TEXT_LIMIT: usize = 64 * 1024;
 /// Marks audit text cut at the limit.
 const TRUNCATED: &str = " …[truncated]";
 
+/// What classification and policy made of a statement text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Judged {
+    /// Classifier kinds, `;`-joined for multi-statement strings.
+    pub kind: String,
+    pub tables: Vec<String>,
+    /// Permits when allowed; the deciding policies when denied.
+    pub policy_ids: Vec<String>,
+}
+
 /// What the policy check learnt about one Query or Parse, shared by every
 /// execution of it (a prepared statement may run millions of times).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StatementInfo {
     /// Statement text as audited (redaction is the audit writer's job).
     pub text: String,
-    /// Classifier kinds, `;`-joined for multi-statement strings.
-    pub kind: String,
-    pub tables: Vec<String>,
-    pub policy_ids: Vec<String>,
+    /// Shared with the verdict (and its cache entry).
+    pub judged: Arc<Judged>,
     /// Denied statements were audited as `denied` when refused; their
     /// (substituted) execution is not audited again.
     pub denied: bool,
