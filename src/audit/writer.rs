@@ -6,6 +6,7 @@
 //! committed length, which assumes nobody else appends.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,15 +140,31 @@ impl AuditLog {
     ///
     /// Errors only when the event cannot be serialized or the writer has
     /// stopped ([`AuditError::Closed`]).
-    pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
-        let Some(queue) = &self.queue else {
-            return Ok(());
+    ///
+    /// The event is serialized before the returned future is first polled,
+    /// and a queue with room takes it without waiting; only a full queue
+    /// boxes the wait. So the future stays small: every idle session holds
+    /// one inside its own.
+    pub fn record(
+        &self,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<(), AuditError>> + Send + '_ {
+        let prepared = match &self.queue {
+            None => Ok(None),
+            Some(queue) => prepare(event).map(|body| Some((queue, Entry { body, synced: None }))),
         };
-        let entry = Entry {
-            body: prepare(event)?,
-            synced: None,
-        };
-        queue.tx.send(entry).await.map_err(|_| AuditError::Closed)
+        async move {
+            let Some((queue, entry)) = prepared? else {
+                return Ok(());
+            };
+            match queue.tx.try_send(entry) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(entry)) => Box::pin(queue.tx.send(entry))
+                    .await
+                    .map_err(|_| AuditError::Closed),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
+            }
+        }
     }
 
     /// Like [`record`](Self::record) but returns only after the event is

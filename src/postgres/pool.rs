@@ -194,6 +194,24 @@ impl Pool {
         }
     }
 
+    /// An idle, live connection of `variant` if there is one, at once.
+    pub fn try_checkout(self: &Arc<Self>, variant: &Arc<Variant>) -> Option<Lease> {
+        let mut conn = {
+            let mut s = self.lock();
+            let at = s.idle.iter().rposition(|c| same(&c.variant, variant))?;
+            s.idle.remove(at).expect("position is in range")
+        };
+        if !conn.is_alive() {
+            drop(conn);
+            self.forget();
+            return None;
+        }
+        Some(Lease {
+            pool: Arc::clone(self),
+            conn: Some(conn),
+        })
+    }
+
     /// A connection of `variant`: an idle one if there is, else a new one
     /// while under `max_size`, else the first to come back.
     pub async fn checkout(self: &Arc<Self>, variant: &Arc<Variant>) -> Result<Lease, PoolError> {

@@ -285,7 +285,7 @@ pub(super) async fn run(
         let clean = outcome.is_ok() && lock(&shared).clean();
         if clean {
             lease.conn().prepared = std::mem::take(&mut lock(&shared).server_prepared);
-            give_back(upstreams.pool, lease, transaction_mode).await;
+            Box::pin(give_back(upstreams.pool, lease, transaction_mode)).await;
         }
     }
     let _ = client.tx.shutdown().await;
@@ -337,7 +337,13 @@ async fn serve(
                     return Ok(());
                 }
             }
-            let lease = match upstreams.pool.checkout(upstreams.variant).await {
+            // The slow path (waiting, opening) is boxed: its future is large
+            // and would otherwise sit in every idle session.
+            let lease = match upstreams.pool.try_checkout(upstreams.variant) {
+                Some(lease) => Ok(lease),
+                None => Box::pin(upstreams.pool.checkout(upstreams.variant)).await,
+            };
+            let lease = match lease {
                 Ok(lease) => lease,
                 Err(e) => {
                     let mut buf = BytesMut::new();

@@ -66,7 +66,13 @@ impl Refusal {
 /// Serve one accepted client socket to the end, or until `shutdown`.
 pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(gw.config.gateway.handshake_timeout, startup(&gw, tcp));
+    // Login futures are boxed: a future's size is fixed at its largest state,
+    // and keeping TLS handshakes and token validation inline would make
+    // every idle session carry that size for its whole life.
+    let handshake = tokio::time::timeout(
+        gw.config.gateway.handshake_timeout,
+        Box::pin(startup(&gw, tcp)),
+    );
     let handshake = tokio::select! {
         h = handshake => h,
         () = shutdown.cancelled() => return,
@@ -86,7 +92,7 @@ pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, shutdown: C
     let mut session = Session::new(&gw, peer);
     let login = tokio::time::timeout(
         gw.config.gateway.handshake_timeout,
-        session.login(&mut client, &params),
+        Box::pin(session.login(&mut client, &params)),
     );
     let result = tokio::select! {
         r = login => match r {
@@ -99,7 +105,7 @@ pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, shutdown: C
         () = shutdown.cancelled() => Err(Refusal::new(sqlstate::ADMIN_SHUTDOWN, "the gateway is shutting down")),
     };
     match result {
-        Ok(established) => session.serve(client, established, &shutdown).await,
+        Ok(established) => Box::pin(session.serve(client, established, &shutdown)).await,
         Err(refusal) => {
             let _ = send_refusal(&mut client, &refusal).await;
         }
@@ -558,7 +564,7 @@ impl Session {
         } = established;
         let transaction_mode = pool.mode() == PoolMode::Transaction;
         let conn = lease.conn();
-        if !transaction_mode && let Err(e) = self.name_upstream(conn).await {
+        if !transaction_mode && let Err(e) = Box::pin(self.name_upstream(conn)).await {
             tracing::warn!(session = %self.id, "naming the upstream session failed: {e}");
             let _ = send_refusal(
                 &mut client,
