@@ -215,17 +215,17 @@ impl Pool {
     /// A connection of `variant`: an idle one if there is, else a new one
     /// while under `max_size`, else the first to come back.
     pub async fn checkout(self: &Arc<Self>, variant: &Arc<Variant>) -> Result<Lease, PoolError> {
+        if let Some(lease) = self.try_checkout(variant) {
+            return Ok(lease);
+        }
         enum Next {
-            Use(ServerConn),
             Open,
             Replace(ServerConn),
             Wait(oneshot::Receiver<Grant>),
         }
         let next = {
             let mut s = self.lock();
-            if let Some(at) = s.idle.iter().rposition(|c| same(&c.variant, variant)) {
-                Next::Use(s.idle.remove(at).expect("position is in range"))
-            } else if s.open < self.config.max_size {
+            if s.open < self.config.max_size {
                 s.open += 1;
                 Next::Open
             } else if let Some(other) = s.idle.pop_front() {
@@ -240,7 +240,6 @@ impl Pool {
             }
         };
         let granted = match next {
-            Next::Use(conn) => Grant::Conn(conn),
             Next::Open => Grant::Open,
             Next::Replace(other) => {
                 drop(other);

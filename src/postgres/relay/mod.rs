@@ -31,20 +31,25 @@
 //! lock is never held across an await.
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+mod audit;
+mod outgoing;
+
+use audit::{audit_completed, audit_denied};
+use outgoing::{Outgoing, keep_tail};
+
 use super::cancel::{CancelKey, CancelTarget};
-use super::codec::{self, CodecError, ErrorFields, Piece, Splitter, sqlstate};
+use super::codec::{self, CodecError, ErrorFields, Splitter, sqlstate};
 use super::enforce::{self, StatementPolicy, Verdict};
 use super::pool::{Lease, Pool, PoolError, ServerConn};
 use super::session::Session;
 use super::statements::{Completed, StatementInfo, StatementTracker};
-use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
+use crate::audit::AuditError;
 use crate::config::PoolMode;
 use crate::tls::Stream;
 
@@ -149,6 +154,30 @@ impl Shared {
 
     fn next_ready(&self) -> u64 {
         self.sync_points + 1
+    }
+
+    /// Slip in a Close of statement `name`; its answer is swallowed.
+    fn inject_close(&mut self, name: &str, out: &mut Outgoing) {
+        out.replace(|b| codec::close(b, b'S', name));
+        let ready_number = self.next_ready();
+        self.closes.push_back(Sent {
+            ready_number,
+            injected: true,
+            statement: None,
+        });
+        self.server_prepared.remove(name);
+    }
+
+    /// Slip in a Parse of `name` as `definition`; its answer is swallowed.
+    fn inject_parse(&mut self, name: &str, definition: &Arc<[u8]>, out: &mut Outgoing) {
+        out.replace(|b| codec::parse_message(b, name, definition));
+        let ready_number = self.next_ready();
+        self.parses.push_back(Sent {
+            ready_number,
+            injected: true,
+            statement: Some(name.into()),
+        });
+        set(&mut self.server_prepared, name, Arc::clone(definition));
     }
 
     /// An error skips the rest of its pipeline: its unanswered Parses made
@@ -451,101 +480,6 @@ fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What goes out for one read: ranges of the read buffer, with stand-ins
-/// spliced in where a message was replaced. Adjacent ranges coalesce, so an
-/// untouched read is one write.
-#[derive(Default)]
-struct Outgoing {
-    segments: Vec<Segment>,
-    stand_ins: BytesMut,
-}
-
-enum Segment {
-    Read(Range<usize>),
-    StandIn(Range<usize>),
-}
-
-impl Outgoing {
-    /// Plan what goes out for the read in `buf`: streamed pieces pass,
-    /// each whole held message goes to `on_held`, which may replace it
-    /// (or add before it) and returns whether to pass it as is. Returns how
-    /// much of `buf` was consumed (the rest is an incomplete held message).
-    fn plan(
-        &mut self,
-        splitter: &mut Splitter,
-        buf: &[u8],
-        holds: fn(u8) -> bool,
-        max_held: usize,
-        mut on_held: impl FnMut(&mut Outgoing, u8, &[u8]) -> Result<bool, CodecError>,
-    ) -> Result<usize, CodecError> {
-        self.segments.clear();
-        self.stand_ins.clear();
-        let mut pos = 0;
-        while let Some(piece) = splitter.next(buf, pos, holds, max_held)? {
-            match piece {
-                Piece::Stream(r) => {
-                    pos = r.end;
-                    self.pass(r);
-                }
-                Piece::Held { tag, frame } => {
-                    pos = frame.end;
-                    if on_held(self, tag, &buf[frame.clone()])? {
-                        self.pass(frame);
-                    }
-                }
-            }
-        }
-        Ok(pos)
-    }
-
-    fn pass(&mut self, range: Range<usize>) {
-        if let Some(Segment::Read(last)) = self.segments.last_mut()
-            && last.end == range.start
-        {
-            last.end = range.end;
-            return;
-        }
-        self.segments.push(Segment::Read(range));
-    }
-
-    /// Append a message written by `write` into `stand_ins`.
-    fn replace(&mut self, write: impl FnOnce(&mut BytesMut)) {
-        let start = self.stand_ins.len();
-        write(&mut self.stand_ins);
-        self.segments
-            .push(Segment::StandIn(start..self.stand_ins.len()));
-    }
-
-    async fn send(&self, buf: &[u8], tx: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
-        if self.segments.is_empty() {
-            return Ok(());
-        }
-        for segment in &self.segments {
-            let bytes = match segment {
-                Segment::Read(r) => &buf[r.clone()],
-                Segment::StandIn(r) => &self.stand_ins[r.clone()],
-            };
-            tx.write_all(bytes).await?;
-        }
-        // TLS streams may hold written bytes until flushed.
-        tx.flush().await
-    }
-}
-
-/// Keep the unconsumed tail of `buf` (an incomplete held message) and make
-/// sure there is room to read the rest of it.
-fn keep_tail(buf: &mut BytesMut, pos: usize) {
-    if pos == buf.len() {
-        buf.clear();
-    } else {
-        buf.advance(pos);
-        buf.reserve(Splitter::missing(buf, 0));
-    }
-    if buf.capacity() - buf.len() < READ_BUFFER / 4 {
-        buf.reserve(READ_BUFFER);
-    }
-}
-
 /// Client messages held whole before forwarding.
 fn client_holds(tag: u8) -> bool {
     matches!(
@@ -589,28 +523,13 @@ impl ClientGate<'_> {
                 let raw = body.split(|&b| b == 0).next().unwrap_or_default();
                 let settled = self.settled();
                 let (info, verdict) = self.judge(&String::from_utf8_lossy(raw), settled);
-                let mut s = lock(self.shared);
-                s.sync_points += 1;
-                s.tracker.on_query(Arc::clone(&info));
-                drop(s);
-                if let Some((code, reason)) = self.deny(info, verdict) {
-                    out.replace(|b| codec::query(b, &enforce::raise_statement(code, &reason)));
-                    passed = false;
-                }
+                passed = self.simple_query(info, verdict, out);
             }
             b'F' => {
                 // The legacy fast-path call names a function by OID only, so
                 // nothing is known about what it does: `unknown`.
                 let (info, verdict) = self.policy.check_function_call();
-                let info = Arc::new(info);
-                let mut s = lock(self.shared);
-                s.sync_points += 1;
-                s.tracker.on_query(Arc::clone(&info));
-                drop(s);
-                if let Some((code, reason)) = self.deny(info, verdict) {
-                    out.replace(|b| codec::query(b, &enforce::raise_statement(code, &reason)));
-                    passed = false;
-                }
+                passed = self.simple_query(Arc::new(info), verdict, out);
             }
             b'P' => {
                 let (name, sql) = codec::parse_parse(body)?;
@@ -691,6 +610,27 @@ impl ClientGate<'_> {
         Ok(passed)
     }
 
+    /// A Query or FunctionCall, judged: a sync point the tracker follows;
+    /// a denied one is replaced by its stand-in. Whether it passes as is.
+    fn simple_query(
+        &mut self,
+        info: Arc<StatementInfo>,
+        verdict: Verdict,
+        out: &mut Outgoing,
+    ) -> bool {
+        let mut s = lock(self.shared);
+        s.sync_points += 1;
+        s.tracker.on_query(Arc::clone(&info));
+        drop(s);
+        match self.deny(info, verdict) {
+            Some((code, reason)) => {
+                out.replace(|b| codec::query(b, &enforce::raise_statement(code, &reason)));
+                false
+            }
+            None => true,
+        }
+    }
+
     /// Transaction mode, a client Parse going up: record it on both sides;
     /// close a stranger of the same name on this connection first.
     fn prepare_passed(&mut self, name: &str, definition: &[u8], out: &mut Outgoing) {
@@ -702,15 +642,10 @@ impl ClientGate<'_> {
             Some(d) if **d == *definition => Arc::clone(d),
             _ => Arc::from(definition),
         };
-        let ready_number = s.next_ready();
         if !name.is_empty() && s.server_prepared.contains_key(name) {
-            out.replace(|b| codec::close(b, b'S', name));
-            s.closes.push_back(Sent {
-                ready_number,
-                injected: true,
-                statement: None,
-            });
+            s.inject_close(name, out);
         }
+        let ready_number = s.next_ready();
         s.parses.push_back(Sent {
             ready_number,
             injected: false,
@@ -728,7 +663,6 @@ impl ClientGate<'_> {
         if !s.transaction_mode {
             return;
         }
-        let ready_number = s.next_ready();
         let server = s.server_prepared.get(name);
         let present = server.is_some();
         match self.statements.get(name) {
@@ -737,30 +671,13 @@ impl ClientGate<'_> {
                     return;
                 }
                 if !name.is_empty() && present {
-                    out.replace(|b| codec::close(b, b'S', name));
-                    s.closes.push_back(Sent {
-                        ready_number,
-                        injected: true,
-                        statement: None,
-                    });
+                    s.inject_close(name, out);
                 }
-                out.replace(|b| codec::parse_message(b, name, mine));
-                s.parses.push_back(Sent {
-                    ready_number,
-                    injected: true,
-                    statement: Some(name.into()),
-                });
-                set(&mut s.server_prepared, name, Arc::clone(mine));
+                s.inject_parse(name, mine, out);
             }
             None if present => {
                 // Someone else's: the client must get "does not exist".
-                out.replace(|b| codec::close(b, b'S', name));
-                s.closes.push_back(Sent {
-                    ready_number,
-                    injected: true,
-                    statement: None,
-                });
-                s.server_prepared.remove(name);
+                s.inject_close(name, out);
             }
             None => {}
         }
@@ -969,43 +886,4 @@ impl Shared {
             .position(|d| message.contains(&format!("\"{}\"", d.portal)))?;
         self.parse_denials.remove(at).map(|d| (d.code, d.message))
     }
-}
-
-fn statement_event(session: &Session, kind: EventKind, info: &StatementInfo) -> AuditEvent {
-    let mut e = session.event(kind);
-    e.statement = Some(crate::audit::redact_statement(&info.text).into_owned());
-    let judged = &info.judged;
-    if !judged.kind.is_empty() {
-        e.statement_kind = Some(judged.kind.clone());
-    }
-    e.tables.clone_from(&judged.tables);
-    e.policy_ids.clone_from(&judged.policy_ids);
-    e
-}
-
-async fn audit_denied(
-    session: &Session,
-    info: &StatementInfo,
-    reason: String,
-) -> Result<(), RelayError> {
-    let mut e = statement_event(session, EventKind::Denied, info);
-    e.decision = Some(Decision::Deny);
-    e.reason = Some(reason);
-    session.audit_log().record(e).await?;
-    Ok(())
-}
-
-async fn audit_completed(
-    session: &Session,
-    done: impl IntoIterator<Item = Completed>,
-) -> Result<(), RelayError> {
-    for c in done {
-        let mut e = statement_event(session, EventKind::Statement, &c.info);
-        e.duration_ms = Some(c.duration.as_secs_f64() * 1000.0);
-        e.rows = c.rows;
-        e.decision = Some(Decision::Allow);
-        e.error = c.error;
-        session.audit_log().record(e).await?;
-    }
-    Ok(())
 }
