@@ -71,29 +71,37 @@ pub fn event_body(event: &AuditEvent) -> Result<Vec<u8>, serde_json::Error> {
 
 /// `hex(SHA-256(prev_hash + "\n" + body))`, lowercase.
 pub fn entry_hash(prev_hash: &str, body: &[u8]) -> String {
+    let hex = hash_hex(prev_hash, body);
+    std::str::from_utf8(&hex).expect("hex digits").to_owned()
+}
+
+fn hash_hex(prev_hash: &str, body: &[u8]) -> [u8; 64] {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
     h.update(body);
-    hex::encode(h.finalize())
+    let mut hex = [0; 64];
+    hex::encode_to_slice(h.finalize(), &mut hex).expect("32 bytes fill 64 hex digits");
+    hex
 }
 
-/// The full line for `body` (canonical, non-empty object) chained after
-/// `prev_hash`: the body with `,"prev_hash":"…","hash":"…"` spliced in
-/// before its closing brace, plus a newline. Returns the new head.
-pub fn seal_into(prev_hash: &str, body: &[u8], out: &mut Vec<u8>) -> String {
-    let hash = entry_hash(prev_hash, body);
+/// Appends the full line for `body` (canonical, non-empty object) chained
+/// after `head`: the body with `,"prev_hash":"…","hash":"…"` spliced in
+/// before its closing brace, plus a newline. `head` becomes the new hash.
+pub fn seal_into(head: &mut String, body: &[u8], out: &mut Vec<u8>) {
+    let hash = hash_hex(head, body);
     // `body` always ends in '}' (it is a serialized struct); the hash
     // members go last so an outside verifier can also strip them as a
     // fixed-length suffix.
     let open = body.strip_suffix(b"}").unwrap_or(body);
     out.extend_from_slice(open);
     out.extend_from_slice(b",\"prev_hash\":\"");
-    out.extend_from_slice(prev_hash.as_bytes());
+    out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(b"\",\"hash\":\"");
-    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(&hash);
     out.extend_from_slice(b"\"}\n");
-    hash
+    head.clear();
+    head.push_str(std::str::from_utf8(&hash).expect("hex digits"));
 }
 
 /// One line that checked out on its own: its recorded links.
@@ -125,7 +133,7 @@ pub fn check_line(line: &[u8]) -> Result<CheckedLine, ChainBreak> {
     // so whitespace, duplicate keys or reordering that a different JSON
     // reader might interpret differently are caught as edits too.
     let mut expected = Vec::with_capacity(line.len() + 1);
-    seal_into(&prev_hash, &body, &mut expected);
+    seal_into(&mut prev_hash.clone(), &body, &mut expected);
     if expected.strip_suffix(b"\n") != Some(line) {
         return Err(ChainBreak::NotCanonical);
     }
@@ -195,7 +203,8 @@ mod tests {
         };
         let body = event_body(&ev).expect("serialize");
         let mut line = Vec::new();
-        let head = seal_into(GENESIS_HASH, &body, &mut line);
+        let mut head = GENESIS_HASH.to_owned();
+        seal_into(&mut head, &body, &mut line);
         let checked = check_line(line.strip_suffix(b"\n").expect("newline")).expect("valid");
         assert_eq!(checked.prev_hash, GENESIS_HASH);
         assert_eq!(checked.hash, head);
@@ -213,7 +222,7 @@ mod tests {
     fn whitespace_inserted_into_a_line_is_reported_as_not_canonical() {
         let body = event_body(&AuditEvent::new(EventKind::AuthOk)).expect("serialize");
         let mut line = Vec::new();
-        seal_into(GENESIS_HASH, &body, &mut line);
+        seal_into(&mut GENESIS_HASH.to_owned(), &body, &mut line);
         let text = String::from_utf8(line)
             .expect("utf8")
             .replacen(':', ": ", 1);
@@ -233,7 +242,7 @@ mod tests {
             };
             let body = event_body(&ev).expect("serialize");
             let mut line = Vec::new();
-            seal_into(GENESIS_HASH, &body, &mut line);
+            seal_into(&mut GENESIS_HASH.to_owned(), &body, &mut line);
             assert!(
                 check_line(line.strip_suffix(b"\n").expect("newline")).is_ok(),
                 "duration {ms} did not round-trip"

@@ -132,8 +132,21 @@ impl AuditEvent {
 /// below ~9e12 ms always takes that exact path.
 fn serialize_duration_ms<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match v {
-        Some(ms) if ms.is_finite() => s.serialize_some(&((ms * 1000.0).round() / 1000.0)),
-        // NaN/inf are not JSON; serde_json would write null anyway.
-        _ => s.serialize_none(),
+        Some(ms) => DurationMs(*ms).serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A `duration_ms` value as written to the trail.
+pub(super) struct DurationMs(pub f64);
+
+impl Serialize for DurationMs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_finite() {
+            s.serialize_f64((self.0 * 1000.0).round() / 1000.0)
+        } else {
+            // NaN/inf are not JSON; serde_json would write null anyway.
+            s.serialize_none()
+        }
     }
 }

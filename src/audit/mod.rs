@@ -57,6 +57,7 @@
 mod chain;
 mod event;
 mod redact;
+mod render;
 mod verify;
 mod writer;
 
@@ -65,6 +66,7 @@ use std::path::PathBuf;
 pub use chain::GENESIS_HASH;
 pub use event::{AuditEvent, Decision, EventKind};
 pub use redact::redact_statement;
+pub use render::{EventDetails, EventTemplate};
 pub use verify::{VerifyReport, verify};
 pub use writer::{AuditLog, AuditWriter};
 

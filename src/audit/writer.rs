@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use time::macros::format_description;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::chain::{GENESIS_HASH, check_line, event_body, seal_into};
-use super::{AuditError, AuditEvent};
+use super::{AuditError, AuditEvent, EventDetails, EventTemplate};
 
 /// Queue depth between recorders and the writer. Large enough to absorb a
 /// burst while one fsync is in flight; when full, `record` waits instead of
@@ -39,6 +38,8 @@ const MAX_BATCH: usize = 4096;
 /// meanwhile (a burst beyond the channel waits in `record` for the rest of
 /// the delay); only `record_durable` wakes the writer early.
 const COMMIT_DELAY: Duration = Duration::from_millis(5);
+/// A batch buffer grown past this (huge statements) is not kept.
+const MAX_KEPT_BUFFER: usize = 4 << 20;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Tail read size when looking for the last line of an existing file.
@@ -149,9 +150,32 @@ impl AuditLog {
         &self,
         event: AuditEvent,
     ) -> impl Future<Output = Result<(), AuditError>> + Send + '_ {
+        self.enqueue(|| prepare(event))
+    }
+
+    /// As [`record`](Self::record), for an event of a session whose own
+    /// fields `template` has rendered already: the cheap way to audit
+    /// statement after statement.
+    pub fn record_rendered(
+        &self,
+        template: &EventTemplate,
+        details: &EventDetails<'_>,
+    ) -> impl Future<Output = Result<(), AuditError>> + Send + '_ {
+        self.enqueue(|| {
+            let mut time = [0; TIME_LEN];
+            Ok(template.render(details, format_time(OffsetDateTime::now_utc(), &mut time)?))
+        })
+    }
+
+    /// Renders with `body` (unless discarding) before the future exists,
+    /// so only a full queue makes the future wait.
+    fn enqueue(
+        &self,
+        body: impl FnOnce() -> Result<Vec<u8>, AuditError>,
+    ) -> impl Future<Output = Result<(), AuditError>> + Send + '_ {
         let prepared = match &self.queue {
             None => Ok(None),
-            Some(queue) => prepare(event).map(|body| Some((queue, Entry { body, synced: None }))),
+            Some(queue) => body().map(|body| Some((queue, Entry { body, synced: None }))),
         };
         async move {
             let Some((queue, entry)) = prepared? else {
@@ -208,15 +232,41 @@ impl AuditWriter {
 /// across sessions; the writer only hashes and concatenates.
 fn prepare(mut event: AuditEvent) -> Result<Vec<u8>, AuditError> {
     if event.time.is_empty() {
-        event.time = now_rfc3339_millis()?;
+        let mut time = [0; TIME_LEN];
+        event.time = format_time(OffsetDateTime::now_utc(), &mut time)?.to_owned();
     }
     Ok(event_body(&event)?)
 }
 
-fn now_rfc3339_millis() -> Result<String, time::error::Format> {
-    OffsetDateTime::now_utc().format(format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    ))
+/// `2025-01-02T03:04:05.678Z`
+const TIME_LEN: usize = 24;
+
+/// `t` in UTC as RFC 3339 with milliseconds, written by hand: the general
+/// formatter cost more than the rest of a statement's event.
+fn format_time(t: OffsetDateTime, buf: &mut [u8; TIME_LEN]) -> Result<&str, time::error::Format> {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        // RFC 3339 has four-digit years only.
+        return Err(time::error::Format::InvalidComponent("year"));
+    }
+    let fields: [(usize, u32, usize); 7] = [
+        (0, year.unsigned_abs(), 4),
+        (5, u32::from(u8::from(t.month())), 2),
+        (8, u32::from(t.day()), 2),
+        (11, u32::from(t.hour()), 2),
+        (14, u32::from(t.minute()), 2),
+        (17, u32::from(t.second()), 2),
+        (20, u32::from(t.millisecond()), 3),
+    ];
+    *buf = *b"0000-00-00T00:00:00.000Z";
+    for (at, mut value, width) in fields {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    Ok(std::str::from_utf8(buf).expect("ASCII digits"))
 }
 
 async fn run_writer<T: AppendTarget>(
@@ -228,6 +278,8 @@ async fn run_writer<T: AppendTarget>(
     mut committed: u64,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Reused: a fresh buffer per batch cost page faults on every batch.
+    let mut lines = Vec::new();
     let mut stop_seen = false;
     loop {
         let received = tokio::select! {
@@ -250,12 +302,16 @@ async fn run_writer<T: AppendTarget>(
         if !stop_seen && batch.iter().all(|e| e.synced.is_none()) {
             gather(&mut rx, &mut batch, &durable).await;
         }
-        let mut lines = Vec::with_capacity(batch.iter().map(|e| e.body.len() + 160).sum());
+        lines.clear();
+        if lines.capacity() > MAX_KEPT_BUFFER {
+            lines = Vec::new();
+        }
+        lines.reserve(batch.iter().map(|e| e.body.len() + 160).sum());
         for entry in &batch {
-            head = seal_into(&head, &entry.body, &mut lines);
+            seal_into(&mut head, &entry.body, &mut lines);
         }
         let written = lines.len() as u64;
-        persist(&target, lines, committed, batch.len()).await;
+        lines = persist(&target, lines, committed, batch.len()).await;
         committed += written;
         for entry in batch.drain(..) {
             if let Some(synced) = entry.synced {
@@ -302,7 +358,13 @@ async fn drain(rx: &mut mpsc::Receiver<Entry>, batch: &mut Vec<Entry>) -> bool {
 /// Appends and syncs `lines`, retrying with backoff until it succeeds.
 /// Events stay in memory meanwhile, and new ones back up in the bounded
 /// channel, so recorders slow down instead of losing anything.
-async fn persist<T: AppendTarget>(target: &Arc<T>, lines: Vec<u8>, committed: u64, events: usize) {
+/// Gives `lines` back for reuse.
+async fn persist<T: AppendTarget>(
+    target: &Arc<T>,
+    lines: Vec<u8>,
+    committed: u64,
+    events: usize,
+) -> Vec<u8> {
     let lines = Arc::new(lines);
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1u32;
@@ -319,7 +381,8 @@ async fn persist<T: AppendTarget>(target: &Arc<T>, lines: Vec<u8>, committed: u6
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
         match result {
-            Ok(()) => return,
+            // The blocking task has dropped its reference by now.
+            Ok(()) => return Arc::try_unwrap(lines).unwrap_or_default(),
             Err(e) => {
                 tracing::error!(
                     error = %e,
@@ -453,6 +516,35 @@ mod tests {
     use super::*;
     use crate::audit::EventKind;
     use std::sync::Mutex;
+
+    #[test]
+    fn time_is_written_as_the_general_formatter_writes_it() {
+        let description = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        for (secs, nanos) in [
+            (0, 0),
+            (1_767_225_599, 999_999_999),
+            (951_782_400, 1_000_000),
+            (4_102_444_800, 123_456_789),
+            (1_234_567_890, 987_000_000),
+        ] {
+            let t = OffsetDateTime::from_unix_timestamp(secs).unwrap()
+                + time::Duration::nanoseconds(nanos);
+            let mut buf = [0; TIME_LEN];
+            assert_eq!(
+                format_time(t, &mut buf).unwrap(),
+                t.format(description).unwrap()
+            );
+        }
+        let offset = time::UtcOffset::from_hms(5, 30, 0).unwrap();
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let mut buf = [0; TIME_LEN];
+        assert_eq!(
+            format_time(t.to_offset(offset), &mut buf).unwrap(),
+            "2023-11-14T22:13:20.000Z"
+        );
+    }
 
     /// A disk that fails the first `failures` appends after writing half of
     /// the data, like ENOSPC mid-write.

@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     /// How long a client has to finish startup and authentication.
     pub handshake_timeout: Duration,
     pub max_connections: usize,
+    /// Runtime threads; 0 is one per CPU core. One thread runs a
+    /// single-threaded scheduler, like pgbouncer's event loop.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +323,7 @@ struct RawGateway {
     allow_plaintext_loopback: bool,
     handshake_timeout: Option<Spanned<String>>,
     max_connections: Option<usize>,
+    threads: Option<usize>,
     mysql_listen: Option<Spanned<String>>,
 }
 
@@ -555,6 +559,7 @@ impl Validator<'_> {
                 None => Duration::from_secs(15),
             },
             max_connections: g.max_connections.unwrap_or(10_000),
+            threads: g.threads.unwrap_or(0),
         })
     }
 

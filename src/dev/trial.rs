@@ -90,6 +90,8 @@ pub struct TrialOptions {
     /// False discards audit events instead of writing them, to measure
     /// what the audit trail costs.
     pub audit: bool,
+    /// The runtime's threads (0: one per core), as built by the caller.
+    pub threads: usize,
 }
 
 /// Build the trial config in `dir`, start issuer and gateway, print how to
@@ -112,7 +114,7 @@ pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
         .tempdir()?
         .keep();
     let issuer = DevIssuer::start().await?;
-    let config = write_config(
+    let mut config = write_config(
         dir.as_path(),
         &issuer.issuer_url(),
         &upstream,
@@ -120,6 +122,7 @@ pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
         options.max_connections,
         options.pool,
     )?;
+    config.gateway.threads = options.threads;
     let running = if options.audit {
         Gateway::start(config).await?
     } else {
@@ -181,6 +184,7 @@ pub fn write_config(
             allow_plaintext_loopback: true,
             handshake_timeout: Duration::from_secs(15),
             max_connections,
+            threads: 0,
         },
         issuers: vec![IssuerConfig {
             algorithms: vec![Algorithm::ES256, Algorithm::RS256],

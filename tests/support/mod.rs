@@ -207,6 +207,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             allow_plaintext_loopback: options.allow_plaintext_loopback,
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1000,
+            threads: 0,
         },
         issuers: vec![IssuerConfig {
             algorithms: vec![Algorithm::ES256, Algorithm::RS256],

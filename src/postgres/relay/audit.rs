@@ -1,46 +1,66 @@
 //! Audit events for relayed statements: a denial when refused, a
-//! `statement` with its outcome when complete.
+//! `statement` with its outcome when complete. The session's own fields
+//! are rendered once per relay, not per statement.
 
 use super::RelayError;
-use crate::audit::{AuditEvent, Decision, EventKind};
+use crate::audit::{AuditLog, Decision, EventDetails, EventKind, EventTemplate};
 use crate::postgres::session::Session;
 use crate::postgres::statements::{Completed, StatementInfo};
 
-fn statement_event(session: &Session, kind: EventKind, info: &StatementInfo) -> AuditEvent {
-    let mut e = session.event(kind);
-    e.statement = Some(crate::audit::redact_statement(&info.text).into_owned());
+pub(super) struct StatementAudit<'a> {
+    log: &'a AuditLog,
+    template: EventTemplate,
+}
+
+impl<'a> StatementAudit<'a> {
+    pub(super) fn new(session: &'a Session) -> Self {
+        StatementAudit {
+            log: session.audit_log(),
+            template: EventTemplate::new(&session.event(EventKind::Statement)),
+        }
+    }
+
+    pub(super) async fn denied(
+        &self,
+        info: &StatementInfo,
+        reason: &str,
+    ) -> Result<(), RelayError> {
+        let text = crate::audit::redact_statement(&info.text);
+        let details = EventDetails {
+            decision: Some(Decision::Deny),
+            reason: Some(reason),
+            ..details(EventKind::Denied, info, &text)
+        };
+        self.log.record_rendered(&self.template, &details).await?;
+        Ok(())
+    }
+
+    pub(super) async fn completed(
+        &self,
+        done: impl IntoIterator<Item = Completed>,
+    ) -> Result<(), RelayError> {
+        for c in done {
+            let text = crate::audit::redact_statement(&c.info.text);
+            let details = EventDetails {
+                decision: Some(Decision::Allow),
+                duration_ms: Some(c.duration.as_secs_f64() * 1000.0),
+                error: c.error.as_deref(),
+                rows: c.rows,
+                ..details(EventKind::Statement, &c.info, &text)
+            };
+            self.log.record_rendered(&self.template, &details).await?;
+        }
+        Ok(())
+    }
+}
+
+fn details<'a>(kind: EventKind, info: &'a StatementInfo, text: &'a str) -> EventDetails<'a> {
     let judged = &info.judged;
-    if !judged.kind.is_empty() {
-        e.statement_kind = Some(judged.kind.clone());
+    EventDetails {
+        statement: Some(text),
+        statement_kind: (!judged.kind.is_empty()).then_some(judged.kind.as_str()),
+        tables: &judged.tables,
+        policy_ids: &judged.policy_ids,
+        ..EventDetails::new(kind)
     }
-    e.tables.clone_from(&judged.tables);
-    e.policy_ids.clone_from(&judged.policy_ids);
-    e
-}
-
-pub(super) async fn audit_denied(
-    session: &Session,
-    info: &StatementInfo,
-    reason: String,
-) -> Result<(), RelayError> {
-    let mut e = statement_event(session, EventKind::Denied, info);
-    e.decision = Some(Decision::Deny);
-    e.reason = Some(reason);
-    session.audit_log().record(e).await?;
-    Ok(())
-}
-
-pub(super) async fn audit_completed(
-    session: &Session,
-    done: impl IntoIterator<Item = Completed>,
-) -> Result<(), RelayError> {
-    for c in done {
-        let mut e = statement_event(session, EventKind::Statement, &c.info);
-        e.duration_ms = Some(c.duration.as_secs_f64() * 1000.0);
-        e.rows = c.rows;
-        e.decision = Some(Decision::Allow);
-        e.error = c.error;
-        session.audit_log().record(e).await?;
-    }
-    Ok(())
 }

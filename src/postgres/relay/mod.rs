@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 mod audit;
 mod outgoing;
 
-use audit::{audit_completed, audit_denied};
+use audit::StatementAudit;
 use outgoing::{Outgoing, keep_tail};
 
 use super::cancel::{CancelKey, CancelTarget};
@@ -294,6 +294,7 @@ pub(super) async fn run(
         server_out: Outgoing::default(),
     };
     let portal_prefix = format!("idgate-denied-{}-", session.id);
+    let audit = StatementAudit::new(session);
     let mut gate = ClientGate {
         policy,
         shared: &shared,
@@ -304,12 +305,12 @@ pub(super) async fn run(
     };
 
     let outcome = tokio::select! {
-        r = serve(&mut client, &mut upstreams, &mut gate, &shared, session) => r,
+        r = serve(&mut client, &mut upstreams, &mut gate, &shared, &audit) => r,
         () = shutdown.cancelled() => Err(RelayError::Shutdown),
     };
     let mut done = Vec::new();
     lock(&shared).tracker.abandon(&mut done);
-    let audited = audit_completed(session, done).await;
+    let audited = audit.completed(done).await;
     if let Some(mut lease) = upstreams.lease.take() {
         let clean = outcome.is_ok() && lock(&shared).clean();
         if clean {
@@ -346,7 +347,7 @@ async fn serve(
     upstreams: &mut Upstreams<'_>,
     gate: &mut ClientGate<'_>,
     shared: &Mutex<Shared>,
-    session: &Session,
+    audit: &StatementAudit<'_>,
 ) -> Result<(), RelayError> {
     loop {
         if upstreams.lease.is_none() {
@@ -403,7 +404,7 @@ async fn serve(
             s.phase_base = s.sync_points;
             s.server_prepared = std::mem::take(&mut conn.prepared);
         }
-        let end = phase(client, conn, gate, shared, session).await?;
+        let end = phase(client, conn, gate, shared, audit).await?;
         match end {
             PhaseEnd::ClientGone => return Ok(()),
             PhaseEnd::Released => {
@@ -443,7 +444,7 @@ async fn phase(
     conn: &mut ServerConn,
     gate: &mut ClientGate<'_>,
     shared: &Mutex<Shared>,
-    session: &Session,
+    audit: &StatementAudit<'_>,
 ) -> Result<PhaseEnd, RelayError> {
     if conn.cbuf.capacity() < READ_BUFFER {
         conn.cbuf.reserve(READ_BUFFER);
@@ -471,8 +472,8 @@ async fn phase(
     } = client;
     let portal_prefix = gate.portal_prefix;
     tokio::select! {
-        r = client_to_upstream(client_rx, server_tx, cbuf, splitter, out, gate, session) => r,
-        r = upstream_to_client(server_rx, client_tx, server_buf, server_splitter, server_out, shared, portal_prefix, session) => r,
+        r = client_to_upstream(client_rx, server_tx, cbuf, splitter, out, gate, audit) => r,
+        r = upstream_to_client(server_rx, client_tx, server_buf, server_splitter, server_out, shared, portal_prefix, audit) => r,
     }
 }
 
@@ -730,7 +731,7 @@ async fn client_to_upstream(
     splitter: &mut Splitter,
     out: &mut Outgoing,
     gate: &mut ClientGate<'_>,
-    session: &Session,
+    audit: &StatementAudit<'_>,
 ) -> Result<PhaseEnd, RelayError> {
     // Bytes read before the assignment go first.
     loop {
@@ -756,7 +757,7 @@ async fn client_to_upstream(
         out.send(buf, tx).await.map_err(RelayError::Upstream)?;
         keep_tail(buf, pos);
         for (info, reason) in gate.denials.drain(..) {
-            audit_denied(session, &info, reason).await?;
+            audit.denied(&info, &reason).await?;
         }
         if terminated {
             return Ok(PhaseEnd::ClientGone);
@@ -784,7 +785,7 @@ async fn upstream_to_client(
     out: &mut Outgoing,
     shared: &Mutex<Shared>,
     portal_prefix: &str,
-    session: &Session,
+    audit: &StatementAudit<'_>,
 ) -> Result<PhaseEnd, RelayError> {
     let mut done = Vec::new();
     loop {
@@ -808,7 +809,7 @@ async fn upstream_to_client(
         keep_tail(buf, pos);
         if !done.is_empty() {
             // Statements the trail cannot record end the session.
-            audit_completed(session, done.drain(..)).await?;
+            audit.completed(done.drain(..)).await?;
         }
         let mut s = lock(shared);
         s.s2c_busy = false;
