@@ -18,12 +18,39 @@ pub enum EventKind {
     Revoked,
 }
 
+impl EventKind {
+    /// The name serde writes for it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AuthOk => "auth_ok",
+            EventKind::AuthFailed => "auth_failed",
+            EventKind::SessionStart => "session_start",
+            EventKind::Statement => "statement",
+            EventKind::Denied => "denied",
+            EventKind::SessionEnd => "session_end",
+            EventKind::Revoked => "revoked",
+        }
+    }
+}
+
 /// The outcome of a policy decision as written to the trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Allow,
     Deny,
+}
+
+impl Decision {
+    /// The name serde writes for it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
 }
 
 /// One line of the audit trail, before it is sealed into the hash chain.

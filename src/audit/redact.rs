@@ -21,6 +21,11 @@ use std::borrow::Cow;
 #[must_use]
 pub fn redact_statement(sql: &str) -> Cow<'_, str> {
     let b = sql.as_bytes();
+    // Nearly every statement names neither keyword: find that out with two
+    // vectorised byte searches instead of walking every word.
+    if !mentions(b, b'w', b"password", 4) && !mentions(b, b'f', b"identified", 6) {
+        return Cow::Borrowed(sql);
+    }
     // (start, end) byte ranges of literals to mask, in ascending order.
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
@@ -66,6 +71,16 @@ pub fn redact_statement(sql: &str) -> Cow<'_, str> {
     }
     out.push_str(&sql[copied..]);
     Cow::Owned(out)
+}
+
+/// Whether `keyword` occurs in `b`, in any case, looking only where its
+/// `at`-th byte, the lowercase letter `letter`, occurs.
+fn mentions(b: &[u8], letter: u8, keyword: &[u8], at: usize) -> bool {
+    memchr::memchr2_iter(letter, letter.to_ascii_uppercase(), b).any(|i| {
+        i.checked_sub(at)
+            .and_then(|start| b.get(start..start + keyword.len()))
+            .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
+    })
 }
 
 fn is_word_byte(c: u8) -> bool {

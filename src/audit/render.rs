@@ -109,21 +109,21 @@ impl EventTemplate {
         out.push(b'{');
         out.extend_from_slice(&self.client_addr);
         if let Some(v) = d.decision {
-            put(&mut out, "decision", &v);
+            put_name(&mut out, "decision", v.as_str());
         }
         if let Some(v) = d.duration_ms {
             put(&mut out, "duration_ms", &super::event::DurationMs(v));
         }
         if let Some(v) = d.error {
-            put(&mut out, "error", v);
+            put_str(&mut out, "error", v);
         }
-        put(&mut out, "event", &d.event);
+        put_name(&mut out, "event", d.event.as_str());
         out.extend_from_slice(&self.groups_identity_issuer);
         if !d.policy_ids.is_empty() {
-            put(&mut out, "policy_ids", d.policy_ids);
+            put_strs(&mut out, "policy_ids", d.policy_ids);
         }
         if let Some(v) = d.reason {
-            put(&mut out, "reason", v);
+            put_str(&mut out, "reason", v);
         }
         out.extend_from_slice(&self.role);
         if let Some(v) = d.rows {
@@ -131,14 +131,14 @@ impl EventTemplate {
         }
         out.extend_from_slice(&self.session_id);
         if let Some(v) = d.statement {
-            put(&mut out, "statement", v);
+            put_str(&mut out, "statement", v);
         }
         if let Some(v) = d.statement_kind {
-            put(&mut out, "statement_kind", v);
+            put_str(&mut out, "statement_kind", v);
         }
         out.extend_from_slice(&self.subject);
         if !d.tables.is_empty() {
-            put(&mut out, "tables", d.tables);
+            put_strs(&mut out, "tables", d.tables);
         }
         out.extend_from_slice(&self.target);
         if time.is_empty() {
@@ -147,7 +147,7 @@ impl EventTemplate {
                 out.pop();
             }
         } else {
-            put(&mut out, "time", time);
+            put_str(&mut out, "time", time);
             out.pop();
         }
         out.push(b'}');
@@ -167,13 +167,57 @@ impl EventTemplate {
 /// Appends `"key":value,`. Values are strings, numbers, string lists and
 /// unit enums, which serialize into memory without error.
 fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, key: &str, value: &T) {
-    out.push(b'"');
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
+    put_key(out, key);
     if serde_json::to_writer(&mut *out, value).is_err() {
         out.extend_from_slice(b"null");
     }
     out.push(b',');
+}
+
+/// Appends `"key":"value",`.
+fn put_str(out: &mut Vec<u8>, key: &str, value: &str) {
+    put_key(out, key);
+    string(out, value);
+    out.push(b',');
+}
+
+/// Appends `"key":["value",…],`.
+fn put_strs(out: &mut Vec<u8>, key: &str, values: &[String]) {
+    put_key(out, key);
+    out.push(b'[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, v);
+    }
+    out.extend_from_slice(b"],");
+}
+
+/// Appends `"key":"name",` for a name that needs no escaping.
+fn put_name(out: &mut Vec<u8>, key: &str, name: &str) {
+    put_key(out, key);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\",");
+}
+
+fn put_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// A JSON string as serde_json writes it. Most need no escaping, which one
+/// vectorisable scan finds out; serde_json escapes the rest.
+fn string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"null");
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +238,31 @@ mod tests {
             e.target = Some("main".into());
         }
         e
+    }
+
+    #[test]
+    fn names_are_what_serde_writes() {
+        use EventKind::*;
+        for kind in [
+            AuthOk,
+            AuthFailed,
+            SessionStart,
+            Statement,
+            Denied,
+            SessionEnd,
+            Revoked,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&kind).unwrap(),
+                format!("\"{}\"", kind.as_str())
+            );
+        }
+        for decision in [Decision::Allow, Decision::Deny] {
+            assert_eq!(
+                serde_json::to_string(&decision).unwrap(),
+                format!("\"{}\"", decision.as_str())
+            );
+        }
     }
 
     /// Every combination of present and absent per-event fields renders as

@@ -13,6 +13,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use time::OffsetDateTime;
+
 use super::codec::sqlstate;
 use super::statements::{Judged, StatementInfo};
 use crate::gateway::Gateway;
@@ -58,6 +60,8 @@ pub struct StatementPolicy {
     paths_generation: u64,
     /// The target pools by transaction: session state is refused.
     transaction_pooling: bool,
+    /// Where `check` builds a cache key that differs from the text.
+    key_scratch: String,
 }
 
 struct CachedVerdict {
@@ -95,6 +99,7 @@ impl StatementPolicy {
             unknown_execute: Statement::new(Action::Unknown, "execute"),
             verdicts: HashMap::new(),
             paths_generation: 0,
+            key_scratch: String::new(),
         }
     }
 
@@ -103,21 +108,22 @@ impl StatementPolicy {
     /// says the session is idle with nothing in flight, so a lone
     /// session-level `SET search_path` here certainly takes effect for good.
     pub fn check(&mut self, text: &str, settled: bool) -> Verdict {
-        let key = sql::classification_key(text);
         let hour_of_week = self.hour_of_week();
-        if let Some(hit) = self.verdicts.get(key.as_ref())
+        let key = sql::classification_key(text, &mut self.key_scratch);
+        if let Some(hit) = self.verdicts.get(key)
             && hit.paths_generation == self.paths_generation
             && hit.hour_of_week == hour_of_week
         {
             return hit.verdict.clone();
         }
+        let key = key.to_owned();
         let (verdict, cacheable) = self.check_uncached(text, settled);
         if cacheable {
             if self.verdicts.len() >= MAX_CACHED_VERDICTS {
                 self.verdicts.clear();
             }
             self.verdicts.insert(
-                key.into_owned(),
+                key,
                 CachedVerdict {
                     verdict: verdict.clone(),
                     paths_generation: self.paths_generation,
@@ -128,14 +134,13 @@ impl StatementPolicy {
         verdict
     }
 
-    /// Policies see the hour and the weekday, nothing finer.
+    /// Policies see the hour and the weekday (UTC), nothing finer. From
+    /// the Unix time alone: 1970-01-01 was a Thursday, 72 hours after the
+    /// start of its week.
     fn hour_of_week(&self) -> u16 {
-        let now = RequestContext {
-            now: self.gw.clock.now(),
-            ..RequestContext::default()
-        }
-        .decision_time();
-        u16::from(now.weekday().number_days_from_monday()) * 24 + u16::from(now.hour())
+        let now = self.gw.clock.now().unwrap_or_else(OffsetDateTime::now_utc);
+        let hours = now.unix_timestamp().div_euclid(3600) + 72;
+        u16::try_from(hours.rem_euclid(7 * 24)).expect("below 168")
     }
 
     /// Returns the verdict and whether it may be cached: not when a

@@ -5,21 +5,30 @@
 //! is deliberately blunt: any quote, dollar sign, backslash or comment
 //! marker and the text is its own key.
 
-use std::borrow::Cow;
-
 /// A key under which `sql`'s classification may be cached: two texts with
-/// the same key classify identically.
-pub fn classification_key(sql: &str) -> Cow<'_, str> {
+/// the same key classify identically. A key that differs from `sql` is
+/// built in `scratch`, which the caller keeps so that repeated lookups do
+/// not allocate.
+pub fn classification_key<'a>(sql: &'a str, scratch: &'a mut String) -> &'a str {
     let bytes = sql.as_bytes();
-    let opaque = bytes
-        .iter()
-        .any(|&b| matches!(b, b'\'' | b'"' | b'$' | b'\\' | b'`'))
-        || sql.contains("--")
-        || sql.contains("/*");
-    if opaque || !bytes.iter().any(u8::is_ascii_digit) {
-        return Cow::Borrowed(sql);
+    // One pass: anything that may hide text makes the text its own key.
+    let mut digits = false;
+    let mut prev = 0u8;
+    for &b in bytes {
+        match b {
+            b'\'' | b'"' | b'$' | b'\\' | b'`' => return sql,
+            b'-' if prev == b'-' => return sql,
+            b'*' if prev == b'/' => return sql,
+            b'0'..=b'9' => digits = true,
+            _ => {}
+        }
+        prev = b;
     }
-    let mut out = String::with_capacity(sql.len());
+    if !digits {
+        return sql;
+    }
+    let out = scratch;
+    out.clear();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -47,7 +56,7 @@ pub fn classification_key(sql: &str) -> Cow<'_, str> {
         }
         i = end;
     }
-    Cow::Owned(out)
+    out
 }
 
 /// Bytes around a plain integer literal; letters, digits, `_` and `.` are
@@ -76,6 +85,10 @@ fn separates(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn classification_key(sql: &str) -> String {
+        super::classification_key(sql, &mut String::new()).to_owned()
+    }
 
     #[test]
     fn integers_are_blanked() {
