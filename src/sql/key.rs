@@ -84,8 +84,6 @@ fn separates(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     fn classification_key(sql: &str) -> String {
         super::classification_key(sql, &mut String::new()).to_owned()
     }
