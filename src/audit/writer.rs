@@ -1,5 +1,10 @@
 //! The audit file writer: a cheap cloneable [`AuditLog`] handle in front of
-//! one background task that chains, appends and fsyncs in batches.
+//! one writer thread that chains, appends and fsyncs in batches.
+//!
+//! A thread of its own, not a task: hashing, the write and the fsync then
+//! never run on the event loop that relays statements, and the loop never
+//! keeps a timer for the commit delay (which made every idle wait arm and
+//! cancel a kernel timer) nor hands each batch to the blocking pool.
 //!
 //! Single writer per file: two processes appending to the same file would
 //! fork the chain, and retrying a failed batch truncates back to the last
@@ -9,12 +14,11 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{GENESIS_HASH, check_line, event_body, seal_into};
 use super::{AuditError, AuditEvent, EventDetails, EventTemplate};
@@ -51,8 +55,14 @@ struct Entry {
     synced: Option<oneshot::Sender<()>>,
 }
 
+enum Msg {
+    Event(Entry),
+    /// From [`AuditWriter::shutdown`]: write what is queued, then end.
+    Stop,
+}
+
 /// Handle for recording audit events. Cheap to clone; every clone feeds the
-/// same writer task.
+/// same writer thread.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     /// `None` for [`AuditLog::discarding`].
@@ -61,31 +71,71 @@ pub struct AuditLog {
 
 #[derive(Clone, Debug)]
 struct Queue {
-    tx: mpsc::Sender<Entry>,
-    /// Ends the writer's commit delay; notified after each durable send.
-    durable: Arc<Notify>,
+    tx: mpsc::Sender<Msg>,
+    durable: Arc<DurableSignal>,
 }
 
-impl std::fmt::Debug for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry")
-            .field("bytes", &self.body.len())
-            .finish_non_exhaustive()
+/// Ends the writer's commit delay when a durable event is queued.
+#[derive(Debug, Default)]
+struct DurableSignal {
+    queued: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl DurableSignal {
+    fn raise(&self) {
+        *lock(&self.queued) = true;
+        self.cv.notify_one();
+    }
+
+    fn clear(&self) {
+        *lock(&self.queued) = false;
+    }
+
+    /// Sleeps until `deadline` or a raise, whichever is first.
+    fn wait_until(&self, deadline: Instant) {
+        let mut queued = lock(&self.queued);
+        while !*queued {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            queued = self
+                .cv
+                .wait_timeout(queued, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
     }
 }
 
-/// Owner of the background writer task. Call [`AuditWriter::shutdown`]
-/// before the runtime stops, or queued events are lost with it.
+fn lock(m: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Event(e) => f
+                .debug_struct("Event")
+                .field("bytes", &e.body.len())
+                .finish_non_exhaustive(),
+            Msg::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+/// Owner of the writer thread. Call [`AuditWriter::shutdown`] before the
+/// process exits, or queued events are lost with it.
 #[derive(Debug)]
 pub struct AuditWriter {
-    /// `None` for [`AuditLog::discarding`], which has no task.
-    task: Option<WriterTask>,
+    /// `None` for [`AuditLog::discarding`], which has no thread.
+    thread: Option<WriterThread>,
 }
 
 #[derive(Debug)]
-struct WriterTask {
-    stop: oneshot::Sender<()>,
-    handle: JoinHandle<()>,
+struct WriterThread {
+    stop: mpsc::Sender<Msg>,
+    done: oneshot::Receiver<()>,
 }
 
 impl AuditLog {
@@ -102,37 +152,46 @@ impl AuditLog {
                 path: path.to_path_buf(),
                 source: io::Error::other(e),
             })??;
-        Ok(Self::start(Arc::new(file), head, len))
+        Self::start(Arc::new(file), head, len).map_err(|source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// A log that accepts every event and keeps none: no file, no writer
-    /// task. Only for measuring what the audit trail costs
+    /// thread. Only for measuring what the audit trail costs
     /// (`idgate dev --no-audit`); callers still build their events.
     #[must_use]
     pub fn discarding() -> (AuditLog, AuditWriter) {
-        (AuditLog { queue: None }, AuditWriter { task: None })
+        (AuditLog { queue: None }, AuditWriter { thread: None })
     }
 
-    fn start<T: AppendTarget>(target: Arc<T>, head: String, len: u64) -> (AuditLog, AuditWriter) {
+    fn start<T: AppendTarget>(
+        target: Arc<T>,
+        head: String,
+        len: u64,
+    ) -> io::Result<(AuditLog, AuditWriter)> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (stop, stop_rx) = oneshot::channel();
-        let durable = Arc::new(Notify::new());
-        let handle = tokio::spawn(run_writer(
-            rx,
-            stop_rx,
-            Arc::clone(&durable),
-            target,
-            head,
-            len,
-        ));
-        (
+        let (done_tx, done) = oneshot::channel();
+        let durable = Arc::new(DurableSignal::default());
+        let signal = Arc::clone(&durable);
+        std::thread::Builder::new()
+            .name("idgate-audit".into())
+            .spawn(move || {
+                run_writer(rx, &signal, &target, head, len);
+                let _ = done_tx.send(());
+            })?;
+        Ok((
             AuditLog {
-                queue: Some(Queue { tx, durable }),
+                queue: Some(Queue {
+                    tx: tx.clone(),
+                    durable,
+                }),
             },
             AuditWriter {
-                task: Some(WriterTask { stop, handle }),
+                thread: Some(WriterThread { stop: tx, done }),
             },
-        )
+        ))
     }
 
     /// Queues `event`, waiting for room if the queue is full (never drops).
@@ -181,9 +240,9 @@ impl AuditLog {
             let Some((queue, entry)) = prepared? else {
                 return Ok(());
             };
-            match queue.tx.try_send(entry) {
+            match queue.tx.try_send(Msg::Event(entry)) {
                 Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Full(entry)) => Box::pin(queue.tx.send(entry))
+                Err(mpsc::error::TrySendError::Full(msg)) => Box::pin(queue.tx.send(msg))
                     .await
                     .map_err(|_| AuditError::Closed),
                 Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
@@ -204,9 +263,13 @@ impl AuditLog {
             body: prepare(event)?,
             synced: Some(synced),
         };
-        queue.tx.send(entry).await.map_err(|_| AuditError::Closed)?;
+        queue
+            .tx
+            .send(Msg::Event(entry))
+            .await
+            .map_err(|_| AuditError::Closed)?;
         // After the send, so a writer woken here finds the event queued.
-        queue.durable.notify_waiters();
+        queue.durable.raise();
         on_disk.await.map_err(|_| AuditError::Closed)
     }
 }
@@ -214,16 +277,18 @@ impl AuditLog {
 impl AuditWriter {
     /// Stops accepting events (later `record`s fail with
     /// [`AuditError::Closed`]), writes and fsyncs everything already
-    /// queued, and waits for the task to end. If the disk keeps failing
+    /// queued, and waits for the thread to end. If the disk keeps failing
     /// this keeps retrying, because giving up would lose events.
+    ///
+    /// Dropped without this, the thread serves until every [`AuditLog`]
+    /// is gone.
     pub async fn shutdown(self) {
-        let Some(task) = self.task else {
+        let Some(thread) = self.thread else {
             return;
         };
-        // Err means the task already ended; joining below reports why.
-        let _ = task.stop.send(());
-        if let Err(e) = task.handle.await {
-            tracing::error!(error = %e, "audit writer task failed; events queued at that moment were lost");
+        // Err: the thread already ended; nothing is left to wait for.
+        if thread.stop.send(Msg::Stop).await.is_ok() && thread.done.await.is_err() {
+            tracing::error!("audit writer thread failed; events queued at that moment were lost");
         }
     }
 }
@@ -269,38 +334,37 @@ fn format_time(t: OffsetDateTime, buf: &mut [u8; TIME_LEN]) -> Result<&str, time
     Ok(std::str::from_utf8(buf).expect("ASCII digits"))
 }
 
-async fn run_writer<T: AppendTarget>(
-    mut rx: mpsc::Receiver<Entry>,
-    mut stop: oneshot::Receiver<()>,
-    durable: Arc<Notify>,
-    target: Arc<T>,
+fn run_writer<T: AppendTarget>(
+    mut rx: mpsc::Receiver<Msg>,
+    durable: &DurableSignal,
+    target: &Arc<T>,
     mut head: String,
     mut committed: u64,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Reused: a fresh buffer per batch cost page faults on every batch.
     let mut lines = Vec::new();
-    let mut stop_seen = false;
+    let mut stopping = false;
     loop {
-        let received = tokio::select! {
-            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
-            signal = &mut stop, if !stop_seen => {
-                stop_seen = true;
-                // Err: the AuditWriter was dropped without shutdown; keep
-                // serving until every AuditLog handle is gone.
-                if signal.is_ok() {
-                    // Refuse new sends; recv_many still yields what is queued
-                    // and then 0.
-                    rx.close();
-                }
-                continue;
+        if !stopping {
+            match rx.blocking_recv() {
+                Some(Msg::Event(e)) => batch.push(e),
+                Some(Msg::Stop) => stopping = true,
+                None => break,
             }
-        };
-        if received == 0 {
-            break;
         }
-        if !stop_seen && batch.iter().all(|e| e.synced.is_none()) {
-            gather(&mut rx, &mut batch, &durable).await;
+        if stopping {
+            // Refuse new sends; what is queued is still taken below.
+            rx.close();
+        } else if batch.iter().all(|e| e.synced.is_none()) {
+            stopping = gather(&mut rx, &mut batch, durable);
+        }
+        stopping |= drain(&mut rx, &mut batch);
+        if batch.is_empty() {
+            if stopping {
+                break;
+            }
+            continue;
         }
         lines.clear();
         if lines.capacity() > MAX_KEPT_BUFFER {
@@ -310,9 +374,8 @@ async fn run_writer<T: AppendTarget>(
         for entry in &batch {
             seal_into(&mut head, &entry.body, &mut lines);
         }
-        let written = lines.len() as u64;
-        lines = persist(&target, lines, committed, batch.len()).await;
-        committed += written;
+        persist(target.as_ref(), &lines, committed, batch.len());
+        committed += lines.len() as u64;
         for entry in batch.drain(..) {
             if let Some(synced) = entry.synced {
                 // The recorder may have given up waiting; the event is on
@@ -324,79 +387,60 @@ async fn run_writer<T: AppendTarget>(
 }
 
 /// Lets up to `COMMIT_DELAY` of events join `batch`: sleeps through the
-/// delay unless a durable event is sent or the batch is already full, then
-/// takes what is queued without waiting for more.
-async fn gather(rx: &mut mpsc::Receiver<Entry>, batch: &mut Vec<Entry>, durable: &Notify) {
-    let deadline = tokio::time::Instant::now() + COMMIT_DELAY;
-    // Created before looking at the queue: `notify_waiters` reaches every
-    // `Notified` that exists when it is called, polled or not, so a durable
-    // event queued after this look still ends the sleep.
-    let woken = durable.notified();
-    if drain(rx, batch).await || batch.len() == MAX_BATCH {
-        return;
+/// delay unless a durable event is sent or the batch is already full.
+/// True once a stop has been received.
+fn gather(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Entry>, durable: &DurableSignal) -> bool {
+    let deadline = Instant::now() + COMMIT_DELAY;
+    // Cleared before looking at the queue: a durable event queued after
+    // this look raises the signal again and ends the sleep.
+    durable.clear();
+    let before = batch.len();
+    if drain(rx, batch) {
+        return true;
     }
-    tokio::select! {
-        () = tokio::time::sleep_until(deadline) => {}
-        () = woken => {}
+    if batch.len() == MAX_BATCH || batch[before..].iter().any(|e| e.synced.is_some()) {
+        return false;
     }
-    drain(rx, batch).await;
+    durable.wait_until(deadline);
+    false
 }
 
-/// Moves what is queued into `batch`, up to `MAX_BATCH`, without waiting
-/// for new events. True if a durable one was among them.
-async fn drain(rx: &mut mpsc::Receiver<Entry>, batch: &mut Vec<Entry>) -> bool {
-    let before = batch.len();
-    while batch.len() < MAX_BATCH && !rx.is_empty() {
-        let room = MAX_BATCH - batch.len();
-        // Returns at once: the queue is not empty (at worst it waits for a
-        // send that has taken its slot to finish writing it).
-        rx.recv_many(batch, room).await;
+/// Moves what is queued into `batch`, up to `MAX_BATCH`, without waiting.
+/// True if a stop was among it (or every sender is gone).
+fn drain(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Entry>) -> bool {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Msg::Event(e)) => batch.push(e),
+            Ok(Msg::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => return true,
+            Err(mpsc::error::TryRecvError::Empty) => return false,
+        }
     }
-    batch[before..].iter().any(|e| e.synced.is_some())
+    false
 }
 
 /// Appends and syncs `lines`, retrying with backoff until it succeeds.
 /// Events stay in memory meanwhile, and new ones back up in the bounded
 /// channel, so recorders slow down instead of losing anything.
-/// Gives `lines` back for reuse.
-async fn persist<T: AppendTarget>(
-    target: &Arc<T>,
-    lines: Vec<u8>,
-    committed: u64,
-    events: usize,
-) -> Vec<u8> {
-    let lines = Arc::new(lines);
+fn persist<T: AppendTarget>(target: &T, lines: &[u8], committed: u64, events: usize) {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1u32;
     // After a failure part of the batch may be on disk, and after a failed
     // fsync the kernel may have dropped dirty pages; either way the only
     // safe retry is to cut back to the last synced length and write the
     // whole batch again.
-    let mut truncate_first = false;
-    loop {
-        let t = Arc::clone(target);
-        let data = Arc::clone(&lines);
-        let truncate_to = truncate_first.then_some(committed);
-        let result = tokio::task::spawn_blocking(move || t.append_synced(&data, truncate_to))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)));
-        match result {
-            // The blocking task has dropped its reference by now.
-            Ok(()) => return Arc::try_unwrap(lines).unwrap_or_default(),
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    attempt,
-                    events,
-                    retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
-                    "audit write failed; events are held in memory and retried"
-                );
-                truncate_first = true;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                attempt = attempt.saturating_add(1);
-            }
-        }
+    let mut truncate_to = None;
+    while let Err(e) = target.append_synced(lines, truncate_to) {
+        tracing::error!(
+            error = %e,
+            attempt,
+            events,
+            retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            "audit write failed; events are held in memory and retried"
+        );
+        truncate_to = Some(committed);
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempt = attempt.saturating_add(1);
     }
 }
 
@@ -582,7 +626,8 @@ mod tests {
             failures: Mutex::new(3),
             content: Mutex::new(Vec::new()),
         });
-        let (log, writer) = AuditLog::start(Arc::clone(&disk), GENESIS_HASH.to_owned(), 0);
+        let (log, writer) =
+            AuditLog::start(Arc::clone(&disk), GENESIS_HASH.to_owned(), 0).expect("start");
         for i in 0..50u64 {
             let ev = AuditEvent {
                 rows: Some(i),
@@ -613,9 +658,6 @@ mod tests {
             ..AuditEvent::new(EventKind::Statement)
         };
         log.record(statement(0)).await.expect("record");
-        // On this single-threaded runtime the writer now takes event 0 and
-        // starts its commit delay before the next events are sent.
-        tokio::task::yield_now().await;
         log.record(statement(1)).await.expect("record");
         log.record_durable(AuditEvent::new(EventKind::AuthOk))
             .await
