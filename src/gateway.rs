@@ -18,6 +18,7 @@ use crate::identity::TokenValidator;
 use crate::policy::{Clock, PolicyEngine};
 use crate::postgres::cancel::CancelMap;
 use crate::postgres::pool::Pools;
+use crate::sessions::{ExpiryWatcher, Registry, Revocations};
 
 /// State shared by every session. Built once; sessions hold an `Arc`.
 pub struct Gateway {
@@ -33,11 +34,19 @@ pub struct Gateway {
     pub pools: Pools,
     /// The time policies see.
     pub clock: Clock,
+    /// Live client sessions.
+    pub sessions: Arc<Registry>,
+    /// What was revoked, refused at login.
+    pub revocations: Revocations,
+    /// Ends sessions at token expiry or maximum age.
+    pub expiry: Arc<ExpiryWatcher>,
 }
 
 /// A started gateway: where it listens and how to stop it.
 pub struct Running {
     pub postgres_addr: SocketAddr,
+    /// Where the admin API listens, when `admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
@@ -89,6 +98,18 @@ impl Gateway {
             .await
             .with_context(|| format!("cannot listen on {}", config.gateway.postgres_listen))?;
         let postgres_addr = listener.local_addr()?;
+        let admin_listener = match config.gateway.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (admin_listen)"))?,
+            ),
+            None => None,
+        };
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let pools = Pools::new(&config.targets, &upstream_tls);
         let gateway = Arc::new(Gateway {
             config,
@@ -100,6 +121,9 @@ impl Gateway {
             upstream_tls,
             cancels: Arc::new(CancelMap::default()),
             clock,
+            sessions: Arc::new(Registry::default()),
+            revocations: Revocations::default(),
+            expiry: Arc::new(ExpiryWatcher::default()),
         });
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(crate::postgres::serve(
@@ -108,9 +132,19 @@ impl Gateway {
             shutdown.clone(),
         ));
         tokio::spawn(reap_idle(Arc::downgrade(&gateway), shutdown.clone()));
+        tokio::spawn(Arc::clone(&gateway.expiry).run(shutdown.clone()));
         tracing::info!("PostgreSQL front end listening on {postgres_addr}");
+        if let (Some(listener), Some(addr)) = (admin_listener, admin_addr) {
+            tokio::spawn(crate::admin::serve(
+                Arc::clone(&gateway),
+                listener,
+                shutdown.clone(),
+            ));
+            tracing::info!("admin API listening on {addr}");
+        }
         Ok(Running {
             postgres_addr,
+            admin_addr,
             gateway,
             shutdown,
             server,

@@ -1,6 +1,7 @@
 //! idgate: an identity-aware gateway for databases. See ARCHITECTURE.md for
 //! the map of modules and how one connection flows through them.
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod dev;
@@ -9,5 +10,6 @@ pub mod identity;
 pub mod policy;
 pub mod postgres;
 pub mod secret;
+pub mod sessions;
 pub mod sql;
 pub mod tls;

@@ -61,6 +61,22 @@ pub struct GatewayConfig {
     /// Runtime threads; 0 is one per CPU core. One thread runs a
     /// single-threaded scheduler, like pgbouncer's event loop.
     pub threads: usize,
+    /// What happens to a session when its token expires.
+    pub on_expiry: OnExpiry,
+    /// How long after the token's `exp` a session may run on.
+    pub expiry_grace: Duration,
+    /// Sessions end this long after login whatever the token says.
+    pub max_session_age: Option<Duration>,
+}
+
+/// `[gateway] on_expiry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExpiry {
+    /// End the session (57P01) when the token expires, plus grace.
+    Disconnect,
+    /// Keep it: the token is checked at login only, as RDS IAM and Entra
+    /// authentication do.
+    Allow,
 }
 
 #[derive(Debug, Clone)]
@@ -324,6 +340,9 @@ struct RawGateway {
     handshake_timeout: Option<Spanned<String>>,
     max_connections: Option<usize>,
     threads: Option<usize>,
+    on_expiry: Option<Spanned<String>>,
+    expiry_grace: Option<Spanned<String>>,
+    max_session_age: Option<Spanned<String>>,
     mysql_listen: Option<Spanned<String>>,
 }
 
@@ -560,6 +579,29 @@ impl Validator<'_> {
             },
             max_connections: g.max_connections.unwrap_or(10_000),
             threads: g.threads.unwrap_or(0),
+            on_expiry: match &g.on_expiry {
+                None => OnExpiry::Disconnect,
+                Some(v) => match v.get_ref().as_str() {
+                    "disconnect" => OnExpiry::Disconnect,
+                    "allow" => OnExpiry::Allow,
+                    other => {
+                        return self.err(
+                            v.span(),
+                            format!("on_expiry `{other}` is unknown"),
+                            "use \"disconnect\" (end sessions when their token expires) or \"allow\"",
+                        );
+                    }
+                },
+            },
+            expiry_grace: match &g.expiry_grace {
+                Some(d) => self.duration(d)?,
+                None => Duration::ZERO,
+            },
+            max_session_age: g
+                .max_session_age
+                .as_ref()
+                .map(|d| self.duration(d))
+                .transpose()?,
         })
     }
 

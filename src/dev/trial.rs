@@ -10,8 +10,8 @@ use anyhow::{Context, bail};
 
 use super::DevIssuer;
 use crate::config::{
-    Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, PolicyConfig, PoolConfig,
-    Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
+    Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, OnExpiry, PolicyConfig,
+    PoolConfig, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
 };
 use crate::gateway::Gateway;
 use crate::secret::Secret;
@@ -185,6 +185,9 @@ pub fn write_config(
             handshake_timeout: Duration::from_secs(15),
             max_connections,
             threads: 0,
+            on_expiry: OnExpiry::Disconnect,
+            expiry_grace: Duration::ZERO,
+            max_session_age: None,
         },
         issuers: vec![IssuerConfig {
             algorithms: vec![Algorithm::ES256, Algorithm::RS256],

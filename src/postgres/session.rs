@@ -19,11 +19,12 @@ use super::pool::{self, Lease, Pool, PoolError, ServerConn, Variant};
 use super::relay;
 use super::upstream::UpstreamError;
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
-use crate::config::{PoolMode, TargetConfig};
+use crate::config::{OnExpiry, PoolMode, TargetConfig};
 use crate::gateway::Gateway;
 use crate::identity::Identity;
 use crate::policy::{AccessRequest, Action, RequestContext, RoleChoice};
 use crate::secret::Secret;
+use crate::sessions::{EndReason, SessionHandle, SessionInfo};
 use crate::tls::Stream;
 
 /// Longest token we accept (SPEC §4), plus the message framing.
@@ -351,6 +352,20 @@ impl Session {
                 ));
             }
         };
+        if let Some(revoked) = gw.revocations.refusing(&token_facts(&identity), unix_now()) {
+            self.identity = Some(identity);
+            let mut e = self.event(EventKind::AuthFailed);
+            e.reason = Some(format!("revoked: {revoked}"));
+            e.error = Some("revoked".to_owned());
+            self.audit_or_refuse(e).await?;
+            return Err(Refusal::new(
+                sqlstate::INVALID_PASSWORD,
+                format!(
+                    "token rejected: access was revoked ({revoked}) after this token was issued"
+                ),
+            )
+            .hint("log in to your identity provider again and use the new token"));
+        }
         self.identity = Some(identity);
         let identity = self.identity.as_ref().expect("just set");
 
@@ -623,21 +638,85 @@ impl Session {
             variant: &variant,
             cancel: transaction_mode.then_some(&cancel_key),
         };
-        let outcome = relay::run(client, upstreams, &self, policy, shutdown).await;
+        let live = self.register(&target, shutdown);
+        let outcome = relay::run(client, upstreams, &self, policy, &live.session).await;
         drop(cancel_key);
         let mut e = self.event(EventKind::SessionEnd);
         e.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
-        if let Err(err) = outcome {
-            e.error = Some(err.to_string());
+        match (outcome, live.session.end_reason()) {
+            (_, Some(reason)) => e.reason = Some(reason.message()),
+            (Err(err), None) => e.error = Some(err.to_string()),
+            (Ok(()), None) => {}
         }
         if let Err(err) = self.audit_queued(e).await {
             tracing::error!(session = %self.id, "audit trail unavailable at session end: {err}");
         }
     }
 
+    /// Enter the registry, with deadlines for token expiry and session age.
+    fn register(&self, target: &TargetConfig, shutdown: &CancellationToken) -> SessionHandle {
+        let identity = self.identity.as_ref().expect("logged in");
+        let started_at = unix_now() - i64::try_from(self.started.elapsed().as_secs()).unwrap_or(0);
+        let handle = self.gw.sessions.register(
+            SessionInfo {
+                id: self.id.clone(),
+                issuer: identity.issuer_name.clone(),
+                subject: identity.sub.clone(),
+                identity: identity.identity.clone(),
+                sid: sid(identity).map(Into::into),
+                jti: identity.jti.clone(),
+                target: target.name.clone(),
+                role: self.role.clone().unwrap_or_default(),
+                client_addr: self.peer_text.clone(),
+                started_at,
+                token_expires_at: identity.expires_at,
+            },
+            shutdown,
+        );
+        let g = &self.gw.config.gateway;
+        let now = tokio::time::Instant::now();
+        if g.on_expiry == OnExpiry::Disconnect {
+            let exp = time::OffsetDateTime::from_unix_timestamp(identity.expires_at)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let left = std::time::Duration::try_from(exp - time::OffsetDateTime::now_utc())
+                .unwrap_or_default();
+            let at = now + left + g.expiry_grace;
+            self.gw
+                .expiry
+                .watch(&handle.session, at, EndReason::TokenExpired);
+        }
+        if let Some(age) = g.max_session_age {
+            let at = tokio::time::Instant::from_std(self.started) + age;
+            self.gw.expiry.watch(&handle.session, at, EndReason::MaxAge);
+        }
+        handle
+    }
+
     pub(super) fn audit_log(&self) -> &crate::audit::AuditLog {
         &self.gw.audit
     }
+}
+
+/// What revocations look at in a validated token.
+fn token_facts(identity: &Identity) -> crate::sessions::revocation::TokenFacts<'_> {
+    crate::sessions::revocation::TokenFacts {
+        issuer: &identity.issuer_name,
+        subject: &identity.sub,
+        sid: sid(identity),
+        jti: identity.jti.as_deref(),
+        issued_at: identity.issued_at,
+    }
+}
+
+fn sid(identity: &Identity) -> Option<&str> {
+    identity
+        .claims
+        .get("sid")
+        .and_then(serde_json::Value::as_str)
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -13,8 +13,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use idgate::config::{
-    Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, PolicyConfig, PoolConfig,
-    Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
+    Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, OnExpiry, PolicyConfig,
+    PoolConfig, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
 };
 use idgate::dev::DevIssuer;
 use idgate::gateway::{Gateway, Running};
@@ -78,6 +78,9 @@ pub struct Options {
     /// The time policies see; the real clock when `None`.
     pub now: Option<time::OffsetDateTime>,
     pub pool: PoolConfig,
+    /// Serve the admin API on an ephemeral loopback port.
+    pub admin: bool,
+    pub on_expiry: OnExpiry,
 }
 
 impl Default for Options {
@@ -91,6 +94,8 @@ impl Default for Options {
             identity_claim: "email".into(),
             now: None,
             pool: PoolConfig::default(),
+            admin: false,
+            on_expiry: OnExpiry::Disconnect,
         }
     }
 }
@@ -139,6 +144,16 @@ impl Harness {
 
     pub fn developer(&self) -> String {
         self.token("dev@example.com", &["developers"])
+    }
+
+    /// `http://ADDR` of the admin API (`Options::admin`).
+    pub fn admin_url(&self) -> String {
+        let addr = self
+            .running
+            .as_ref()
+            .and_then(|r| r.admin_addr)
+            .expect("started with Options::admin");
+        format!("http://{addr}")
     }
 
     pub fn audit_file(&self) -> PathBuf {
@@ -199,7 +214,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
     Config {
         gateway: GatewayConfig {
             postgres_listen: "127.0.0.1:0".parse().expect("addr"),
-            admin_listen: None,
+            admin_listen: options.admin.then(|| "127.0.0.1:0".parse().expect("addr")),
             tls: Some(TlsFiles {
                 cert_file: dir.join("gateway.crt"),
                 key_file: dir.join("gateway.key"),
@@ -208,6 +223,9 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1000,
             threads: 0,
+            on_expiry: options.on_expiry,
+            expiry_grace: Duration::ZERO,
+            max_session_age: None,
         },
         issuers: vec![IssuerConfig {
             algorithms: vec![Algorithm::ES256, Algorithm::RS256],

@@ -6,17 +6,21 @@ use super::RelayError;
 use crate::audit::{AuditLog, Decision, EventDetails, EventKind, EventTemplate};
 use crate::postgres::session::Session;
 use crate::postgres::statements::{Completed, StatementInfo};
+use crate::sessions::LiveSession;
 
 pub(super) struct StatementAudit<'a> {
     log: &'a AuditLog,
     template: EventTemplate,
+    /// Counts statements for the session registry.
+    live: &'a LiveSession,
 }
 
 impl<'a> StatementAudit<'a> {
-    pub(super) fn new(session: &'a Session) -> Self {
+    pub(super) fn new(session: &'a Session, live: &'a LiveSession) -> Self {
         StatementAudit {
             log: session.audit_log(),
             template: EventTemplate::new(&session.event(EventKind::Statement)),
+            live,
         }
     }
 
@@ -32,6 +36,7 @@ impl<'a> StatementAudit<'a> {
             ..details(EventKind::Denied, info, &text)
         };
         self.log.record_rendered(&self.template, &details).await?;
+        self.live.count_statement();
         Ok(())
     }
 
@@ -49,6 +54,7 @@ impl<'a> StatementAudit<'a> {
                 ..details(EventKind::Statement, &c.info, &text)
             };
             self.log.record_rendered(&self.template, &details).await?;
+            self.live.count_statement();
         }
         Ok(())
     }

@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 mod audit;
 mod outgoing;
@@ -51,6 +50,7 @@ use super::session::Session;
 use super::statements::{Completed, StatementInfo, StatementTracker};
 use crate::audit::AuditError;
 use crate::config::PoolMode;
+use crate::sessions::LiveSession;
 use crate::tls::Stream;
 
 const READ_BUFFER: usize = 32 * 1024;
@@ -79,8 +79,8 @@ pub enum RelayError {
     Audit(#[from] AuditError),
     #[error("upstream pool: {0}")]
     Pool(#[from] PoolError),
-    #[error("the gateway is shutting down")]
-    Shutdown,
+    #[error("ended: {0}")]
+    Ended(&'static str),
 }
 
 /// State both directions touch, behind one short-held lock.
@@ -256,13 +256,16 @@ enum PhaseEnd {
     ClientGone,
 }
 
-/// Relay until the client terminates, either side closes, or `shutdown`.
+/// Relay until the client terminates, either side closes, or `live` is
+/// ended (revoked, killed, expired, shutdown): then a running statement is
+/// cancelled upstream, its server connection closed, and the client told
+/// why with 57P01.
 pub(super) async fn run(
     client: Stream,
     mut upstreams: Upstreams<'_>,
     session: &Session,
     policy: StatementPolicy,
-    shutdown: &CancellationToken,
+    live: &LiveSession,
 ) -> Result<(), RelayError> {
     let transaction_mode = upstreams.pool.mode() == PoolMode::Transaction;
     let shared = Mutex::new(Shared {
@@ -294,7 +297,7 @@ pub(super) async fn run(
         server_out: Outgoing::default(),
     };
     let portal_prefix = format!("idgate-denied-{}-", session.id);
-    let audit = StatementAudit::new(session);
+    let audit = StatementAudit::new(session, live);
     let mut gate = ClientGate {
         policy,
         shared: &shared,
@@ -306,7 +309,9 @@ pub(super) async fn run(
 
     let outcome = tokio::select! {
         r = serve(&mut client, &mut upstreams, &mut gate, &shared, &audit) => r,
-        () = shutdown.cancelled() => Err(RelayError::Shutdown),
+        () = live.ended().cancelled() => Err(RelayError::Ended(
+            live.end_reason().map_or("shutdown", |r| r.label()),
+        )),
     };
     let mut done = Vec::new();
     lock(&shared).tracker.abandon(&mut done);
@@ -316,10 +321,40 @@ pub(super) async fn run(
         if clean {
             lease.conn().prepared = std::mem::take(&mut lock(&shared).server_prepared);
             Box::pin(give_back(upstreams.pool, lease, transaction_mode)).await;
+        } else if matches!(outcome, Err(RelayError::Ended(_))) {
+            // Closing alone would leave a running query running.
+            Box::pin(cancel_running(upstreams.pool, lease.conn())).await;
         }
+    }
+    if let Some(reason) = live.end_reason() {
+        let mut buf = BytesMut::new();
+        codec::error_response(
+            &mut buf,
+            &ErrorFields::fatal(sqlstate::ADMIN_SHUTDOWN, &reason.message()),
+        );
+        let _ = client.tx.write_all(&buf).await;
     }
     let _ = client.tx.shutdown().await;
     outcome.and(audited)
+}
+
+/// Cancel whatever the connection runs, before it is closed.
+async fn cancel_running(pool: &Pool, conn: &ServerConn) {
+    let Some((pid, key)) = conn.backend_key else {
+        return;
+    };
+    let target = CancelTarget {
+        upstream: Arc::clone(&pool.upstream),
+        pid,
+        key,
+    };
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        super::cancel::forward(&target),
+    );
+    if !matches!(sent.await, Ok(Ok(()))) {
+        tracing::warn!(upstream = %target.upstream, "could not cancel the statement of an ended session");
+    }
 }
 
 /// Return a clean connection; session mode resets it first. A connection

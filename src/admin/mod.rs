@@ -1,0 +1,321 @@
+//! The admin API on `admin_listen` (SPEC §10): health, live sessions,
+//! killing them, and revocations. Every `/api` call carries a bearer token
+//! from a configured issuer, validated like a login token, and is allowed
+//! only by a Cedar permit of the action `administer` on the gateway:
+//! 401 without a valid token, 403 without the permit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, EventKind};
+use crate::gateway::Gateway;
+use crate::identity::Identity;
+use crate::policy::{AccessRequest, Action, RequestContext};
+use crate::sessions::{EndReason, Revocation, RevocationMatch};
+
+/// Longest a token without a configured `max_lifetime` is assumed to live:
+/// how long a subject or `sid` revocation is kept.
+const DEFAULT_TOKEN_HORIZON: i64 = 24 * 3600;
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/sessions", get(list_sessions))
+        .route("/api/sessions/{id}", delete(kill_session))
+        .route("/api/revocations", post(revoke).get(list_revocations))
+        .with_state(gw)
+}
+
+/// Serve the admin API on `listener` until `stop`.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let app = router(gw).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+    {
+        tracing::error!("admin API stopped: {e}");
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz() -> &'static str {
+    "ready\n"
+}
+
+#[derive(Debug, Serialize)]
+struct ApiError {
+    error: String,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut r = (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+/// The caller, if its bearer token is valid and the policy lets it
+/// administer; otherwise the response to send.
+async fn administrator(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Identity, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token from a configured issuer is required",
+            )
+        })?;
+    let identity = gw
+        .validator
+        .validate(token)
+        .await
+        .map_err(|e| error(StatusCode::UNAUTHORIZED, format!("token rejected: {e}")))?;
+    let decision = gw.policy.authorize(&AccessRequest {
+        identity: &identity,
+        target: "",
+        role: "",
+        action: Action::Administer,
+        context: RequestContext {
+            client_address: peer.ip(),
+            now: gw.clock.now(),
+            ..RequestContext::default()
+        },
+    });
+    if !decision.allowed {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not administer this gateway: {}",
+                identity.identity, decision.reason
+            ),
+        ));
+    }
+    Ok(identity)
+}
+
+#[derive(Debug, Serialize)]
+struct SessionView<'a> {
+    #[serde(flatten)]
+    info: &'a crate::sessions::SessionInfo,
+    statements: u64,
+}
+
+async fn list_sessions(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = administrator(&gw, &headers, peer).await {
+        return r;
+    }
+    let live = gw.sessions.list();
+    let views: Vec<SessionView<'_>> = live
+        .iter()
+        .map(|s| SessionView {
+            info: &s.info,
+            statements: s.statements.load(std::sync::atomic::Ordering::Relaxed),
+        })
+        .collect();
+    Json(views).into_response()
+}
+
+async fn kill_session(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let admin = match administrator(&gw, &headers, peer).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !gw.sessions.kill(&id) {
+        return error(StatusCode::NOT_FOUND, format!("no live session {id}"));
+    }
+    let what = RevocationMatch::Session(id);
+    if let Err(r) = audit_revoked(&gw, &admin, &what, 1).await {
+        return r;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /api/revocations`: exactly one of `subject`, `sid`, `jti` (with
+/// `issuer`, the configured issuer name, optional when there is only one),
+/// or `session_id`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+    pub sid: Option<String>,
+    pub jti: Option<String>,
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    pub revoked: String,
+    /// Live sessions ended by it.
+    pub sessions: Vec<String>,
+}
+
+async fn revoke(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<RevokeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let admin = match administrator(&gw, &headers, peer).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Json(request) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let what = match revocation_match(&gw, request) {
+        Ok(w) => w,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let ended = revoke_now(&gw, what.clone());
+    if let Err(r) = audit_revoked(&gw, &admin, &what, ended.len()).await {
+        return r;
+    }
+    (
+        StatusCode::CREATED,
+        Json(RevokeResponse {
+            revoked: what.to_string(),
+            sessions: ended,
+        }),
+    )
+        .into_response()
+}
+
+async fn list_revocations(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = administrator(&gw, &headers, peer).await {
+        return r;
+    }
+    Json(gw.revocations.list(unix_now())).into_response()
+}
+
+fn revocation_match(gw: &Gateway, r: RevokeRequest) -> Result<RevocationMatch, String> {
+    let given = [&r.subject, &r.sid, &r.jti, &r.session_id]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
+    if given != 1 {
+        return Err("give exactly one of subject, sid, jti, session_id".into());
+    }
+    if let Some(id) = r.session_id {
+        return Ok(RevocationMatch::Session(id));
+    }
+    let issuer = match r.issuer {
+        Some(name) if gw.config.issuers.iter().any(|i| i.name == name) => name,
+        Some(name) => return Err(format!("issuer `{name}` is not configured")),
+        None => match gw.config.issuers.as_slice() {
+            [only] => only.name.clone(),
+            _ => return Err("several issuers are configured: name one with `issuer`".into()),
+        },
+    };
+    Ok(match (r.subject, r.sid, r.jti) {
+        (Some(subject), _, _) => RevocationMatch::Subject { issuer, subject },
+        (_, Some(sid), _) => RevocationMatch::Sid { issuer, sid },
+        (_, _, Some(jti)) => RevocationMatch::Jti { issuer, jti },
+        _ => unreachable!("exactly one was given"),
+    })
+}
+
+/// Record `what` and end the live sessions it covers; their ids.
+pub fn revoke_now(gw: &Gateway, what: RevocationMatch) -> Vec<String> {
+    let at = unix_now();
+    let horizon = match &what {
+        RevocationMatch::Subject { issuer, .. }
+        | RevocationMatch::Sid { issuer, .. }
+        | RevocationMatch::Jti { issuer, .. } => {
+            gw.config.issuers.iter().find(|i| i.name == *issuer).map_or(
+                DEFAULT_TOKEN_HORIZON,
+                |i| {
+                    i.max_lifetime.map_or(DEFAULT_TOKEN_HORIZON, |d| {
+                        i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+                    }) + i64::try_from(i.clock_skew.as_secs()).unwrap_or(0)
+                },
+            )
+        }
+        RevocationMatch::Session(_) => 0,
+    };
+    let reason = EndReason::Revoked(what.to_string());
+    let ended = gw.sessions.end_matching(&what, &reason);
+    if !matches!(what, RevocationMatch::Session(_)) {
+        gw.revocations.add(Revocation {
+            what,
+            at,
+            until: at.saturating_add(horizon),
+        });
+    }
+    ended
+}
+
+async fn audit_revoked(
+    gw: &Gateway,
+    admin: &Identity,
+    what: &RevocationMatch,
+    sessions: usize,
+) -> Result<(), Response> {
+    let e = AuditEvent {
+        issuer: Some(admin.issuer.clone()),
+        subject: Some(admin.sub.clone()),
+        identity: Some(admin.identity.clone()),
+        reason: Some(format!("{what}; {sessions} live session(s) ended")),
+        ..AuditEvent::new(EventKind::Revoked)
+    };
+    gw.audit.record_durable(e).await.map_err(|e| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("audit trail unavailable: {e}"),
+        )
+    })
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}

@@ -1,0 +1,111 @@
+//! Ends sessions at their deadline (token expiry plus grace, or maximum
+//! age) from one task for the whole gateway: a timer per session would
+//! sit in every idle session's memory.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{EndReason, LiveSession};
+
+struct Deadline {
+    at: Instant,
+    session: Weak<LiveSession>,
+    reason: EndReason,
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Deadline {}
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+#[derive(Default)]
+pub struct ExpiryWatcher {
+    heap: Mutex<BinaryHeap<Reverse<Deadline>>>,
+    /// An earlier deadline than the task sleeps for was added.
+    sooner: Notify,
+}
+
+impl std::fmt::Debug for ExpiryWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExpiryWatcher").finish_non_exhaustive()
+    }
+}
+
+impl ExpiryWatcher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BinaryHeap<Reverse<Deadline>>> {
+        self.heap
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// End `session` with `reason` at `at`.
+    pub fn watch(&self, session: &Arc<LiveSession>, at: Instant, reason: EndReason) {
+        let mut heap = self.lock();
+        let sooner = heap.peek().is_none_or(|Reverse(d)| at < d.at);
+        heap.push(Reverse(Deadline {
+            at,
+            session: Arc::downgrade(session),
+            reason,
+        }));
+        drop(heap);
+        if sooner {
+            self.sooner.notify_one();
+        }
+    }
+
+    /// Ends sessions as their deadlines pass, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let next = {
+                let now = Instant::now();
+                let mut heap = self.lock();
+                while heap.peek().is_some_and(|Reverse(d)| d.at <= now) {
+                    let Reverse(d) = heap.pop().expect("peeked");
+                    if let Some(s) = d.session.upgrade() {
+                        s.end(d.reason);
+                    }
+                }
+                // Sessions that ended on their own leave dead entries; drop
+                // them when they dominate, so the heap stays small.
+                if heap.len() > 64
+                    && heap
+                        .iter()
+                        .filter(|Reverse(d)| d.session.strong_count() == 0)
+                        .count()
+                        > heap.len() / 2
+                {
+                    heap.retain(|Reverse(d)| d.session.strong_count() > 0);
+                }
+                heap.peek().map(|Reverse(d)| d.at)
+            };
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {}
+                () = self.sooner.notified() => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}

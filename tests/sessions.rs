@@ -1,0 +1,361 @@
+//! Live sessions end when they should: revocation through the admin API,
+//! an administrator's kill, and token expiry, against the real PostgreSQL
+//! with real psql sessions, one running a statement and one idle inside a
+//! transaction. Also the admin API's authentication.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Harness, Options, stderr, unique_name};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+
+const ADMIN_POLICY: &str = r#"
+@id("analysts-read")
+permit(principal in Group::"analysts", action, resource == Role::"app/reader");
+
+@id("security-administers")
+permit(principal in Group::"security", action == Action::"administer", resource == Gateway::"idgate");
+"#;
+
+async fn harness() -> Harness {
+    Harness::with(Options {
+        policy: ADMIN_POLICY.into(),
+        admin: true,
+        ..Options::default()
+    })
+    .await
+}
+
+fn admin_token(h: &Harness) -> String {
+    h.token("sec@example.com", &["security"])
+}
+
+/// psql through the gateway running `sql`, left running.
+fn psql(h: &Harness, token: &str, sql: &str) -> Child {
+    Command::new("psql")
+        .arg(h.conninfo("reader", "require"))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("psql runs")
+}
+
+/// psql reading statements from a pipe we hold: `begin` and a marker
+/// query, then idle inside the transaction.
+async fn psql_idle_in_transaction(h: &Harness, token: &str, marker: &str) -> Child {
+    let mut child = Command::new("psql")
+        .arg(h.conninfo("reader", "require"))
+        .args(["-X", "-A", "-t"])
+        .env("PGPASSWORD", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("psql runs");
+    let stdin = child.stdin.as_mut().expect("stdin");
+    stdin
+        .write_all(format!("begin;\nselect '{marker}';\n").as_bytes())
+        .await
+        .expect("write to psql");
+    stdin.flush().await.expect("flush");
+    child
+}
+
+async fn direct() -> tokio_postgres::Client {
+    let (host, port) = support::pg_host_port();
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(host)
+        .port(port)
+        .user("postgres")
+        .dbname("idgate_test")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("direct connection");
+    tokio::spawn(connection);
+    client
+}
+
+/// Backends whose current or last query mentions `marker`, in `state`.
+async fn backends(pg: &tokio_postgres::Client, marker: &str, state: &str) -> i64 {
+    pg.query_one(
+        "select count(*) from pg_stat_activity where state = $2 and query like '%' || $1 || '%' and pid <> pg_backend_pid()",
+        &[&marker, &state],
+    )
+    .await
+    .expect("pg_stat_activity")
+    .get(0)
+}
+
+/// Polls until `check` holds, for at most 20 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn api(
+    h: &Harness,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", h.admin_url()));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin API answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn live_sessions(h: &Harness) -> Vec<Value> {
+    let (status, body) = api(
+        h,
+        reqwest::Method::GET,
+        "/api/sessions",
+        Some(&admin_token(h)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().expect("a list").clone()
+}
+
+#[tokio::test]
+async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_the_old_token() {
+    let h = harness().await;
+    let pg = direct().await;
+    let user = format!("{}@example.com", unique_name("rev"));
+    let token = h.token(&user, &["analysts"]);
+    let running_marker = unique_name("running");
+    let idle_marker = unique_name("idle");
+
+    let running = psql(
+        &h,
+        &token,
+        &format!("select pg_sleep(60) /* {running_marker} */"),
+    );
+    let idle = psql_idle_in_transaction(&h, &token, &idle_marker).await;
+    eventually("the statement to run upstream", || async {
+        backends(&pg, &running_marker, "active").await == 1
+    })
+    .await;
+    eventually("the idle transaction upstream", || async {
+        backends(&pg, &idle_marker, "idle in transaction").await == 1
+    })
+    .await;
+    let listed = live_sessions(&h).await;
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|s| s["identity"] == user.as_str())
+            .count(),
+        2,
+        "{listed:?}"
+    );
+
+    let revoked_at = Instant::now();
+    let (status, body) = api(
+        &h,
+        reqwest::Method::POST,
+        "/api/revocations",
+        Some(&admin_token(&h)),
+        Some(json!({"subject": user})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sessions"].as_array().map(Vec::len), Some(2), "{body}");
+
+    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
+        .await
+        .expect("the running psql ends")
+        .expect("psql output");
+    let ended_running = revoked_at.elapsed();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("access was revoked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("the upstream statement to be cancelled", || async {
+        backends(&pg, &running_marker, "active").await == 0
+    })
+    .await;
+    eventually("the upstream transaction to end", || async {
+        backends(&pg, &idle_marker, "idle in transaction").await == 0
+    })
+    .await;
+    let ended_both = revoked_at.elapsed();
+    assert!(
+        ended_running < Duration::from_secs(1),
+        "running session ended after {ended_running:?}"
+    );
+    assert!(
+        ended_both < Duration::from_secs(1),
+        "both sessions ended after {ended_both:?}"
+    );
+    assert!(
+        live_sessions(&h)
+            .await
+            .iter()
+            .all(|s| s["identity"] != user.as_str())
+    );
+    drop(idle);
+
+    let again = h.psql(&token, "reader", "select 1").await;
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("revoked"), "{}", stderr(&again));
+    // A token issued after the revocation is fine.
+    let mut claims = h.issuer.claims_for(
+        &user,
+        &["analysts"],
+        support::AUDIENCE,
+        Duration::from_secs(300),
+    );
+    claims["iat"] = json!(claims["iat"].as_i64().expect("iat") + 1);
+    let fresh = h.issuer.mint(claims);
+    let ok = h.psql(&fresh, "reader", "select 1").await;
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    println!(
+        "revoke-to-disconnect, one gateway: running statement {ended_running:?}, both sessions {ended_both:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_administrator_kills_one_session_by_id() {
+    let h = harness().await;
+    let marker = unique_name("kill");
+    let child = psql(
+        &h,
+        &h.analyst(),
+        &format!("select pg_sleep(60) /* {marker} */"),
+    );
+    let pg = direct().await;
+    eventually("the statement to run", || async {
+        backends(&pg, &marker, "active").await == 1
+    })
+    .await;
+    let sessions = live_sessions(&h).await;
+    let id = sessions[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(sessions[0]["role"], "reader");
+    assert_eq!(sessions[0]["target"], support::TARGET);
+
+    let (status, _) = api(
+        &h,
+        reqwest::Method::DELETE,
+        &format!("/api/sessions/{id}"),
+        Some(&admin_token(&h)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("psql ends")
+        .expect("output");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
+    let (status, _) = api(
+        &h,
+        reqwest::Method::DELETE,
+        &format!("/api/sessions/{id}"),
+        Some(&admin_token(&h)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn admin_api_wants_a_valid_token_with_the_administer_permit() {
+    let h = harness().await;
+    let (status, _) = api(&h, reqwest::Method::GET, "/api/sessions", None, None).await;
+    assert_eq!(status, 401);
+    let (status, _) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/sessions",
+        Some("not-a-token"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/sessions",
+        Some(&h.analyst()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/sessions",
+        Some(&admin_token(&h)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = api(
+        &h,
+        reqwest::Method::POST,
+        "/api/revocations",
+        Some(&admin_token(&h)),
+        Some(json!({"subject": "a", "jti": "b"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = api(&h, reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_token_expires() {
+    let h = harness().await;
+    let claims = h.issuer.claims_for(
+        "short@example.com",
+        &["analysts"],
+        support::AUDIENCE,
+        Duration::from_secs(3),
+    );
+    let exp = claims["exp"].as_i64().expect("exp");
+    let token = h.issuer.mint(claims);
+    let child = psql(&h, &token, "select pg_sleep(60)");
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("psql ends")
+        .expect("output");
+    let now = time::OffsetDateTime::now_utc();
+    let late = now - time::OffsetDateTime::from_unix_timestamp(exp).expect("exp");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("token expired"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        late > time::Duration::seconds(-1) && late < time::Duration::seconds(1),
+        "ended {late} after exp"
+    );
+}
