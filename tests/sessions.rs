@@ -359,3 +359,135 @@ async fn a_session_ends_when_its_token_expires() {
         "ended {late} after exp"
     );
 }
+
+fn logout_claims(h: &Harness, sub: &str, sid: &str) -> Value {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    json!({
+        "iss": h.issuer.issuer_url(),
+        "aud": support::AUDIENCE,
+        "iat": now,
+        "exp": now + 120,
+        "jti": unique_name("logout"),
+        "sub": sub,
+        "sid": sid,
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    })
+}
+
+async fn backchannel(h: &Harness, token: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/backchannel-logout", h.admin_url()))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .expect("admin API answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_backchannel_logout_ends_the_sessions_of_its_sid_and_refuses_their_tokens() {
+    let h = harness().await;
+    let pg = direct().await;
+    let user = format!("{}@example.com", unique_name("bcl"));
+    let sid = unique_name("sid");
+    let mut claims = h.issuer.claims_for(
+        &user,
+        &["analysts"],
+        support::AUDIENCE,
+        Duration::from_secs(300),
+    );
+    claims["sid"] = json!(sid);
+    let token = h.issuer.mint(claims);
+    let other = h.token(&user, &["analysts"]);
+    let marker = unique_name("bcl-running");
+    let running = psql(&h, &token, &format!("select pg_sleep(60) /* {marker} */"));
+    eventually("the statement to run", || async {
+        backends(&pg, &marker, "active").await == 1
+    })
+    .await;
+
+    let logout = h.issuer.sign_raw(
+        &json!({"alg": "ES256", "typ": "logout+jwt", "kid": h.issuer.kid()}),
+        &logout_claims(&h, &user, &sid),
+    );
+    let sent = Instant::now();
+    let (status, body) = backchannel(&h, &logout).await;
+    assert_eq!(status, 200, "{body}");
+    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
+        .await
+        .expect("psql ends")
+        .expect("output");
+    let ended = sent.elapsed();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("access was revoked"));
+    eventually("the upstream statement to end", || async {
+        backends(&pg, &marker, "active").await == 0
+    })
+    .await;
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "ended after {:?}",
+        sent.elapsed()
+    );
+    println!("back-channel logout to disconnect: {ended:?}");
+
+    let again = h.psql(&token, "reader", "select 1").await;
+    assert!(stderr(&again).contains("revoked"), "{}", stderr(&again));
+    // A token of another login session (no sid) of the same person is not
+    // covered by a sid logout.
+    let ok = h.psql(&other, "reader", "select 1").await;
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+#[tokio::test]
+async fn malformed_logout_tokens_are_refused() {
+    let h = harness().await;
+    let header = json!({"alg": "ES256", "typ": "logout+jwt", "kid": h.issuer.kid()});
+    let good = logout_claims(&h, "a@example.com", "s");
+    let mut cases: Vec<(&str, String)> = Vec::new();
+    let mut without = |name: &'static str, claim: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().expect("object").remove(claim);
+        cases.push((name, h.issuer.sign_raw(&header, &c)));
+    };
+    without("no events", "events");
+    without("no jti", "jti");
+    without("no iat", "iat");
+    without("no aud", "aud");
+    let mut c = good.clone();
+    c.as_object_mut().expect("object").remove("sub");
+    c.as_object_mut().expect("object").remove("sid");
+    cases.push(("neither sub nor sid", h.issuer.sign_raw(&header, &c)));
+    let mut c = good.clone();
+    c["nonce"] = json!("n");
+    cases.push(("a nonce", h.issuer.sign_raw(&header, &c)));
+    let mut c = good.clone();
+    c["aud"] = json!("someone-else");
+    cases.push(("another audience", h.issuer.sign_raw(&header, &c)));
+    let mut c = good.clone();
+    c["events"] = json!({"http://schemas.openid.net/event/other": {}});
+    cases.push(("another event", h.issuer.sign_raw(&header, &c)));
+    let mut c = good.clone();
+    c["exp"] = json!(c["iat"].as_i64().expect("iat") - 3600);
+    cases.push(("expired", h.issuer.sign_raw(&header, &c)));
+    cases.push((
+        "an access token",
+        h.issuer.sign_raw(
+            &json!({"alg": "ES256", "typ": "at+jwt", "kid": h.issuer.kid()}),
+            &good,
+        ),
+    ));
+    let mut tampered = h.issuer.sign_raw(&header, &good);
+    tampered.pop();
+    tampered.push('A');
+    cases.push(("a bad signature", tampered));
+    cases.push(("an ordinary login token", h.analyst()));
+    cases.push(("garbage", "not.a.token".into()));
+    for (name, token) in cases {
+        let (status, body) = backchannel(&h, &token).await;
+        assert_eq!(status, 400, "{name}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{name}");
+    }
+    let (status, _) = backchannel(&h, &h.issuer.sign_raw(&header, &good)).await;
+    assert_eq!(status, 200, "the well-formed one is accepted");
+}

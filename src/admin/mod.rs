@@ -31,6 +31,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", delete(kill_session))
         .route("/api/revocations", post(revoke).get(list_revocations))
+        .route("/backchannel-logout", post(backchannel_logout))
         .with_state(gw)
 }
 
@@ -169,7 +170,7 @@ async fn kill_session(
         return error(StatusCode::NOT_FOUND, format!("no live session {id}"));
     }
     let what = RevocationMatch::Session(id);
-    if let Err(r) = audit_revoked(&gw, &admin, &what, 1).await {
+    if let Err(r) = audit_revoked(&gw, Some(&admin), &what, 1).await {
         return r;
     }
     StatusCode::NO_CONTENT.into_response()
@@ -213,8 +214,8 @@ async fn revoke(
         Ok(w) => w,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let ended = revoke_now(&gw, what.clone());
-    if let Err(r) = audit_revoked(&gw, &admin, &what, ended.len()).await {
+    let ended = revoke_at(&gw, what.clone(), unix_now());
+    if let Err(r) = audit_revoked(&gw, Some(&admin), &what, ended.len()).await {
         return r;
     }
     (
@@ -265,9 +266,9 @@ fn revocation_match(gw: &Gateway, r: RevokeRequest) -> Result<RevocationMatch, S
     })
 }
 
-/// Record `what` and end the live sessions it covers; their ids.
-pub fn revoke_now(gw: &Gateway, what: RevocationMatch) -> Vec<String> {
-    let at = unix_now();
+/// Record `what` as made at `at` and end the live sessions it covers;
+/// their ids.
+pub fn revoke_at(gw: &Gateway, what: RevocationMatch, at: i64) -> Vec<String> {
     let horizon = match &what {
         RevocationMatch::Subject { issuer, .. }
         | RevocationMatch::Sid { issuer, .. }
@@ -295,17 +296,24 @@ pub fn revoke_now(gw: &Gateway, what: RevocationMatch) -> Vec<String> {
     ended
 }
 
+/// A `revoked` event naming who revoked (an administrator, or the issuer
+/// by back-channel logout when `admin` is `None`).
 async fn audit_revoked(
     gw: &Gateway,
-    admin: &Identity,
+    admin: Option<&Identity>,
     what: &RevocationMatch,
     sessions: usize,
 ) -> Result<(), Response> {
+    let by = if admin.is_some() {
+        ""
+    } else {
+        "back-channel logout: "
+    };
     let e = AuditEvent {
-        issuer: Some(admin.issuer.clone()),
-        subject: Some(admin.sub.clone()),
-        identity: Some(admin.identity.clone()),
-        reason: Some(format!("{what}; {sessions} live session(s) ended")),
+        issuer: admin.map(|a| a.issuer.clone()),
+        subject: admin.map(|a| a.sub.clone()),
+        identity: admin.map(|a| a.identity.clone()),
+        reason: Some(format!("{by}{what}; {sessions} live session(s) ended")),
         ..AuditEvent::new(EventKind::Revoked)
     };
     gw.audit.record_durable(e).await.map_err(|e| {
@@ -314,6 +322,49 @@ async fn audit_revoked(
             format!("audit trail unavailable: {e}"),
         )
     })
+}
+
+/// `POST /backchannel-logout` (OIDC Back-Channel Logout 1.0 §2.5): a
+/// form with `logout_token`. The token authenticates the call; what it
+/// names is revoked as of its `iat`, so a replay changes nothing.
+async fn backchannel_logout(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned());
+    let Some(token) = token else {
+        return logout_error("the form has no logout_token");
+    };
+    let logout = match gw.validator.validate_logout(&token).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::info!("back-channel logout refused: {e}");
+            return logout_error(&e.to_string());
+        }
+    };
+    let issuer = logout.issuer_name;
+    let what = match (logout.sid, logout.sub) {
+        (Some(sid), _) => RevocationMatch::Sid { issuer, sid },
+        (None, Some(subject)) => RevocationMatch::Subject { issuer, subject },
+        (None, None) => return logout_error("neither sub nor sid"),
+    };
+    let ended = revoke_at(&gw, what.clone(), logout.iat);
+    if let Err(r) = audit_revoked(&gw, None, &what, ended.len()).await {
+        return r;
+    }
+    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response()
+}
+
+/// §2.8: 400 with an OAuth-style error body.
+fn logout_error(description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({
+            "error": "invalid_request",
+            "error_description": description,
+        })),
+    )
+        .into_response()
 }
 
 fn unix_now() -> i64 {

@@ -19,6 +19,7 @@ mod inspect;
 mod jose;
 mod jwks;
 mod key_cache;
+mod logout;
 mod token_cache;
 mod validator;
 
@@ -27,6 +28,7 @@ pub use error::TokenError;
 pub use inspect::{Inspection, read_token};
 pub use jose::MAX_TOKEN_BYTES;
 pub use key_cache::KeyRefreshPolicy;
+pub use logout::{LogoutError, LogoutToken};
 pub(crate) use validator::unix_now;
 pub use validator::{TokenValidator, ValidatorOptions};
 

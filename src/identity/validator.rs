@@ -312,7 +312,10 @@ impl TokenValidator {
         })
     }
 
-    fn issuer_of(&self, claims: &Map<String, Value>) -> Result<&Arc<IssuerKeys>, TokenError> {
+    pub(super) fn issuer_of(
+        &self,
+        claims: &Map<String, Value>,
+    ) -> Result<&Arc<IssuerKeys>, TokenError> {
         let iss = match claims.get("iss") {
             Some(Value::String(s)) => s.as_str(),
             Some(_) => return Err(TokenError::claim_type("iss", "a string")),
@@ -335,7 +338,7 @@ fn identity_skew(issuers: &[Arc<IssuerKeys>], identity: &Identity) -> i64 {
         })
 }
 
-fn allowed(config: &IssuerConfig, alg: Algorithm) -> Result<Algorithm, TokenError> {
+pub(super) fn allowed(config: &IssuerConfig, alg: Algorithm) -> Result<Algorithm, TokenError> {
     if config.algorithms.contains(&alg) {
         Ok(alg)
     } else {
@@ -388,7 +391,7 @@ fn describe_candidates(kid: Option<&str>, alg: Algorithm, issuer: &str, keys: &[
 
 /// Tries each candidate key whose shape fits the signature. The signature
 /// shape is checked before ring so a malformed one gets its own reason.
-fn verify_any<'k>(
+pub(super) fn verify_any<'k>(
     candidates: &[&'k Jwk],
     alg: Algorithm,
     message: &[u8],
