@@ -13,12 +13,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, AuditWriter};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::identity::TokenValidator;
 use crate::policy::{Clock, PolicyEngine};
 use crate::postgres::cancel::CancelMap;
 use crate::postgres::pool::Pools;
-use crate::sessions::{ExpiryWatcher, Registry, Revocations};
+use crate::sessions::{
+    EndReason, ExpiryWatcher, Registry, Revocation, RevocationMatch, Revocations,
+};
 
 /// State shared by every session. Built once; sessions hold an `Arc`.
 pub struct Gateway {
@@ -40,6 +43,8 @@ pub struct Gateway {
     pub revocations: Revocations,
     /// Ends sessions at token expiry or maximum age.
     pub expiry: Arc<ExpiryWatcher>,
+    /// Revocations and sessions shared with other gateways (`[cluster]`).
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// A started gateway: where it listens and how to stop it.
@@ -111,6 +116,12 @@ impl Gateway {
             .map(TcpListener::local_addr)
             .transpose()?;
         let pools = Pools::new(&config.targets, &upstream_tls);
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(
+                Cluster::new(c).with_context(|| format!("[cluster] redis {}", c.redis))?,
+            )),
+            None => None,
+        };
         let gateway = Arc::new(Gateway {
             config,
             pools,
@@ -124,6 +135,7 @@ impl Gateway {
             sessions: Arc::new(Registry::default()),
             revocations: Revocations::default(),
             expiry: Arc::new(ExpiryWatcher::default()),
+            cluster,
         });
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(crate::postgres::serve(
@@ -133,6 +145,11 @@ impl Gateway {
         ));
         tokio::spawn(reap_idle(Arc::downgrade(&gateway), shutdown.clone()));
         tokio::spawn(Arc::clone(&gateway.expiry).run(shutdown.clone()));
+        if let Some(cluster) = &gateway.cluster {
+            let weak = Arc::downgrade(&gateway);
+            tokio::spawn(Arc::clone(cluster).run(weak.clone(), shutdown.clone()));
+            tokio::spawn(Arc::clone(cluster).sync_sessions(weak, shutdown.clone()));
+        }
         tracing::info!("PostgreSQL front end listening on {postgres_addr}");
         if let (Some(listener), Some(addr)) = (admin_listener, admin_addr) {
             tokio::spawn(crate::admin::serve(
@@ -150,6 +167,20 @@ impl Gateway {
             server,
             audit_writer,
         })
+    }
+}
+
+impl Gateway {
+    /// Applies a revocation, made here or on another gateway: matching live
+    /// sessions end at once, and (unless it names one session) older tokens
+    /// are refused at login until it lapses. The ids of the ended sessions.
+    pub fn apply_revocation(&self, r: Revocation) -> Vec<String> {
+        let reason = EndReason::Revoked(r.what.to_string());
+        let ended = self.sessions.end_matching(&r.what, &reason);
+        if !matches!(r.what, RevocationMatch::Session(_)) {
+            self.revocations.add(r);
+        }
+        ended
     }
 }
 

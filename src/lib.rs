@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod gateway;

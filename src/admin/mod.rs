@@ -18,7 +18,7 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::gateway::Gateway;
 use crate::identity::Identity;
 use crate::policy::{AccessRequest, Action, RequestContext};
-use crate::sessions::{EndReason, Revocation, RevocationMatch};
+use crate::sessions::{Revocation, RevocationMatch};
 
 /// Longest a token without a configured `max_lifetime` is assumed to live:
 /// how long a subject or `sid` revocation is kept.
@@ -54,8 +54,18 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz() -> &'static str {
-    "ready\n"
+/// Ready unless sharing with other gateways is configured and down: such a
+/// gateway still enforces what it knows, but may miss revocations made
+/// elsewhere meanwhile.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    match &gw.cluster {
+        Some(c) if !c.is_connected() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: cluster Redis unreachable; enforcing local revocations only\n",
+        )
+            .into_response(),
+        _ => "ready\n".into_response(),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -132,6 +142,9 @@ async fn administrator(
 
 #[derive(Debug, Serialize)]
 struct SessionView<'a> {
+    /// The gateway holding it, when gateways share state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway: Option<&'a str>,
     #[serde(flatten)]
     info: &'a crate::sessions::SessionInfo,
     statements: u64,
@@ -146,13 +159,36 @@ async fn list_sessions(
         return r;
     }
     let live = gw.sessions.list();
-    let views: Vec<SessionView<'_>> = live
+    let own = gw.cluster.as_ref().map(|c| c.gateway_id.as_str());
+    let mut views: Vec<SessionView<'_>> = live
         .iter()
         .map(|s| SessionView {
+            gateway: own,
             info: &s.info,
             statements: s.statements.load(std::sync::atomic::Ordering::Relaxed),
         })
         .collect();
+    // Other gateways' sessions, as they last wrote them.
+    let remote = match &gw.cluster {
+        Some(c) => match c.sessions().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!("listing other gateways' sessions: {e}");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    views.extend(
+        remote
+            .iter()
+            .filter(|s| Some(s.gateway.as_str()) != own)
+            .map(|s| SessionView {
+                gateway: Some(&s.gateway),
+                info: &s.info,
+                statements: s.statements,
+            }),
+    );
     Json(views).into_response()
 }
 
@@ -166,14 +202,31 @@ async fn kill_session(
         Ok(a) => a,
         Err(r) => return r,
     };
-    if !gw.sessions.kill(&id) {
-        return error(StatusCode::NOT_FOUND, format!("no live session {id}"));
-    }
+    let status = if gw.sessions.kill(&id) {
+        StatusCode::NO_CONTENT
+    } else {
+        match &gw.cluster {
+            // Another gateway holds it and ends it on the message.
+            Some(c) => match c.kill(&id).await {
+                Ok(true) => StatusCode::ACCEPTED,
+                Ok(false) => return error(StatusCode::NOT_FOUND, format!("no live session {id}")),
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "session {id} is not on this gateway, and the cluster is unreachable: {e}"
+                        ),
+                    );
+                }
+            },
+            None => return error(StatusCode::NOT_FOUND, format!("no live session {id}")),
+        }
+    };
     let what = RevocationMatch::Session(id);
     if let Err(r) = audit_revoked(&gw, Some(&admin), &what, 1).await {
         return r;
     }
-    StatusCode::NO_CONTENT.into_response()
+    status.into_response()
 }
 
 /// `POST /api/revocations`: exactly one of `subject`, `sid`, `jti` (with
@@ -192,8 +245,12 @@ pub struct RevokeRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RevokeResponse {
     pub revoked: String,
-    /// Live sessions ended by it.
+    /// Live sessions ended by it on this gateway (others end theirs).
     pub sessions: Vec<String>,
+    /// Set when other gateways could not be told (Redis unreachable): they
+    /// learn it when they reach Redis again only if it was stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_shared: Option<String>,
 }
 
 async fn revoke(
@@ -214,7 +271,7 @@ async fn revoke(
         Ok(w) => w,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let ended = revoke_at(&gw, what.clone(), unix_now());
+    let (ended, unshared) = revoke_at(&gw, what.clone(), unix_now()).await;
     if let Err(r) = audit_revoked(&gw, Some(&admin), &what, ended.len()).await {
         return r;
     }
@@ -223,6 +280,7 @@ async fn revoke(
         Json(RevokeResponse {
             revoked: what.to_string(),
             sessions: ended,
+            not_shared: unshared,
         }),
     )
         .into_response()
@@ -266,9 +324,14 @@ fn revocation_match(gw: &Gateway, r: RevokeRequest) -> Result<RevocationMatch, S
     })
 }
 
-/// Record `what` as made at `at` and end the live sessions it covers;
-/// their ids.
-pub fn revoke_at(gw: &Gateway, what: RevocationMatch, at: i64) -> Vec<String> {
+/// Record `what` as made at `at`, end the live sessions it covers here,
+/// and share it with the other gateways. The ended sessions' ids, and why
+/// the revocation could not be shared, if it could not.
+pub async fn revoke_at(
+    gw: &Gateway,
+    what: RevocationMatch,
+    at: i64,
+) -> (Vec<String>, Option<String>) {
     let horizon = match &what {
         RevocationMatch::Subject { issuer, .. }
         | RevocationMatch::Sid { issuer, .. }
@@ -284,16 +347,23 @@ pub fn revoke_at(gw: &Gateway, what: RevocationMatch, at: i64) -> Vec<String> {
         }
         RevocationMatch::Session(_) => 0,
     };
-    let reason = EndReason::Revoked(what.to_string());
-    let ended = gw.sessions.end_matching(&what, &reason);
-    if !matches!(what, RevocationMatch::Session(_)) {
-        gw.revocations.add(Revocation {
-            what,
-            at,
-            until: at.saturating_add(horizon),
-        });
-    }
-    ended
+    let revocation = Revocation {
+        what,
+        at,
+        until: at.saturating_add(horizon),
+    };
+    let ended = gw.apply_revocation(revocation.clone());
+    let unshared = match &gw.cluster {
+        Some(c) => c.share_revocation(&revocation).await.err().map(|e| {
+            tracing::error!(
+                "revocation of {} not shared with other gateways: {e}",
+                revocation.what
+            );
+            e.to_string()
+        }),
+        None => None,
+    };
+    (ended, unshared)
 }
 
 /// A `revoked` event naming who revoked (an administrator, or the issuer
@@ -347,7 +417,7 @@ async fn backchannel_logout(State(gw): State<Arc<Gateway>>, body: axum::body::By
         (None, Some(subject)) => RevocationMatch::Subject { issuer, subject },
         (None, None) => return logout_error("neither sub nor sid"),
     };
-    let ended = revoke_at(&gw, what.clone(), logout.iat);
+    let (ended, _) = revoke_at(&gw, what.clone(), logout.iat).await;
     if let Err(r) = audit_revoked(&gw, None, &what, ended.len()).await {
         return r;
     }

@@ -44,9 +44,21 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     pub policy: PolicyConfig,
     pub audit: AuditConfig,
+    /// Shared state with other gateways, when `[cluster]` is set.
+    pub cluster: Option<ClusterConfig>,
     /// Keys from SPEC §3 that this version accepts but does not act on yet,
     /// each with its position; `serve` logs them and `check-config` prints them.
     pub warnings: Vec<String>,
+}
+
+/// `[cluster]`: gateways sharing revocations and sessions through Redis.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]`.
+    pub redis: String,
+    /// Prefix of every key and channel, so that several idgate deployments
+    /// (or test runs) can share one Redis. Default `idgate`.
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +338,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCluster {
     redis: Spanned<String>,
+    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -471,14 +484,8 @@ impl Validator<'_> {
                 position(self.path, self.text, span.start)
             ));
         };
-        if let Some(a) = &raw.gateway.admin_listen {
-            not_yet(a.span(), "the admin API (admin_listen)");
-        }
         if let Some(m) = &raw.gateway.mysql_listen {
             not_yet(m.span(), "the MySQL front end (mysql_listen)");
-        }
-        if let Some(c) = &raw.cluster {
-            not_yet(c.redis.span(), "cluster state sharing ([cluster] redis)");
         }
         if let Some(p) = &raw.audit.postgres {
             not_yet(p.span(), "the PostgreSQL audit sink ([audit] postgres)");
@@ -517,6 +524,23 @@ impl Validator<'_> {
             },
             audit: AuditConfig {
                 file: self.resolve(&raw.audit.file),
+            },
+            cluster: match raw.cluster {
+                None => None,
+                Some(c) => {
+                    let url = c.redis.get_ref();
+                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                        return self.err(
+                            c.redis.span(),
+                            format!("cluster redis `{url}` is not a Redis URL"),
+                            "write it as redis://HOST:PORT (or rediss:// for TLS)",
+                        );
+                    }
+                    Some(ClusterConfig {
+                        redis: url.clone(),
+                        namespace: c.namespace.unwrap_or_else(|| "idgate".into()),
+                    })
+                }
             },
             warnings,
         })

@@ -213,6 +213,7 @@ pub fn write_config(
         audit: AuditConfig {
             file: dir.join("audit.jsonl"),
         },
+        cluster: None,
         warnings: Vec::new(),
     })
 }

@@ -258,6 +258,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
         audit: AuditConfig {
             file: dir.join("audit.jsonl"),
         },
+        cluster: None,
         warnings: Vec::new(),
     }
 }

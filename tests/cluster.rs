@@ -1,0 +1,354 @@
+//! Two gateway processes (`idgate serve`) sharing the real Redis: a
+//! revocation or a kill made on one ends a session held by the other
+//! within a second; each lists the other's sessions; a gateway whose Redis
+//! is unreachable still enforces locally and says so in `/readyz`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use idgate::dev::DevIssuer;
+use serde_json::{Value, json};
+use support::{AUDIENCE, TARGET, stderr, unique_name};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const POLICY: &str = r#"
+@id("analysts-read")
+permit(principal in Group::"analysts", action, resource == Role::"app/reader");
+
+@id("security-administers")
+permit(principal in Group::"security", action == Action::"administer", resource == Gateway::"idgate");
+"#;
+
+struct Gateway {
+    _process: Child,
+    _dir: tempfile::TempDir,
+    postgres: String,
+    admin: String,
+}
+
+/// `idgate serve` with its own files, sharing `redis` under `namespace`.
+async fn gateway(issuer: &DevIssuer, redis: &str, namespace: &str) -> Gateway {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), &issuer.issuer_url(), redis, namespace);
+    let mut process = Command::new(env!("CARGO_BIN_EXE_idgate"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("idgate.toml"))
+        .env("IDGATE_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("idgate serve runs");
+    let mut lines = BufReader::new(process.stderr.take().expect("stderr")).lines();
+    let (mut postgres, mut admin) = (None, None);
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let addr = line.rsplit(' ').next().unwrap_or_default().to_owned();
+            if line.contains("PostgreSQL front end listening on") {
+                postgres = Some(addr);
+            } else if line.contains("admin API listening on") {
+                admin = Some(addr);
+            }
+            if postgres.is_some() && admin.is_some() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "idgate serve did not start");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Gateway {
+        _process: process,
+        _dir: dir,
+        postgres: postgres.expect("postgres address"),
+        admin: format!("http://{}", admin.expect("admin address")),
+    }
+}
+
+fn write_config(dir: &Path, issuer: &str, redis: &str, namespace: &str) {
+    let (cert, key) = idgate::tls::self_signed(&["localhost", "127.0.0.1"]).expect("cert");
+    std::fs::write(dir.join("gateway.crt"), cert).expect("write cert");
+    std::fs::write(dir.join("gateway.key"), key).expect("write key");
+    std::fs::write(dir.join("policy.cedar"), POLICY).expect("write policy");
+    let text = format!(
+        r#"[gateway]
+postgres_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+tls_cert_file = "gateway.crt"
+tls_key_file = "gateway.key"
+allow_plaintext_loopback = true
+
+[[issuers]]
+name = "test"
+issuer = "{issuer}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["ES256"]
+identity_claim = "email"
+
+[[targets]]
+name = "{TARGET}"
+upstream = "{upstream}"
+database = "idgate_test"
+
+[[targets.roles]]
+name = "reader"
+user = "idgate_ro"
+
+[policy]
+file = "policy.cedar"
+
+[audit]
+file = "audit.jsonl"
+
+[cluster]
+redis = "{redis}"
+namespace = "{namespace}"
+"#,
+        upstream = support::pg_addr(),
+    );
+    std::fs::write(dir.join("idgate.toml"), text).expect("write config");
+}
+
+async fn api(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin API answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn ready(base: &str) -> u16 {
+    reqwest::get(format!("{base}/readyz"))
+        .await
+        .expect("readyz")
+        .status()
+        .as_u16()
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// psql through `gw` running `sql`, left running.
+fn psql(gw: &Gateway, token: &str, sql: &str) -> Child {
+    let (host, port) = gw.postgres.rsplit_once(':').expect("host:port");
+    Command::new("psql")
+        .arg(format!(
+            "host={host} port={port} dbname={TARGET} user=reader sslmode=require"
+        ))
+        .args(["-X", "-A", "-t", "-c", sql])
+        .env("PGPASSWORD", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("psql runs")
+}
+
+async fn sessions(gw: &Gateway, admin: &str) -> Vec<Value> {
+    let (status, body) = api(
+        &gw.admin,
+        reqwest::Method::GET,
+        "/api/sessions",
+        admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().expect("list").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_a_second() {
+    let issuer = DevIssuer::start().await.expect("issuer");
+    let namespace = unique_name("idgate-test");
+    let redis = "redis://127.0.0.1:6379";
+    let a = gateway(&issuer, redis, &namespace).await;
+    let b = gateway(&issuer, redis, &namespace).await;
+    eventually("both gateways to follow the cluster", || async {
+        ready(&a.admin).await == 200 && ready(&b.admin).await == 200
+    })
+    .await;
+    let admin = issuer.mint_for(
+        "sec@example.com",
+        &["security"],
+        AUDIENCE,
+        Duration::from_secs(300),
+    );
+
+    // Revocation on A, session on B.
+    let user = format!("{}@example.com", unique_name("c"));
+    let token = issuer.mint_for(&user, &["analysts"], AUDIENCE, Duration::from_secs(300));
+    let running = psql(&b, &token, "select pg_sleep(60)");
+    eventually("B to list the session", || async {
+        sessions(&b, &admin)
+            .await
+            .iter()
+            .any(|s| s["identity"] == user.as_str())
+    })
+    .await;
+    eventually("A to list B's session", || async {
+        sessions(&a, &admin)
+            .await
+            .iter()
+            .any(|s| s["identity"] == user.as_str())
+    })
+    .await;
+    let revoked = Instant::now();
+    let (status, body) = api(
+        &a.admin,
+        reqwest::Method::POST,
+        "/api/revocations",
+        &admin,
+        Some(json!({"subject": user})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.get("not_shared").is_none(), "{body}");
+    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
+        .await
+        .expect("the session on B ends")
+        .expect("output");
+    let across = revoked.elapsed();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("access was revoked"));
+    assert!(across < Duration::from_secs(1), "ended after {across:?}");
+    println!("revoke-to-disconnect across two gateways: {across:?}");
+
+    // B refuses the old token too, and so does a gateway started later.
+    let refused = support::run(
+        Command::new("psql")
+            .arg(format!(
+                "host={} port={} dbname={TARGET} user=reader sslmode=require",
+                b.postgres.rsplit_once(':').expect("addr").0,
+                b.postgres.rsplit_once(':').expect("addr").1
+            ))
+            .args(["-X", "-c", "select 1"])
+            .env("PGPASSWORD", &token),
+    )
+    .await;
+    assert!(stderr(&refused).contains("revoked"), "{}", stderr(&refused));
+    let c = gateway(&issuer, redis, &namespace).await;
+    eventually("C to follow the cluster", || async {
+        ready(&c.admin).await == 200
+    })
+    .await;
+    let (host, port) = c.postgres.rsplit_once(':').expect("addr");
+    let late = support::run(
+        Command::new("psql")
+            .arg(format!(
+                "host={host} port={port} dbname={TARGET} user=reader sslmode=require"
+            ))
+            .args(["-X", "-c", "select 1"])
+            .env("PGPASSWORD", &token),
+    )
+    .await;
+    assert!(stderr(&late).contains("revoked"), "{}", stderr(&late));
+
+    // A kill on A of a session on B.
+    let other = issuer.mint_for(
+        "k@example.com",
+        &["analysts"],
+        AUDIENCE,
+        Duration::from_secs(300),
+    );
+    let running = psql(&b, &other, "select pg_sleep(60)");
+    eventually("A to list B's session", || async {
+        sessions(&a, &admin)
+            .await
+            .iter()
+            .any(|s| s["identity"] == "k@example.com")
+    })
+    .await;
+    let listed = sessions(&a, &admin).await;
+    let id = listed
+        .iter()
+        .find(|s| s["identity"] == "k@example.com")
+        .and_then(|s| s["id"].as_str())
+        .expect("listed with an id")
+        .to_owned();
+    let killed = Instant::now();
+    let (status, body) = api(
+        &a.admin,
+        reqwest::Method::DELETE,
+        &format!("/api/sessions/{id}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
+        .await
+        .expect("the session on B ends")
+        .expect("output");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "ended after {:?}",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn without_redis_a_gateway_enforces_locally_and_is_not_ready() {
+    let issuer = DevIssuer::start().await.expect("issuer");
+    // Nothing listens on port 1.
+    let g = gateway(&issuer, "redis://127.0.0.1:1", &unique_name("idgate-test")).await;
+    assert_eq!(ready(&g.admin).await, 503);
+    let admin = issuer.mint_for(
+        "sec@example.com",
+        &["security"],
+        AUDIENCE,
+        Duration::from_secs(300),
+    );
+    let user = format!("{}@example.com", unique_name("local"));
+    let token = issuer.mint_for(&user, &["analysts"], AUDIENCE, Duration::from_secs(300));
+    let running = psql(&g, &token, "select pg_sleep(60)");
+    eventually("the session to be listed", || async {
+        sessions(&g, &admin)
+            .await
+            .iter()
+            .any(|s| s["identity"] == user.as_str())
+    })
+    .await;
+    let (status, body) = api(
+        &g.admin,
+        reqwest::Method::POST,
+        "/api/revocations",
+        &admin,
+        Some(json!({"subject": user})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["not_shared"].is_string(), "{body}");
+    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
+        .await
+        .expect("the session ends")
+        .expect("output");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("access was revoked"));
+}
