@@ -16,6 +16,7 @@ use crate::audit::{AuditLog, AuditWriter};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::identity::TokenValidator;
+use crate::metrics::Metrics;
 use crate::policy::{Clock, PolicyEngine};
 use crate::postgres::cancel::CancelMap;
 use crate::postgres::pool::Pools;
@@ -45,6 +46,7 @@ pub struct Gateway {
     pub expiry: Arc<ExpiryWatcher>,
     /// Revocations and sessions shared with other gateways (`[cluster]`).
     pub cluster: Option<Arc<Cluster>>,
+    pub metrics: Metrics,
 }
 
 /// A started gateway: where it listens and how to stop it.
@@ -136,6 +138,7 @@ impl Gateway {
             revocations: Revocations::default(),
             expiry: Arc::new(ExpiryWatcher::default()),
             cluster,
+            metrics: Metrics::default(),
         });
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(crate::postgres::serve(

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dev;
 pub mod gateway;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod postgres;
 pub mod secret;

@@ -240,6 +240,29 @@ async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_t
     println!(
         "revoke-to-disconnect, one gateway: running statement {ended_running:?}, both sessions {ended_both:?}"
     );
+
+    let metrics = reqwest::get(format!("{}/metrics", h.admin_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "idgate_sessions 0",
+        "idgate_sessions_ended_total{reason=\"revoked\"} 2",
+        "idgate_logins_total{outcome=\"failed\",reason=\"revoked\"} 1",
+        "idgate_revocations_total 1",
+        "idgate_jwks_fetches_total{issuer=\"test\",result=\"ok\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("idgate_statements_total{decision=\"allow\"}"));
+    assert!(
+        metrics.contains("idgate_pool_connections{target=\"app\",role=\"reader\",state=\"open\"}")
+    );
 }
 
 #[tokio::test]
@@ -477,9 +500,16 @@ async fn malformed_logout_tokens_are_refused() {
             &good,
         ),
     ));
-    let mut tampered = h.issuer.sign_raw(&header, &good);
-    tampered.pop();
-    tampered.push('A');
+    // Another first character of the signature: a different value, still
+    // canonical base64url.
+    let signed = h.issuer.sign_raw(&header, &good);
+    let at = signed.rfind('.').expect("three segments") + 1;
+    let first = if signed.as_bytes()[at] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    let tampered = format!("{}{first}{}", &signed[..at], &signed[at + 1..]);
     cases.push(("a bad signature", tampered));
     cases.push(("an ordinary login token", h.analyst()));
     cases.push(("garbage", "not.a.token".into()));

@@ -28,6 +28,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/sessions", get(list_sessions))
         .route("/api/sessions/{id}", delete(kill_session))
         .route("/api/revocations", post(revoke).get(list_revocations))
@@ -66,6 +67,16 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             .into_response(),
         _ => "ready\n".into_response(),
     }
+}
+
+/// Prometheus scrapes without a token, like `/healthz`: the figures carry
+/// no identities. Bind `admin_listen` where only the scraper can reach it.
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&gw),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Serialize)]
@@ -352,6 +363,7 @@ pub async fn revoke_at(
         at,
         until: at.saturating_add(horizon),
     };
+    gw.metrics.revocation();
     let ended = gw.apply_revocation(revocation.clone());
     let unshared = match &gw.cluster {
         Some(c) => c.share_revocation(&revocation).await.err().map(|e| {

@@ -66,6 +66,9 @@ pub(crate) struct IssuerKeys {
     policy: KeyRefreshPolicy,
     state: RwLock<KeyState>,
     refresh_lock: Arc<Mutex<()>>,
+    /// JWKS downloads that succeeded and failed, for metrics.
+    pub fetched: std::sync::atomic::AtomicU64,
+    pub fetch_failures: std::sync::atomic::AtomicU64,
 }
 
 impl IssuerKeys {
@@ -80,6 +83,8 @@ impl IssuerKeys {
             policy,
             state: RwLock::new(state),
             refresh_lock: Arc::new(Mutex::new(())),
+            fetched: std::sync::atomic::AtomicU64::new(0),
+            fetch_failures: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -169,6 +174,12 @@ impl IssuerKeys {
     /// Downloads and installs the key set. Caller holds `refresh_lock`.
     async fn fetch_locked(&self) -> Result<(), String> {
         let result = self.download().await;
+        let counter = if result.is_ok() {
+            &self.fetched
+        } else {
+            &self.fetch_failures
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
         st.last_attempt = Some(Instant::now());
         match result {

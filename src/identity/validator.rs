@@ -78,6 +78,21 @@ impl TokenValidator {
         while tasks.join_next().await.is_some() {}
     }
 
+    /// JWKS downloads per issuer name: (succeeded, failed).
+    pub fn jwks_fetches(&self) -> Vec<(&str, u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.issuers
+            .iter()
+            .map(|i| {
+                (
+                    i.config.name.as_str(),
+                    i.fetched.load(Relaxed),
+                    i.fetch_failures.load(Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// Validates `token` and returns who it identifies.
     pub async fn validate(&self, token: &str) -> Result<Identity, TokenError> {
         // Before hashing: a megabyte of garbage must not cost a SHA-256.

@@ -408,8 +408,11 @@ impl Pools {
         self.by_role.get(&(target.to_owned(), role.to_owned()))
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.by_role.values()
+    /// Every pool with its (target, role), for metrics.
+    pub fn named(&self) -> impl Iterator<Item = (&str, &str, &Arc<Pool>)> {
+        self.by_role
+            .iter()
+            .map(|((target, role), pool)| (target.as_str(), role.as_str(), pool))
     }
 
     /// Close idle connections past their pools' `idle_timeout`.

@@ -274,6 +274,13 @@ impl Session {
     /// As `audit`, on the login path: an audit trail that cannot record is
     /// a refusal, never a silent gap.
     async fn audit_or_refuse(&self, e: AuditEvent) -> Result<(), Refusal> {
+        let m = &self.gw.metrics;
+        match e.event {
+            EventKind::AuthOk => m.login("ok", "allowed"),
+            EventKind::AuthFailed => m.login("failed", e.error.as_deref().unwrap_or("no_tls")),
+            EventKind::Denied => m.login("denied", "policy"),
+            _ => {}
+        }
         self.audit(e).await.map_err(|err| {
             tracing::error!("audit trail unavailable: {err}");
             Refusal::new(
@@ -644,7 +651,10 @@ impl Session {
         let mut e = self.event(EventKind::SessionEnd);
         e.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
         match (outcome, live.session.end_reason()) {
-            (_, Some(reason)) => e.reason = Some(reason.message()),
+            (_, Some(reason)) => {
+                self.gw.metrics.session_ended(reason.label());
+                e.reason = Some(reason.message());
+            }
             (Err(err), None) => e.error = Some(err.to_string()),
             (Ok(()), None) => {}
         }
@@ -690,6 +700,10 @@ impl Session {
             self.gw.expiry.watch(&handle.session, at, EndReason::MaxAge);
         }
         handle
+    }
+
+    pub(super) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.gw.metrics
     }
 
     pub(super) fn audit_log(&self) -> &crate::audit::AuditLog {

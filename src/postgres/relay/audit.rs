@@ -4,6 +4,7 @@
 
 use super::RelayError;
 use crate::audit::{AuditLog, Decision, EventDetails, EventKind, EventTemplate};
+use crate::metrics::Metrics;
 use crate::postgres::session::Session;
 use crate::postgres::statements::{Completed, StatementInfo};
 use crate::sessions::LiveSession;
@@ -11,8 +12,9 @@ use crate::sessions::LiveSession;
 pub(super) struct StatementAudit<'a> {
     log: &'a AuditLog,
     template: EventTemplate,
-    /// Counts statements for the session registry.
+    /// Counts statements for the session registry and metrics.
     live: &'a LiveSession,
+    metrics: &'a Metrics,
 }
 
 impl<'a> StatementAudit<'a> {
@@ -21,6 +23,7 @@ impl<'a> StatementAudit<'a> {
             log: session.audit_log(),
             template: EventTemplate::new(&session.event(EventKind::Statement)),
             live,
+            metrics: session.metrics(),
         }
     }
 
@@ -37,6 +40,7 @@ impl<'a> StatementAudit<'a> {
         };
         self.log.record_rendered(&self.template, &details).await?;
         self.live.count_statement();
+        self.metrics.statement(false);
         Ok(())
     }
 
@@ -55,6 +59,7 @@ impl<'a> StatementAudit<'a> {
             };
             self.log.record_rendered(&self.template, &details).await?;
             self.live.count_statement();
+            self.metrics.statement(true);
         }
         Ok(())
     }
