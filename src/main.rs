@@ -68,6 +68,24 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Live sessions, through a gateway's admin API.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a subject, a login session (sid) or a token (jti): live
+    /// sessions end at once, older tokens are refused.
+    Revoke {
+        #[command(flatten)]
+        what: RevokeWhat,
+        /// The configured issuer name; needed when several are configured.
+        #[arg(long)]
+        issuer: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -83,6 +101,46 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Every live session (of every gateway, when they share a cluster).
+    List,
+    /// End one session now; its client gets SQLSTATE 57P01.
+    Kill { id: String },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The gateway's admin API (its `admin_listen`).
+    #[arg(
+        long,
+        global = true,
+        env = "IDGATE_ADMIN",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    admin: String,
+    /// A bearer token allowed to administer; `-` reads it from stdin.
+    #[arg(long, global = true, env = "IDGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct RevokeWhat {
+    /// Every token and session of this subject (`sub`).
+    #[arg(long)]
+    subject: Option<String>,
+    /// One login session at the identity provider (`sid`).
+    #[arg(long)]
+    sid: Option<String>,
+    /// One token (`jti`).
+    #[arg(long)]
+    jti: Option<String>,
+    /// One gateway session, by the id `idgate sessions list` shows.
+    #[arg(long)]
+    session: Option<String>,
 }
 
 /// `PoolMode` as a command-line value; the config type stays free of clap.
@@ -243,6 +301,30 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => audit_verify(file).map(|()| ExitCode::SUCCESS),
+        Command::Sessions { command, admin } => {
+            let client = admin_client(&admin)?;
+            let out = match command {
+                SessionsCommand::List => client.list().await?,
+                SessionsCommand::Kill { id } => client.kill(&id).await?,
+            };
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke {
+            what,
+            issuer,
+            admin,
+        } => {
+            let request = idgate::admin::RevokeRequest {
+                issuer,
+                subject: what.subject,
+                sid: what.sid,
+                jti: what.jti,
+                session_id: what.session,
+            };
+            print!("{}", admin_client(&admin)?.revoke(&request).await?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token {
             command: TokenCommand::Inspect { token, config },
         } => token_inspect(token.as_deref(), config).await,
@@ -304,6 +386,21 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn admin_client(args: &AdminArgs) -> anyhow::Result<idgate::admin::AdminClient> {
+    let Some(token) = &args.token else {
+        anyhow::bail!(
+            "no token\n  hint: --token TOKEN (or IDGATE_TOKEN) with a token allowed to administer"
+        );
+    };
+    let token =
+        idgate::identity::read_token(Some(token), std::io::stdin().lock()).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n  hint: --token TOKEN (or IDGATE_TOKEN), or --token - to read it from stdin"
+            )
+        })?;
+    Ok(idgate::admin::AdminClient::new(&args.admin, token))
 }
 
 fn check_config(path: PathBuf) -> anyhow::Result<()> {

@@ -521,3 +521,69 @@ async fn malformed_logout_tokens_are_refused() {
     let (status, _) = backchannel(&h, &h.issuer.sign_raw(&header, &good)).await;
     assert_eq!(status, 200, "the well-formed one is accepted");
 }
+
+async fn idgate(h: &Harness, args: &[&str], token: &str) -> std::process::Output {
+    support::run(
+        Command::new(env!("CARGO_BIN_EXE_idgate"))
+            .args(args)
+            .args(["--admin", &h.admin_url()])
+            .env("IDGATE_TOKEN", token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_command_line_lists_kills_and_revokes_through_the_admin_api() {
+    let h = harness().await;
+    let admin = admin_token(&h);
+    let marker = unique_name("cli");
+    let running = psql(
+        &h,
+        &h.analyst(),
+        &format!("select pg_sleep(60) /* {marker} */"),
+    );
+    let pg = direct().await;
+    eventually("the statement to run", || async {
+        backends(&pg, &marker, "active").await == 1
+    })
+    .await;
+
+    let list = idgate(&h, &["sessions", "list"], &admin).await;
+    assert!(list.status.success(), "{}", stderr(&list));
+    let table = support::stdout(&list);
+    assert!(
+        table.contains("ann@example.com") && table.contains("1 session(s)"),
+        "{table}"
+    );
+    let id = table
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a row")
+        .to_owned();
+
+    let kill = idgate(&h, &["sessions", "kill", &id], &admin).await;
+    assert!(kill.status.success(), "{}", stderr(&kill));
+    assert!(support::stdout(&kill).contains("ended"));
+    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
+        .await
+        .expect("psql ends")
+        .expect("output");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
+
+    let revoke = idgate(&h, &["revoke", "--subject", "ann@example.com"], &admin).await;
+    assert!(revoke.status.success(), "{}", stderr(&revoke));
+    assert!(
+        support::stdout(&revoke).contains("revoked subject test/ann@example.com"),
+        "{}",
+        support::stdout(&revoke)
+    );
+
+    let refused = idgate(&h, &["sessions", "list"], &h.analyst()).await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("may not administer"),
+        "{}",
+        stderr(&refused)
+    );
+}

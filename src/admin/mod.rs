@@ -4,6 +4,10 @@
 //! only by a Cedar permit of the action `administer` on the gateway:
 //! 401 without a valid token, 403 without the permit.
 
+mod client;
+
+pub use client::AdminClient;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -243,13 +247,18 @@ async fn kill_session(
 /// `POST /api/revocations`: exactly one of `subject`, `sid`, `jti` (with
 /// `issuer`, the configured issuer name, optional when there is only one),
 /// or `session_id`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
 }
 
