@@ -118,23 +118,42 @@ fn no_tls_and_no_plaintext_is_refused() {
 
 #[test]
 fn spec_keys_not_built_yet_are_accepted_with_a_warning() {
+    let text = MINIMAL.replace(
+        "allow_plaintext_loopback = true",
+        "allow_plaintext_loopback = true\nmysql_listen = \"127.0.0.1:3307\"",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].contains("idgate.toml:5:"), "{:?}", c.warnings);
+}
+
+#[test]
+fn cluster_and_session_keys_are_read() {
     let text = MINIMAL
         .replace(
             "allow_plaintext_loopback = true",
-            "allow_plaintext_loopback = true\nmysql_listen = \"127.0.0.1:3307\"",
+            "allow_plaintext_loopback = true\non_expiry = \"allow\"\nexpiry_grace = \"30s\"\nmax_session_age = \"8h\"",
         )
         .replace(
             "file = \"audit.jsonl\"",
             "file = \"audit.jsonl\"\n\n[cluster]\nredis = \"redis://127.0.0.1:6379\"",
         );
     let c = parse(&text).unwrap();
-    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-    assert!(c.warnings[0].contains("idgate.toml:5:"), "{:?}", c.warnings);
-    assert!(
-        c.warnings[1].contains("[cluster] redis"),
-        "{:?}",
-        c.warnings
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.gateway.on_expiry, super::OnExpiry::Allow);
+    assert_eq!(c.gateway.expiry_grace, Duration::from_secs(30));
+    assert_eq!(
+        c.gateway.max_session_age,
+        Some(Duration::from_secs(8 * 3600))
     );
+    let cluster = c.cluster.expect("cluster");
+    assert_eq!(cluster.redis, "redis://127.0.0.1:6379");
+    assert_eq!(cluster.namespace, "idgate");
+    let bad = MINIMAL.replace(
+        "allow_plaintext_loopback = true",
+        "allow_plaintext_loopback = true\non_expiry = \"sometimes\"",
+    );
+    assert!(error_of(&bad).contains("on_expiry `sometimes`"));
 }
 
 fn with_issuer_keys(extra: &str) -> String {
