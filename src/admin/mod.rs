@@ -163,6 +163,8 @@ struct SessionView<'a> {
     #[serde(flatten)]
     info: &'a crate::sessions::SessionInfo,
     statements: u64,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 async fn list_sessions(
@@ -181,6 +183,8 @@ async fn list_sessions(
             gateway: own,
             info: &s.info,
             statements: s.statements.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_in: s.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_out: s.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
         })
         .collect();
     // Other gateways' sessions, as they last wrote them.
@@ -202,6 +206,8 @@ async fn list_sessions(
                 gateway: Some(&s.gateway),
                 info: &s.info,
                 statements: s.statements,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
             }),
     );
     Json(views).into_response()

@@ -62,6 +62,8 @@ pub struct ClusterSession {
     #[serde(flatten)]
     pub info: SessionInfo,
     pub statements: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 pub struct Cluster {
@@ -302,6 +304,8 @@ impl Cluster {
                     gateway: self.gateway_id.clone(),
                     info: s.info.clone(),
                     statements: s.statements.load(Ordering::Relaxed),
+                    bytes_in: s.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: s.bytes_out.load(Ordering::Relaxed),
                 };
                 let json = serde_json::to_string(&entry).unwrap_or_default();
                 pipe.set_ex(self.session_key(&s.info.id), json, SESSION_TTL_SECS)

@@ -38,7 +38,7 @@ pub struct Verdict {
 
 pub struct StatementPolicy {
     gw: Arc<Gateway>,
-    identity: Identity,
+    identity: Arc<Identity>,
     target: String,
     role: String,
     /// Client address, environment and clock; statement fields are filled
@@ -81,7 +81,7 @@ const MAX_SEARCH_PATHS: usize = 8;
 impl StatementPolicy {
     pub fn new(
         gw: Arc<Gateway>,
-        identity: Identity,
+        identity: Arc<Identity>,
         target: String,
         role: String,
         base: RequestContext,

@@ -223,7 +223,8 @@ pub(super) struct Session {
     /// `peer` as audited, formatted once.
     peer_text: String,
     started: Instant,
-    identity: Option<Identity>,
+    /// Shared with the statement policy: one copy of the claims per session.
+    identity: Option<Arc<Identity>>,
     target: Option<String>,
     role: Option<String>,
 }
@@ -360,7 +361,7 @@ impl Session {
             }
         };
         if let Some(revoked) = gw.revocations.refusing(&token_facts(&identity), unix_now()) {
-            self.identity = Some(identity);
+            self.identity = Some(Arc::new(identity));
             let mut e = self.event(EventKind::AuthFailed);
             e.reason = Some(format!("revoked: {revoked}"));
             e.error = Some("revoked".to_owned());
@@ -373,7 +374,7 @@ impl Session {
             )
             .hint("log in to your identity provider again and use the new token"));
         }
-        self.identity = Some(identity);
+        self.identity = Some(Arc::new(identity));
         let identity = self.identity.as_ref().expect("just set");
 
         let role_name = match self.choose_role(target, user) {
@@ -683,6 +684,15 @@ impl Session {
             },
             shutdown,
         );
+        // A revocation made while this login was under way found no session
+        // to end; it still covers this one.
+        if let Some(what) = self
+            .gw
+            .revocations
+            .refusing(&token_facts(identity), unix_now())
+        {
+            handle.session.end(EndReason::Revoked(what.to_string()));
+        }
         let g = &self.gw.config.gateway;
         let now = tokio::time::Instant::now();
         if g.on_expiry == OnExpiry::Disconnect {

@@ -98,6 +98,9 @@ pub struct LiveSession {
     pub info: SessionInfo,
     /// Statements completed (allowed or denied).
     pub statements: AtomicU64,
+    /// Bytes relayed from the client and to it.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
     ended: CancellationToken,
     reason: OnceLock<EndReason>,
 }
@@ -114,6 +117,16 @@ impl LiveSession {
 
     pub fn count_statement(&self) {
         self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` bytes relayed; `from_client` says which way.
+    pub fn count_bytes(&self, from_client: bool, n: usize) {
+        let counter = if from_client {
+            &self.bytes_in
+        } else {
+            &self.bytes_out
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Fires when the session must end: revoked, killed, expired, or the
@@ -184,6 +197,8 @@ impl Registry {
         let session = Arc::new(LiveSession {
             info,
             statements: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
             ended: shutdown.child_token(),
             reason: OnceLock::new(),
         });

@@ -12,8 +12,8 @@ use crate::sessions::LiveSession;
 pub(super) struct StatementAudit<'a> {
     log: &'a AuditLog,
     template: EventTemplate,
-    /// Counts statements for the session registry and metrics.
-    live: &'a LiveSession,
+    /// Counts statements and bytes for the session registry.
+    pub(super) live: &'a LiveSession,
     metrics: &'a Metrics,
 }
 

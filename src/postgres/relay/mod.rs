@@ -789,6 +789,7 @@ async fn client_to_upstream(
                 gate.on_message(tag, frame, out)
             },
         )?;
+        audit.live.count_bytes(true, pos);
         out.send(buf, tx).await.map_err(RelayError::Upstream)?;
         keep_tail(buf, pos);
         for (info, reason) in gate.denials.drain(..) {
@@ -840,6 +841,7 @@ async fn upstream_to_client(
                 },
             )?
         };
+        audit.live.count_bytes(false, pos);
         out.send(buf, tx).await.map_err(RelayError::Client)?;
         keep_tail(buf, pos);
         if !done.is_empty() {
