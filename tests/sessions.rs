@@ -587,3 +587,33 @@ async fn the_command_line_lists_kills_and_revokes_through_the_admin_api() {
         stderr(&refused)
     );
 }
+
+#[tokio::test]
+async fn with_on_expiry_allow_a_session_outlives_its_token() {
+    let h = Harness::with(Options {
+        policy: ADMIN_POLICY.into(),
+        admin: true,
+        on_expiry: idgate::config::OnExpiry::Allow,
+        ..Options::default()
+    })
+    .await;
+    let token = h.issuer.mint_for(
+        "long@example.com",
+        &["analysts"],
+        support::AUDIENCE,
+        Duration::from_secs(2),
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        psql(&h, &token, "select pg_sleep(4); select 'still here'").wait_with_output(),
+    )
+    .await
+    .expect("psql ends")
+    .expect("output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still here"));
+}
