@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use idgate::dev::DevIssuer;
 use serde_json::{Value, json};
-use support::{AUDIENCE, TARGET, stderr, unique_name};
+use support::{AUDIENCE, TARGET, eventually, stderr, unique_name};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -141,18 +141,6 @@ async fn ready(base: &str) -> u16 {
         .expect("readyz")
         .status()
         .as_u16()
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// psql through `gw` running `sql`, left running.

@@ -285,23 +285,6 @@ async fn cancel_with_a_forged_key_is_dropped() {
     );
 }
 
-async fn pgbench(h: &Harness, token: &str, args: &[&str]) -> std::process::Output {
-    run(tokio::process::Command::new("pgbench")
-        .args([
-            "-h",
-            &h.addr.ip().to_string(),
-            "-p",
-            &h.addr.port().to_string(),
-            "-U",
-            "owner",
-        ])
-        .args(args)
-        .arg(TARGET)
-        .env("PGPASSWORD", token)
-        .env("PGSSLMODE", "require"))
-    .await
-}
-
 #[tokio::test]
 async fn pgbench_runs_in_simple_extended_and_prepared_modes() {
     let db = unique_name("idgate_bench");
@@ -317,15 +300,16 @@ async fn pgbench_runs_in_simple_extended_and_prepared_modes() {
     })
     .await;
     let token = h.developer();
-    let init = pgbench(&h, &token, &["-i", "-q", "-s", "1"]).await;
+    let init = h.pgbench(&token, "require", &["-i", "-q", "-s", "1"]).await;
     assert!(init.status.success(), "pgbench -i: {}", stderr(&init));
     for mode in ["simple", "extended", "prepared"] {
-        let out = pgbench(
-            &h,
-            &token,
-            &["-M", mode, "-c", "4", "-j", "2", "-t", "50", "-n"],
-        )
-        .await;
+        let out = h
+            .pgbench(
+                &token,
+                "require",
+                &["-M", mode, "-c", "4", "-j", "2", "-t", "50", "-n"],
+            )
+            .await;
         assert!(out.status.success(), "pgbench -M {mode}: {}", stderr(&out));
         assert!(
             stdout(&out).contains("number of transactions actually processed: 200/200"),

@@ -249,19 +249,13 @@ async fn pgbench_runs_in_every_mode_under_transaction_pooling() {
     })
     .await;
     for mode in ["prepared", "extended", "simple"] {
-        let out = run(tokio::process::Command::new("pgbench")
-            .args([
-                "-h",
-                &h.addr.ip().to_string(),
-                "-p",
-                &h.addr.port().to_string(),
-            ])
-            .args([
-                "-U", "owner", "-n", "-S", "-M", mode, "-c", "6", "-j", "2", "-t", "50", TARGET,
-            ])
-            .env("PGPASSWORD", h.developer())
-            .env("PGSSLMODE", "disable"))
-        .await;
+        let out = h
+            .pgbench(
+                &h.developer(),
+                "disable",
+                &["-n", "-S", "-M", mode, "-c", "6", "-j", "2", "-t", "50"],
+            )
+            .await;
         assert!(
             stdout(&out).contains("number of transactions actually processed: 300/300"),
             "pgbench -M {mode}: {}{}",

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Harness, Options, stderr, unique_name};
+use support::{Harness, Options, eventually, stderr, unique_name};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
@@ -92,19 +92,6 @@ async fn backends(pg: &tokio_postgres::Client, marker: &str, state: &str) -> i64
     .await
     .expect("pg_stat_activity")
     .get(0)
-}
-
-/// Polls until `check` holds, for at most 20 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn api(

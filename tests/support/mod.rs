@@ -186,6 +186,19 @@ impl Harness {
         .await
     }
 
+    /// pgbench through the gateway as the role named `owner` (tests that
+    /// run it give the fixture database's owner that name).
+    pub async fn pgbench(&self, token: &str, sslmode: &str, args: &[&str]) -> Output {
+        run(tokio::process::Command::new("pgbench")
+            .args(["-h", &self.addr.ip().to_string()])
+            .args(["-p", &self.addr.port().to_string(), "-U", "owner"])
+            .args(args)
+            .arg(TARGET)
+            .env("PGPASSWORD", token)
+            .env("PGSSLMODE", sslmode))
+        .await
+    }
+
     /// A tokio-postgres client over plaintext loopback (allowed in tests).
     pub async fn driver(
         &self,
@@ -276,6 +289,22 @@ pub async fn run(cmd: &mut tokio::process::Command) -> Output {
         .await
         .expect("command finished in time")
         .expect("command runs")
+}
+
+/// Polls `check` every 20 ms until it holds; fails the test after 20 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub fn stdout(o: &Output) -> String {
