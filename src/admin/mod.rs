@@ -11,8 +11,9 @@ pub use client::AdminClient;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, EventKind};
 use crate::gateway::Gateway;
-use crate::identity::Identity;
+use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext};
 use crate::sessions::{Revocation, RevocationMatch};
 
@@ -105,54 +106,64 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     r
 }
 
-/// The caller, if its bearer token is valid and the policy lets it
-/// administer; otherwise the response to send.
-async fn administrator(
-    gw: &Gateway,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Result<Identity, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "a bearer token from a configured issuer is required",
-            )
-        })?;
-    let identity = gw
-        .validator
-        .validate(token)
-        .await
-        .map_err(|e| error(StatusCode::UNAUTHORIZED, format!("token rejected: {e}")))?;
-    let decision = gw.policy.authorize(&AccessRequest {
-        identity: &identity,
-        target: "",
-        role: "",
-        action: Action::Administer,
-        context: RequestContext {
-            client_address: peer.ip(),
-            now: gw.clock.now(),
-            ..RequestContext::default()
-        },
-    });
-    if !decision.allowed {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} may not administer this gateway: {}",
-                identity.identity, decision.reason
-            ),
-        ));
+/// The caller of an `/api` handler: its bearer token is valid and the
+/// policy lets it administer. Rejected with the response to send otherwise.
+struct Admin(Identity);
+
+impl FromRequestParts<Arc<Gateway>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gw: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "a bearer token from a configured issuer is required",
+                )
+            })?;
+        let identity = gw
+            .validator
+            .validate(token)
+            .await
+            .map_err(|e| error(StatusCode::UNAUTHORIZED, format!("token rejected: {e}")))?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(RequestContext::default().client_address, |c| c.0.ip());
+        let decision = gw.policy.authorize(&AccessRequest {
+            identity: &identity,
+            target: "",
+            role: "",
+            action: Action::Administer,
+            context: RequestContext {
+                client_address: peer,
+                now: gw.clock.now(),
+                ..RequestContext::default()
+            },
+        });
+        if !decision.allowed {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} may not administer this gateway: {}",
+                    identity.identity, decision.reason
+                ),
+            ));
+        }
+        Ok(Admin(identity))
     }
-    Ok(identity)
 }
 
 #[derive(Debug, Serialize)]
@@ -167,14 +178,7 @@ struct SessionView<'a> {
     bytes_out: u64,
 }
 
-async fn list_sessions(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = administrator(&gw, &headers, peer).await {
-        return r;
-    }
+async fn list_sessions(State(gw): State<Arc<Gateway>>, _: Admin) -> Response {
     let live = gw.sessions.list();
     let own = gw.cluster.as_ref().map(|c| c.gateway_id.as_str());
     let mut views: Vec<SessionView<'_>> = live
@@ -215,14 +219,9 @@ async fn list_sessions(
 
 async fn kill_session(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Response {
-    let admin = match administrator(&gw, &headers, peer).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let status = if gw.sessions.kill(&id) {
         StatusCode::NO_CONTENT
     } else {
@@ -281,14 +280,9 @@ pub struct RevokeResponse {
 
 async fn revoke(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Admin(admin): Admin,
     body: Result<Json<RevokeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let admin = match administrator(&gw, &headers, peer).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
     let Json(request) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -312,14 +306,7 @@ async fn revoke(
         .into_response()
 }
 
-async fn list_revocations(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = administrator(&gw, &headers, peer).await {
-        return r;
-    }
+async fn list_revocations(State(gw): State<Arc<Gateway>>, _: Admin) -> Response {
     Json(gw.revocations.list(unix_now())).into_response()
 }
 
@@ -462,8 +449,4 @@ fn logout_error(description: &str) -> Response {
         })),
     )
         .into_response()
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }

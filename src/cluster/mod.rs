@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
 use crate::gateway::Gateway;
+use crate::identity::unix_now;
 use crate::sessions::{Revocation, RevocationMatch, SessionInfo};
 
 /// Every Redis call gives up after this; the caller decides what then.
@@ -187,7 +188,15 @@ impl Cluster {
 
     /// Every gateway's live sessions, as last written.
     pub async fn sessions(&self) -> Result<Vec<ClusterSession>, ClusterError> {
-        let pattern = format!("{}:session:*", self.ns);
+        self.stored(format!("{}:session:*", self.ns)).await
+    }
+
+    /// The values of every key matching `pattern` that parse as `T` (keys
+    /// may lapse between the scan and the read).
+    async fn stored<T: serde::de::DeserializeOwned>(
+        &self,
+        pattern: String,
+    ) -> Result<Vec<T>, ClusterError> {
         let values: Vec<String> = self
             .with_conn(|mut c| async move {
                 let keys = scan(&mut c, &pattern).await?;
@@ -235,21 +244,11 @@ impl Cluster {
         timed(pubsub.subscribe(self.channel())).await?;
         // After subscribing, so a revocation made meanwhile is either
         // stored (and loaded here) or published (and received below).
-        let pattern = format!("{}:revocation:*", self.ns);
-        let stored: Vec<String> = self
-            .with_conn(|mut c| async move {
-                let keys = scan(&mut c, &pattern).await?;
-                if keys.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let values: Vec<Option<String>> = c.mget(&keys).await?;
-                Ok(values.into_iter().flatten().collect())
-            })
-            .await?;
+        let stored: Vec<Revocation> = self.stored(format!("{}:revocation:*", self.ns)).await?;
         let Some(g) = gw.upgrade() else {
             return Ok(());
         };
-        for r in stored.iter().filter_map(|v| serde_json::from_str(v).ok()) {
+        for r in stored {
             g.apply_revocation(r);
         }
         drop(g);
@@ -352,8 +351,4 @@ async fn scan(c: &mut MultiplexedConnection, pattern: &str) -> redis::RedisResul
         }
         cursor = next;
     }
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }

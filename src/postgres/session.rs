@@ -21,7 +21,7 @@ use super::upstream::UpstreamError;
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
 use crate::config::{OnExpiry, PoolMode, TargetConfig};
 use crate::gateway::Gateway;
-use crate::identity::Identity;
+use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext, RoleChoice};
 use crate::secret::Secret;
 use crate::sessions::{EndReason, SessionHandle, SessionInfo};
@@ -737,10 +737,6 @@ fn sid(identity: &Identity) -> Option<&str> {
         .claims
         .get("sid")
         .and_then(serde_json::Value::as_str)
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn truncate(s: &str, max: usize) -> String {
