@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use idgate::dev::DevIssuer;
 use serde_json::{Value, json};
-use support::{AUDIENCE, TARGET, eventually, stderr, unique_name};
+use support::{AUDIENCE, TARGET, admin_api, eventually, stderr, unique_name};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -113,28 +113,6 @@ namespace = "{namespace}"
     std::fs::write(dir.join("idgate.toml"), text).expect("write config");
 }
 
-async fn api(
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("admin API answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 async fn ready(base: &str) -> u16 {
     reqwest::get(format!("{base}/readyz"))
         .await
@@ -145,31 +123,33 @@ async fn ready(base: &str) -> u16 {
 
 /// psql through `gw` running `sql`, left running.
 fn psql(gw: &Gateway, token: &str, sql: &str) -> Child {
+    support::psql_running(&conninfo(gw), token, sql)
+}
+
+fn conninfo(gw: &Gateway) -> String {
     let (host, port) = gw.postgres.rsplit_once(':').expect("host:port");
-    Command::new("psql")
-        .arg(format!(
-            "host={host} port={port} dbname={TARGET} user=reader sslmode=require"
-        ))
-        .args(["-X", "-A", "-t", "-c", sql])
-        .env("PGPASSWORD", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("psql runs")
+    format!("host={host} port={port} dbname={TARGET} user=reader sslmode=require")
 }
 
 async fn sessions(gw: &Gateway, admin: &str) -> Vec<Value> {
-    let (status, body) = api(
+    let (status, body) = admin_api(
         &gw.admin,
         reqwest::Method::GET,
         "/api/sessions",
-        admin,
+        Some(admin),
         None,
     )
     .await;
     assert_eq!(status, 200, "{body}");
     body.as_array().expect("list").clone()
+}
+
+/// Whether `gw` lists a session of `identity`.
+async fn lists(gw: &Gateway, admin: &str, identity: &str) -> bool {
+    sessions(gw, admin)
+        .await
+        .iter()
+        .any(|s| s["identity"] == identity)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,25 +175,19 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
     let token = issuer.mint_for(&user, &["analysts"], AUDIENCE, Duration::from_secs(300));
     let running = psql(&b, &token, "select pg_sleep(60)");
     eventually("B to list the session", || async {
-        sessions(&b, &admin)
-            .await
-            .iter()
-            .any(|s| s["identity"] == user.as_str())
+        lists(&b, &admin, user.as_str()).await
     })
     .await;
     eventually("A to list B's session", || async {
-        sessions(&a, &admin)
-            .await
-            .iter()
-            .any(|s| s["identity"] == user.as_str())
+        lists(&a, &admin, user.as_str()).await
     })
     .await;
     let revoked = Instant::now();
-    let (status, body) = api(
+    let (status, body) = admin_api(
         &a.admin,
         reqwest::Method::POST,
         "/api/revocations",
-        &admin,
+        Some(&admin),
         Some(json!({"subject": user})),
     )
     .await;
@@ -229,33 +203,20 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
     println!("revoke-to-disconnect across two gateways: {across:?}");
 
     // B refuses the old token too, and so does a gateway started later.
-    let refused = support::run(
-        Command::new("psql")
-            .arg(format!(
-                "host={} port={} dbname={TARGET} user=reader sslmode=require",
-                b.postgres.rsplit_once(':').expect("addr").0,
-                b.postgres.rsplit_once(':').expect("addr").1
-            ))
-            .args(["-X", "-c", "select 1"])
-            .env("PGPASSWORD", &token),
-    )
-    .await;
+    let refused = psql(&b, &token, "select 1")
+        .wait_with_output()
+        .await
+        .expect("psql");
     assert!(stderr(&refused).contains("revoked"), "{}", stderr(&refused));
     let c = gateway(&issuer, redis, &namespace).await;
     eventually("C to follow the cluster", || async {
         ready(&c.admin).await == 200
     })
     .await;
-    let (host, port) = c.postgres.rsplit_once(':').expect("addr");
-    let late = support::run(
-        Command::new("psql")
-            .arg(format!(
-                "host={host} port={port} dbname={TARGET} user=reader sslmode=require"
-            ))
-            .args(["-X", "-c", "select 1"])
-            .env("PGPASSWORD", &token),
-    )
-    .await;
+    let late = psql(&c, &token, "select 1")
+        .wait_with_output()
+        .await
+        .expect("psql");
     assert!(stderr(&late).contains("revoked"), "{}", stderr(&late));
 
     // A kill on A of a session on B.
@@ -267,10 +228,7 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
     );
     let running = psql(&b, &other, "select pg_sleep(60)");
     eventually("A to list B's session", || async {
-        sessions(&a, &admin)
-            .await
-            .iter()
-            .any(|s| s["identity"] == "k@example.com")
+        lists(&a, &admin, "k@example.com").await
     })
     .await;
     let listed = sessions(&a, &admin).await;
@@ -281,11 +239,11 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
         .expect("listed with an id")
         .to_owned();
     let killed = Instant::now();
-    let (status, body) = api(
+    let (status, body) = admin_api(
         &a.admin,
         reqwest::Method::DELETE,
         &format!("/api/sessions/{id}"),
-        &admin,
+        Some(&admin),
         None,
     )
     .await;
@@ -318,17 +276,14 @@ async fn without_redis_a_gateway_enforces_locally_and_is_not_ready() {
     let token = issuer.mint_for(&user, &["analysts"], AUDIENCE, Duration::from_secs(300));
     let running = psql(&g, &token, "select pg_sleep(60)");
     eventually("the session to be listed", || async {
-        sessions(&g, &admin)
-            .await
-            .iter()
-            .any(|s| s["identity"] == user.as_str())
+        lists(&g, &admin, user.as_str()).await
     })
     .await;
-    let (status, body) = api(
+    let (status, body) = admin_api(
         &g.admin,
         reqwest::Method::POST,
         "/api/revocations",
-        &admin,
+        Some(&admin),
         Some(json!({"subject": user})),
     )
     .await;

@@ -36,15 +36,19 @@ fn admin_token(h: &Harness) -> String {
 
 /// psql through the gateway running `sql`, left running.
 fn psql(h: &Harness, token: &str, sql: &str) -> Child {
-    Command::new("psql")
-        .arg(h.conninfo("reader", "require"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGPASSWORD", token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("psql runs")
+    support::psql_running(&h.conninfo("reader", "require"), token, sql)
+}
+
+/// psql running a long `pg_sleep` through the gateway, returned once the
+/// upstream shows it running, with the marker that finds its backend.
+async fn sleeping(h: &Harness, token: &str, pg: &tokio_postgres::Client) -> (Child, String) {
+    let marker = unique_name("sleep");
+    let child = psql(h, token, &format!("select pg_sleep(60) /* {marker} */"));
+    eventually("the statement to run upstream", || async {
+        backends(pg, &marker, "active").await == 1
+    })
+    .await;
+    (child, marker)
 }
 
 /// psql reading statements from a pipe we hold: `begin` and a marker
@@ -101,20 +105,7 @@ async fn api(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", h.admin_url()));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("admin API answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    support::admin_api(&h.admin_url(), method, path, token, body).await
 }
 
 async fn live_sessions(h: &Harness) -> Vec<Value> {
@@ -136,19 +127,10 @@ async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_t
     let pg = direct().await;
     let user = format!("{}@example.com", unique_name("rev"));
     let token = h.token(&user, &["analysts"]);
-    let running_marker = unique_name("running");
     let idle_marker = unique_name("idle");
 
-    let running = psql(
-        &h,
-        &token,
-        &format!("select pg_sleep(60) /* {running_marker} */"),
-    );
+    let (running, running_marker) = sleeping(&h, &token, &pg).await;
     let idle = psql_idle_in_transaction(&h, &token, &idle_marker).await;
-    eventually("the statement to run upstream", || async {
-        backends(&pg, &running_marker, "active").await == 1
-    })
-    .await;
     eventually("the idle transaction upstream", || async {
         backends(&pg, &idle_marker, "idle in transaction").await == 1
     })
@@ -255,17 +237,8 @@ async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_t
 #[tokio::test]
 async fn an_administrator_kills_one_session_by_id() {
     let h = harness().await;
-    let marker = unique_name("kill");
-    let child = psql(
-        &h,
-        &h.analyst(),
-        &format!("select pg_sleep(60) /* {marker} */"),
-    );
     let pg = direct().await;
-    eventually("the statement to run", || async {
-        backends(&pg, &marker, "active").await == 1
-    })
-    .await;
+    let (child, _) = sleeping(&h, &h.analyst(), &pg).await;
     let sessions = live_sessions(&h).await;
     let id = sessions[0]["id"].as_str().expect("id").to_owned();
     assert_eq!(sessions[0]["role"], "reader");
@@ -410,12 +383,7 @@ async fn a_backchannel_logout_ends_the_sessions_of_its_sid_and_refuses_their_tok
     claims["sid"] = json!(sid);
     let token = h.issuer.mint(claims);
     let other = h.token(&user, &["analysts"]);
-    let marker = unique_name("bcl-running");
-    let running = psql(&h, &token, &format!("select pg_sleep(60) /* {marker} */"));
-    eventually("the statement to run", || async {
-        backends(&pg, &marker, "active").await == 1
-    })
-    .await;
+    let (running, marker) = sleeping(&h, &token, &pg).await;
 
     let logout = h.issuer.sign_raw(
         &json!({"alg": "ES256", "typ": "logout+jwt", "kid": h.issuer.kid()}),
@@ -523,17 +491,8 @@ async fn idgate(h: &Harness, args: &[&str], token: &str) -> std::process::Output
 async fn the_command_line_lists_kills_and_revokes_through_the_admin_api() {
     let h = harness().await;
     let admin = admin_token(&h);
-    let marker = unique_name("cli");
-    let running = psql(
-        &h,
-        &h.analyst(),
-        &format!("select pg_sleep(60) /* {marker} */"),
-    );
     let pg = direct().await;
-    eventually("the statement to run", || async {
-        backends(&pg, &marker, "active").await == 1
-    })
-    .await;
+    let (running, _) = sleeping(&h, &h.analyst(), &pg).await;
 
     let list = idgate(&h, &["sessions", "list"], &admin).await;
     assert!(list.status.success(), "{}", stderr(&list));

@@ -291,6 +291,43 @@ pub async fn run(cmd: &mut tokio::process::Command) -> Output {
         .expect("command runs")
 }
 
+/// A call to the admin API at `base`: the status, and the JSON body (or
+/// its text when it is not JSON).
+pub async fn admin_api(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin API answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}
+
+/// psql on `conninfo` with `token` running `sql`, left running; its
+/// output is collected by `wait_with_output`.
+pub fn psql_running(conninfo: &str, token: &str, sql: &str) -> tokio::process::Child {
+    tokio::process::Command::new("psql")
+        .arg(conninfo)
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("psql runs")
+}
+
 /// Polls `check` every 20 ms until it holds; fails the test after 20 s.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
