@@ -144,6 +144,15 @@ async fn sessions(gw: &Gateway, admin: &str) -> Vec<Value> {
     body.as_array().expect("list").clone()
 }
 
+fn admin_token(issuer: &DevIssuer) -> String {
+    issuer.mint_for(
+        "sec@example.com",
+        &["security"],
+        AUDIENCE,
+        Duration::from_secs(300),
+    )
+}
+
 /// Whether `gw` lists a session of `identity`.
 async fn lists(gw: &Gateway, admin: &str, identity: &str) -> bool {
     sessions(gw, admin)
@@ -163,12 +172,7 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
         ready(&a.admin).await == 200 && ready(&b.admin).await == 200
     })
     .await;
-    let admin = issuer.mint_for(
-        "sec@example.com",
-        &["security"],
-        AUDIENCE,
-        Duration::from_secs(300),
-    );
+    let admin = admin_token(&issuer);
 
     // Revocation on A, session on B.
     let user = format!("{}@example.com", unique_name("c"));
@@ -193,10 +197,7 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
     .await;
     assert_eq!(status, 201, "{body}");
     assert!(body.get("not_shared").is_none(), "{body}");
-    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
-        .await
-        .expect("the session on B ends")
-        .expect("output");
+    let out = support::ends_within(running, Duration::from_secs(5)).await;
     let across = revoked.elapsed();
     assert!(String::from_utf8_lossy(&out.stderr).contains("access was revoked"));
     assert!(across < Duration::from_secs(1), "ended after {across:?}");
@@ -248,10 +249,7 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
-        .await
-        .expect("the session on B ends")
-        .expect("output");
+    let out = support::ends_within(running, Duration::from_secs(5)).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
     assert!(
         killed.elapsed() < Duration::from_secs(1),
@@ -266,12 +264,7 @@ async fn without_redis_a_gateway_enforces_locally_and_is_not_ready() {
     // Nothing listens on port 1.
     let g = gateway(&issuer, "redis://127.0.0.1:1", &unique_name("idgate-test")).await;
     assert_eq!(ready(&g.admin).await, 503);
-    let admin = issuer.mint_for(
-        "sec@example.com",
-        &["security"],
-        AUDIENCE,
-        Duration::from_secs(300),
-    );
+    let admin = admin_token(&issuer);
     let user = format!("{}@example.com", unique_name("local"));
     let token = issuer.mint_for(&user, &["analysts"], AUDIENCE, Duration::from_secs(300));
     let running = psql(&g, &token, "select pg_sleep(60)");
@@ -289,9 +282,6 @@ async fn without_redis_a_gateway_enforces_locally_and_is_not_ready() {
     .await;
     assert_eq!(status, 201, "{body}");
     assert!(body["not_shared"].is_string(), "{body}");
-    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
-        .await
-        .expect("the session ends")
-        .expect("output");
+    let out = support::ends_within(running, Duration::from_secs(5)).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("access was revoked"));
 }

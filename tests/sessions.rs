@@ -157,10 +157,7 @@ async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_t
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["sessions"].as_array().map(Vec::len), Some(2), "{body}");
 
-    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
-        .await
-        .expect("the running psql ends")
-        .expect("psql output");
+    let out = support::ends_within(running, Duration::from_secs(5)).await;
     let ended_running = revoked_at.elapsed();
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("access was revoked"),
@@ -253,10 +250,7 @@ async fn an_administrator_kills_one_session_by_id() {
     )
     .await;
     assert_eq!(status, 204);
-    let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
-        .await
-        .expect("psql ends")
-        .expect("output");
+    let out = support::ends_within(child, Duration::from_secs(5)).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
     let (status, _) = api(
         &h,
@@ -326,10 +320,7 @@ async fn a_session_ends_when_its_token_expires() {
     let exp = claims["exp"].as_i64().expect("exp");
     let token = h.issuer.mint(claims);
     let child = psql(&h, &token, "select pg_sleep(60)");
-    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
-        .await
-        .expect("psql ends")
-        .expect("output");
+    let out = support::ends_within(child, Duration::from_secs(10)).await;
     let now = time::OffsetDateTime::now_utc();
     let late = now - time::OffsetDateTime::from_unix_timestamp(exp).expect("exp");
     assert!(
@@ -392,10 +383,7 @@ async fn a_backchannel_logout_ends_the_sessions_of_its_sid_and_refuses_their_tok
     let sent = Instant::now();
     let (status, body) = backchannel(&h, &logout).await;
     assert_eq!(status, 200, "{body}");
-    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
-        .await
-        .expect("psql ends")
-        .expect("output");
+    let out = support::ends_within(running, Duration::from_secs(5)).await;
     let ended = sent.elapsed();
     assert!(String::from_utf8_lossy(&out.stderr).contains("access was revoked"));
     eventually("the upstream statement to end", || async {
@@ -511,10 +499,7 @@ async fn the_command_line_lists_kills_and_revokes_through_the_admin_api() {
     let kill = idgate(&h, &["sessions", "kill", &id], &admin).await;
     assert!(kill.status.success(), "{}", stderr(&kill));
     assert!(support::stdout(&kill).contains("ended"));
-    let out = tokio::time::timeout(Duration::from_secs(5), running.wait_with_output())
-        .await
-        .expect("psql ends")
-        .expect("output");
+    let out = support::ends_within(running, Duration::from_secs(5)).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
 
     let revoke = idgate(&h, &["revoke", "--subject", "ann@example.com"], &admin).await;
@@ -549,13 +534,11 @@ async fn with_on_expiry_allow_a_session_outlives_its_token() {
         support::AUDIENCE,
         Duration::from_secs(2),
     );
-    let out = tokio::time::timeout(
+    let out = support::ends_within(
+        psql(&h, &token, "select pg_sleep(4); select 'still here'"),
         Duration::from_secs(20),
-        psql(&h, &token, "select pg_sleep(4); select 'still here'").wait_with_output(),
     )
-    .await
-    .expect("psql ends")
-    .expect("output");
+    .await;
     assert!(
         out.status.success(),
         "{}",

@@ -328,6 +328,14 @@ pub fn psql_running(conninfo: &str, token: &str, sql: &str) -> tokio::process::C
         .expect("psql runs")
 }
 
+/// The output of `child`, which must end within `limit`.
+pub async fn ends_within(child: tokio::process::Child, limit: Duration) -> Output {
+    tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("the process did not end within {limit:?}"))
+        .expect("process output")
+}
+
 /// Polls `check` every 20 ms until it holds; fails the test after 20 s.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
