@@ -26,6 +26,7 @@ use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
+use super::cancel::CancelTarget;
 use super::upstream::{self, UpstreamError};
 use crate::config::{PoolConfig, RoleConfig, TargetConfig};
 use crate::tls::Stream;
@@ -183,6 +184,16 @@ impl Pool {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where a cancel of what `conn` runs must go; `None` for a server that
+    /// sent no BackendKeyData.
+    pub fn cancel_target(&self, conn: &ServerConn) -> Option<CancelTarget> {
+        conn.backend_key.map(|(pid, key)| CancelTarget {
+            upstream: Arc::clone(&self.upstream),
+            pid,
+            key,
+        })
     }
 
     pub fn stats(&self) -> PoolStats {

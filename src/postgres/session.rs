@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::cancel::{self, CancelTarget};
+use super::cancel;
 use super::codec::{self, ErrorFields, StartupMessage, sqlstate};
 use super::enforce::StatementPolicy;
 use super::pool::{self, Lease, Pool, PoolError, ServerConn, Variant};
@@ -596,11 +596,7 @@ impl Session {
             .await;
             return;
         }
-        let upstream_key = conn.backend_key.map(|(pid, key)| CancelTarget {
-            upstream: Arc::clone(&pool.upstream),
-            pid,
-            key,
-        });
+        let upstream_key = pool.cancel_target(conn);
         let mut hello = BytesMut::with_capacity(512);
         codec::authentication(&mut hello, codec::auth::OK);
         for (name, value) in &conn.parameters {

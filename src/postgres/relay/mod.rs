@@ -42,7 +42,7 @@ mod outgoing;
 use audit::StatementAudit;
 use outgoing::{Outgoing, keep_tail};
 
-use super::cancel::{CancelKey, CancelTarget};
+use super::cancel::CancelKey;
 use super::codec::{self, CodecError, ErrorFields, Splitter, sqlstate};
 use super::enforce::{self, StatementPolicy, Verdict};
 use super::pool::{Lease, Pool, PoolError, ServerConn};
@@ -340,13 +340,8 @@ pub(super) async fn run(
 
 /// Cancel whatever the connection runs, before it is closed.
 async fn cancel_running(pool: &Pool, conn: &ServerConn) {
-    let Some((pid, key)) = conn.backend_key else {
+    let Some(target) = pool.cancel_target(conn) else {
         return;
-    };
-    let target = CancelTarget {
-        upstream: Arc::clone(&pool.upstream),
-        pid,
-        key,
     };
     let sent = tokio::time::timeout(
         std::time::Duration::from_secs(1),
@@ -427,12 +422,10 @@ async fn serve(
         }
         let lease = upstreams.lease.as_mut().expect("assigned above");
         let conn = lease.conn();
-        if let (Some(cancel), Some((pid, key))) = (upstreams.cancel, conn.backend_key) {
-            cancel.set(Some(CancelTarget {
-                upstream: Arc::clone(&upstreams.pool.upstream),
-                pid,
-                key,
-            }));
+        if let Some(cancel) = upstreams.cancel
+            && let Some(target) = upstreams.pool.cancel_target(conn)
+        {
+            cancel.set(Some(target));
         }
         {
             let mut s = lock(shared);
