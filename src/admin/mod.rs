@@ -23,7 +23,7 @@ use crate::audit::{AuditEvent, EventKind};
 use crate::gateway::Gateway;
 use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext};
-use crate::sessions::{Revocation, RevocationMatch};
+use crate::sessions::{Revocation, RevocationMatch, SessionSnapshot};
 
 /// Longest a token without a configured `max_lifetime` is assumed to live:
 /// how long a subject or `sid` revocation is kept.
@@ -166,55 +166,18 @@ impl FromRequestParts<Arc<Gateway>> for Admin {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct SessionView<'a> {
-    /// The gateway holding it, when gateways share state.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gateway: Option<&'a str>,
-    #[serde(flatten)]
-    info: &'a crate::sessions::SessionInfo,
-    statements: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-}
-
 async fn list_sessions(State(gw): State<Arc<Gateway>>, _: Admin) -> Response {
-    let live = gw.sessions.list();
     let own = gw.cluster.as_ref().map(|c| c.gateway_id.as_str());
-    let mut views: Vec<SessionView<'_>> = live
-        .iter()
-        .map(|s| SessionView {
-            gateway: own,
-            info: &s.info,
-            statements: s.statements.load(std::sync::atomic::Ordering::Relaxed),
-            bytes_in: s.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
-            bytes_out: s.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
-        })
-        .collect();
+    let mut all: Vec<SessionSnapshot> =
+        gw.sessions.list().iter().map(|s| s.snapshot(own)).collect();
     // Other gateways' sessions, as they last wrote them.
-    let remote = match &gw.cluster {
-        Some(c) => match c.sessions().await {
-            Ok(all) => all,
-            Err(e) => {
-                tracing::warn!("listing other gateways' sessions: {e}");
-                Vec::new()
-            }
-        },
-        None => Vec::new(),
-    };
-    views.extend(
-        remote
-            .iter()
-            .filter(|s| Some(s.gateway.as_str()) != own)
-            .map(|s| SessionView {
-                gateway: Some(&s.gateway),
-                info: &s.info,
-                statements: s.statements,
-                bytes_in: s.bytes_in,
-                bytes_out: s.bytes_out,
-            }),
-    );
-    Json(views).into_response()
+    if let Some(c) = &gw.cluster {
+        match c.sessions().await {
+            Ok(remote) => all.extend(remote.into_iter().filter(|s| s.gateway.as_deref() != own)),
+            Err(e) => tracing::warn!("listing other gateways' sessions: {e}"),
+        }
+    }
+    Json(all).into_response()
 }
 
 async fn kill_session(

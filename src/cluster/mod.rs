@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::gateway::Gateway;
 use crate::identity::unix_now;
-use crate::sessions::{Revocation, RevocationMatch, SessionInfo};
+use crate::sessions::{Revocation, RevocationMatch, SessionSnapshot};
 
 /// Every Redis call gives up after this; the caller decides what then.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -54,17 +54,6 @@ pub enum ClusterError {
 enum Message {
     Revoke(Revocation),
     Kill { session: String },
-}
-
-/// A session as listed across the cluster.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ClusterSession {
-    pub gateway: String,
-    #[serde(flatten)]
-    pub info: SessionInfo,
-    pub statements: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
 }
 
 pub struct Cluster {
@@ -187,7 +176,7 @@ impl Cluster {
     }
 
     /// Every gateway's live sessions, as last written.
-    pub async fn sessions(&self) -> Result<Vec<ClusterSession>, ClusterError> {
+    pub async fn sessions(&self) -> Result<Vec<SessionSnapshot>, ClusterError> {
         self.stored(format!("{}:session:*", self.ns)).await
     }
 
@@ -299,13 +288,7 @@ impl Cluster {
             let mut pipe = redis::pipe();
             let mut now_live = HashSet::new();
             for s in &live {
-                let entry = ClusterSession {
-                    gateway: self.gateway_id.clone(),
-                    info: s.info.clone(),
-                    statements: s.statements.load(Ordering::Relaxed),
-                    bytes_in: s.bytes_in.load(Ordering::Relaxed),
-                    bytes_out: s.bytes_out.load(Ordering::Relaxed),
-                };
+                let entry = s.snapshot(Some(&self.gateway_id));
                 let json = serde_json::to_string(&entry).unwrap_or_default();
                 pipe.set_ex(self.session_key(&s.info.id), json, SESSION_TTL_SECS)
                     .ignore();

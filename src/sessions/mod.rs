@@ -92,6 +92,19 @@ pub struct SessionInfo {
     pub token_expires_at: i64,
 }
 
+/// A session as the admin API lists it, and as gateways share it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// The gateway holding it, when gateways share state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(flatten)]
+    pub info: SessionInfo,
+    pub statements: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
 /// A registered session, shared by the registry and the session itself.
 #[derive(Debug)]
 pub struct LiveSession {
@@ -127,6 +140,18 @@ impl LiveSession {
             &self.bytes_out
         };
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Its figures now, held by `gateway` when gateways share state.
+    #[must_use]
+    pub fn snapshot(&self, gateway: Option<&str>) -> SessionSnapshot {
+        SessionSnapshot {
+            gateway: gateway.map(Into::into),
+            info: self.info.clone(),
+            statements: self.statements.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
     }
 
     /// Fires when the session must end: revoked, killed, expired, or the
