@@ -15,3 +15,10 @@ pub mod secret;
 pub mod sessions;
 pub mod sql;
 pub mod tls;
+
+/// Locks `m`, taking the data even if another thread panicked while
+/// holding it: every lock here guards state that stays consistent between
+/// statements, and one panicked session must not disable the rest.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

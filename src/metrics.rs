@@ -32,7 +32,7 @@ impl Metrics {
     }
 
     pub fn login(&self, outcome: &'static str, reason: &str) {
-        let mut logins = lock(&self.logins);
+        let mut logins = crate::lock(&self.logins);
         match logins.get_mut(&(outcome, reason.to_owned())) {
             Some(n) => *n += 1,
             None => {
@@ -42,16 +42,12 @@ impl Metrics {
     }
 
     pub fn session_ended(&self, reason: &'static str) {
-        *lock(&self.ended).entry(reason).or_default() += 1;
+        *crate::lock(&self.ended).entry(reason).or_default() += 1;
     }
 
     pub fn revocation(&self) {
         self.revocations.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Prometheus label values escape `\`, `"` and newlines.
@@ -84,7 +80,7 @@ pub fn render(gw: &Gateway) -> String {
         "counter",
         "Login attempts by outcome and reason.",
     );
-    for ((outcome, reason), n) in lock(&m.logins).iter() {
+    for ((outcome, reason), n) in crate::lock(&m.logins).iter() {
         let _ = writeln!(
             o,
             "idgate_logins_total{{outcome=\"{outcome}\",reason=\"{reason}\"}} {n}"
@@ -114,7 +110,7 @@ pub fn render(gw: &Gateway) -> String {
         "counter",
         "Sessions ended from outside (revoked, killed, expired, shutdown), by reason.",
     );
-    for (reason, n) in lock(&m.ended).iter() {
+    for (reason, n) in crate::lock(&m.ended).iter() {
         let _ = writeln!(o, "idgate_sessions_ended_total{{reason=\"{reason}\"}} {n}");
     }
 

@@ -84,17 +84,17 @@ struct DurableSignal {
 
 impl DurableSignal {
     fn raise(&self) {
-        *lock(&self.queued) = true;
+        *crate::lock(&self.queued) = true;
         self.cv.notify_one();
     }
 
     fn clear(&self) {
-        *lock(&self.queued) = false;
+        *crate::lock(&self.queued) = false;
     }
 
     /// Sleeps until `deadline` or a raise, whichever is first.
     fn wait_until(&self, deadline: Instant) {
-        let mut queued = lock(&self.queued);
+        let mut queued = crate::lock(&self.queued);
         while !*queued {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
@@ -106,10 +106,6 @@ impl DurableSignal {
                 .0;
         }
     }
-}
-
-fn lock(m: &Mutex<bool>) -> std::sync::MutexGuard<'_, bool> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Msg {

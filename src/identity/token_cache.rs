@@ -4,7 +4,7 @@
 //! The map is bounded: when full, expired entries go first, then the oldest.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use ring::digest::{SHA256, digest};
 
@@ -51,7 +51,7 @@ impl TokenCache {
     /// `None` on a miss; on a hit the cached identity, or `Expired` once the
     /// token has run out (the entry is dropped then).
     pub fn get(&self, hash: &TokenHash, now: i64) -> Option<Result<Identity, TokenError>> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = crate::lock(&self.inner);
         let entry = inner.map.get(hash)?;
         match check_expiry(entry.identity.expires_at, entry.skew, now) {
             Ok(()) => Some(Ok(entry.identity.clone())),
@@ -66,7 +66,7 @@ impl TokenCache {
         if self.capacity == 0 {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = crate::lock(&self.inner);
         if inner.map.len() >= self.capacity {
             // O(n), but only when full, and it usually frees many slots.
             inner
@@ -88,11 +88,7 @@ impl TokenCache {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .map
-            .len()
+        crate::lock(&self.inner).map.len()
     }
 }
 

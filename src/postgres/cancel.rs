@@ -34,7 +34,7 @@ struct CancelSlot(Mutex<Option<CancelTarget>>);
 
 impl CancelSlot {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<CancelTarget>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.0)
     }
 }
 
@@ -62,7 +62,7 @@ impl Drop for CancelKey {
 impl CancelMap {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), Arc<CancelSlot>>> {
         // A panic elsewhere must not disable cancels for everyone.
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.live)
     }
 
     pub fn register(self: &Arc<Self>, target: Option<CancelTarget>) -> CancelKey {

@@ -170,7 +170,7 @@ impl Pool {
     /// sees unusually many forgets them, which only costs the shortcut.
     pub fn intern(&self, variant: Variant) -> Arc<Variant> {
         const MAX_VARIANTS: usize = 64;
-        let mut known = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = crate::lock(&self.variants);
         if let Some(v) = known.iter().find(|v| ***v == variant) {
             return Arc::clone(v);
         }
@@ -183,7 +183,7 @@ impl Pool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Where a cancel of what `conn` runs must go; `None` for a server that

@@ -50,9 +50,7 @@ impl std::fmt::Debug for ExpiryWatcher {
 
 impl ExpiryWatcher {
     fn lock(&self) -> std::sync::MutexGuard<'_, BinaryHeap<Reverse<Deadline>>> {
-        self.heap
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.heap)
     }
 
     /// End `session` with `reason` at `at`.

@@ -208,9 +208,7 @@ impl Drop for SessionHandle {
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveSession>>> {
-        self.live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.live)
     }
 
     /// Registers a session whose end also follows `shutdown`.

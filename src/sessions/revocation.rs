@@ -66,9 +66,7 @@ pub struct Revocations {
 
 impl Revocations {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Revocation>> {
-        self.list
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.list)
     }
 
     /// Adds `r` (a repeat of one already listed keeps the later time).

@@ -314,12 +314,12 @@ pub(super) async fn run(
         )),
     };
     let mut done = Vec::new();
-    lock(&shared).tracker.abandon(&mut done);
+    crate::lock(&shared).tracker.abandon(&mut done);
     let audited = audit.completed(done).await;
     if let Some(mut lease) = upstreams.lease.take() {
-        let clean = outcome.is_ok() && lock(&shared).clean();
+        let clean = outcome.is_ok() && crate::lock(&shared).clean();
         if clean {
-            lease.conn().prepared = std::mem::take(&mut lock(&shared).server_prepared);
+            lease.conn().prepared = std::mem::take(&mut crate::lock(&shared).server_prepared);
             Box::pin(give_back(upstreams.pool, lease, transaction_mode)).await;
         } else if matches!(outcome, Err(RelayError::Ended(_))) {
             // Closing alone would leave a running query running.
@@ -428,7 +428,7 @@ async fn serve(
             cancel.set(Some(target));
         }
         {
-            let mut s = lock(shared);
+            let mut s = crate::lock(shared);
             s.phase_base = s.sync_points;
             s.server_prepared = std::mem::take(&mut conn.prepared);
         }
@@ -441,7 +441,7 @@ async fn serve(
                 }
                 let mut lease = upstreams.lease.take().expect("assigned");
                 let conn = lease.conn();
-                conn.prepared = std::mem::take(&mut lock(shared).server_prepared);
+                conn.prepared = std::mem::take(&mut crate::lock(shared).server_prepared);
                 // A message the client has begun stays with the client.
                 client.buf.extend_from_slice(&conn.cbuf);
                 conn.cbuf.clear();
@@ -505,10 +505,6 @@ async fn phase(
     }
 }
 
-fn lock(s: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Client messages held whole before forwarding.
 fn client_holds(tag: u8) -> bool {
     matches!(
@@ -564,7 +560,7 @@ impl ClientGate<'_> {
                 let (name, sql) = codec::parse_parse(body)?;
                 // A Parse is not when a statement runs: never settled.
                 let (info, verdict) = self.judge(sql, false);
-                let mut s = lock(self.shared);
+                let mut s = crate::lock(self.shared);
                 s.unsynced = true;
                 s.tracker.on_parse(name, Arc::clone(&info));
                 drop(s);
@@ -572,7 +568,7 @@ impl ClientGate<'_> {
                     self.denial_count += 1;
                     let portal = format!("{}{}", self.portal_prefix, self.denial_count);
                     out.replace(|b| codec::execute(b, &portal));
-                    let mut s = lock(self.shared);
+                    let mut s = crate::lock(self.shared);
                     let ready_number = s.next_ready();
                     s.parse_denials.push_back(ParseDenial {
                         ready_number,
@@ -593,7 +589,7 @@ impl ClientGate<'_> {
             b'B' => {
                 let (portal, statement) = codec::parse_bind(body)?;
                 self.make_present(statement, out);
-                let mut s = lock(self.shared);
+                let mut s = crate::lock(self.shared);
                 s.unsynced = true;
                 s.tracker.on_bind(portal, statement);
             }
@@ -602,22 +598,22 @@ impl ClientGate<'_> {
                 if kind == b'S' {
                     self.make_present(name, out);
                 }
-                lock(self.shared).unsynced = true;
+                crate::lock(self.shared).unsynced = true;
             }
             b'E' => {
-                let mut s = lock(self.shared);
+                let mut s = crate::lock(self.shared);
                 s.unsynced = true;
                 s.tracker.on_execute(codec::parse_name(body)?);
             }
             b'S' => {
-                let mut s = lock(self.shared);
+                let mut s = crate::lock(self.shared);
                 s.sync_points += 1;
                 s.unsynced = false;
                 s.tracker.on_sync();
             }
             b'C' => {
                 let (kind, name) = codec::parse_close(body)?;
-                let mut s = lock(self.shared);
+                let mut s = crate::lock(self.shared);
                 s.unsynced = true;
                 s.tracker.on_close(kind, name);
                 if s.transaction_mode {
@@ -647,7 +643,7 @@ impl ClientGate<'_> {
         verdict: Verdict,
         out: &mut Outgoing,
     ) -> bool {
-        let mut s = lock(self.shared);
+        let mut s = crate::lock(self.shared);
         s.sync_points += 1;
         s.tracker.on_query(Arc::clone(&info));
         drop(s);
@@ -663,7 +659,7 @@ impl ClientGate<'_> {
     /// Transaction mode, a client Parse going up: record it on both sides;
     /// close a stranger of the same name on this connection first.
     fn prepare_passed(&mut self, name: &str, definition: &[u8], out: &mut Outgoing) {
-        let mut s = lock(self.shared);
+        let mut s = crate::lock(self.shared);
         if !s.transaction_mode {
             return;
         }
@@ -688,7 +684,7 @@ impl ClientGate<'_> {
     /// connection's statement of that name the client's own, or make sure
     /// there is none if the client has none.
     fn make_present(&mut self, name: &str, out: &mut Outgoing) {
-        let mut s = lock(self.shared);
+        let mut s = crate::lock(self.shared);
         if !s.transaction_mode {
             return;
         }
@@ -714,7 +710,7 @@ impl ClientGate<'_> {
 
     /// Idle upstream with every message so far answered.
     fn settled(&self) -> bool {
-        let s = lock(self.shared);
+        let s = crate::lock(self.shared);
         s.ready_status == b'I' && s.ready_count == s.sync_points
     }
 
@@ -763,7 +759,7 @@ async fn client_to_upstream(
 ) -> Result<PhaseEnd, RelayError> {
     // Bytes read before the assignment go first.
     loop {
-        lock(gate.shared).c2s_busy = true;
+        crate::lock(gate.shared).c2s_busy = true;
         let mut terminated = false;
         let pos = out.plan(
             splitter,
@@ -792,7 +788,7 @@ async fn client_to_upstream(
             return Ok(PhaseEnd::ClientGone);
         }
         {
-            let mut s = lock(gate.shared);
+            let mut s = crate::lock(gate.shared);
             s.c2s_busy = false;
             s.client_mid = splitter.mid_message();
             if s.releasable() {
@@ -822,7 +818,7 @@ async fn upstream_to_client(
             return Err(RelayError::UpstreamClosed);
         }
         let pos = {
-            let mut s = lock(shared);
+            let mut s = crate::lock(shared);
             s.s2c_busy = true;
             out.plan(
                 splitter,
@@ -841,7 +837,7 @@ async fn upstream_to_client(
             // Statements the trail cannot record end the session.
             audit.completed(done.drain(..)).await?;
         }
-        let mut s = lock(shared);
+        let mut s = crate::lock(shared);
         s.s2c_busy = false;
         s.server_clean = buf.is_empty() && !splitter.mid_message();
         if s.releasable() {
