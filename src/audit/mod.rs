@@ -6,13 +6,14 @@
 //!
 //! # Life of an event
 //!
-//! [`AuditLog::record`] stamps the time, serializes the event to canonical
-//! JSON on the caller's task and queues it on a bounded channel (waiting for
-//! room rather than dropping). One writer task takes everything queued,
-//! chains it, appends all lines with one `write` and `fdatasync`s
-//! (group commit). [`AuditLog::record_durable`] additionally waits until its
-//! batch is on disk. A failed write is retried with backoff, never dropped.
-//! [`AuditWriter::shutdown`] drains the queue and syncs.
+//! [`AuditLog::record`] stamps the time and serializes the event to canonical
+//! JSON on the caller's task, straight into a bounded pending buffer (waiting
+//! for room rather than dropping). One writer thread takes everything
+//! pending at most every 20 ms (at once for a durable event), chains it,
+//! appends all lines with one `write` and `fdatasync`s (group commit).
+//! [`AuditLog::record_durable`] additionally waits until its batch is on
+//! disk. A failed write is retried with backoff, never dropped.
+//! [`AuditWriter::shutdown`] drains what is pending and syncs.
 //!
 //! # File format (for outside verifiers)
 //!

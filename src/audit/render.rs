@@ -102,43 +102,50 @@ impl EventTemplate {
     /// The canonical body of the event `details` at `time`.
     #[must_use]
     pub fn render(&self, details: &EventDetails<'_>, time: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.render_into(details, time, &mut out);
+        out
+    }
+
+    /// Appends what [`render`](Self::render) returns to `out`.
+    pub fn render_into(&self, details: &EventDetails<'_>, time: &str, out: &mut Vec<u8>) {
         let d = details;
-        let mut out = Vec::with_capacity(
+        out.reserve(
             self.len() + d.statement.map_or(0, str::len) + d.error.map_or(0, str::len) + 192,
         );
         out.push(b'{');
         out.extend_from_slice(&self.client_addr);
         if let Some(v) = d.decision {
-            put_name(&mut out, "decision", v.as_str());
+            put_name(out, "decision", v.as_str());
         }
         if let Some(v) = d.duration_ms {
-            put(&mut out, "duration_ms", &super::event::DurationMs(v));
+            put(out, "duration_ms", &super::event::DurationMs(v));
         }
         if let Some(v) = d.error {
-            put_str(&mut out, "error", v);
+            put_str(out, "error", v);
         }
-        put_name(&mut out, "event", d.event.as_str());
+        put_name(out, "event", d.event.as_str());
         out.extend_from_slice(&self.groups_identity_issuer);
         if !d.policy_ids.is_empty() {
-            put_strs(&mut out, "policy_ids", d.policy_ids);
+            put_strs(out, "policy_ids", d.policy_ids);
         }
         if let Some(v) = d.reason {
-            put_str(&mut out, "reason", v);
+            put_str(out, "reason", v);
         }
         out.extend_from_slice(&self.role);
         if let Some(v) = d.rows {
-            put(&mut out, "rows", &v);
+            put(out, "rows", &v);
         }
         out.extend_from_slice(&self.session_id);
         if let Some(v) = d.statement {
-            put_str(&mut out, "statement", v);
+            put_str(out, "statement", v);
         }
         if let Some(v) = d.statement_kind {
-            put_str(&mut out, "statement_kind", v);
+            put_str(out, "statement_kind", v);
         }
         out.extend_from_slice(&self.subject);
         if !d.tables.is_empty() {
-            put_strs(&mut out, "tables", d.tables);
+            put_strs(out, "tables", d.tables);
         }
         out.extend_from_slice(&self.target);
         if time.is_empty() {
@@ -147,11 +154,10 @@ impl EventTemplate {
                 out.pop();
             }
         } else {
-            put_str(&mut out, "time", time);
+            put_str(out, "time", time);
             out.pop();
         }
         out.push(b'}');
-        out
     }
 
     fn len(&self) -> usize {

@@ -6,6 +6,11 @@
 //! keeps a timer for the commit delay (which made every idle wait arm and
 //! cancel a kernel timer) nor hands each batch to the blocking pool.
 //!
+//! Recorders render straight into one shared pending buffer, which the
+//! writer swaps for its empty spare once per batch: no allocation and no
+//! channel operation per event, and both buffers stay warm in cache. The
+//! lock is held only to append or to swap, never across I/O or an await.
+//!
 //! Single writer per file: two processes appending to the same file would
 //! fork the chain, and retrying a failed batch truncates back to the last
 //! committed length, which assumes nobody else appends.
@@ -14,129 +19,206 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use super::chain::{GENESIS_HASH, check_line, event_body, seal_into};
 use super::{AuditError, AuditEvent, EventDetails, EventTemplate};
 
-/// Queue depth between recorders and the writer. Large enough to absorb a
-/// burst while one fsync is in flight; when full, `record` waits instead of
-/// dropping.
-const CHANNEL_CAPACITY: usize = 16 * 1024;
-/// Upper bound of events per write+fsync.
-const MAX_BATCH: usize = 4096;
+/// Pending bytes beyond which recorders wait for the writer instead of
+/// appending (an event is always taken by an empty queue, however large).
+/// Room for a burst while one write+fsync is in flight; nothing is dropped.
+const MAX_PENDING: usize = 16 << 20;
+/// Pending bytes that end the commit delay early: a batch this large gains
+/// nothing from waiting.
+const FULL_BATCH: usize = 2 << 20;
 /// How long a batch of non-durable events (statements) may wait for more
 /// before it is written and fsynced, like PostgreSQL's `commit_delay`: at
-/// most one fsync per 5 ms from statement traffic instead of one per
-/// statement. `record` never waited for the fsync, so what a crash can lose
-/// is unchanged in kind: events queued in memory, now for up to 5 ms more.
-/// Durable events (logins) end the wait at once.
+/// most one fsync per 20 ms from statement traffic instead of one per
+/// statement. `record` never waits for the fsync, so what a crash can lose
+/// is unchanged in kind: events still in memory, for up to 20 ms. Durable
+/// events (logins, revocations) end the wait at once.
 ///
-/// The writer sleeps through the delay instead of receiving as events
-/// arrive: waking it for every statement cost a cross-thread wakeup each,
-/// about half the gateway's CPU under select-only load. Statements queue
-/// meanwhile (a burst beyond the channel waits in `record` for the rest of
-/// the delay); only `record_durable` wakes the writer early.
-const COMMIT_DELAY: Duration = Duration::from_millis(5);
-/// A batch buffer grown past this (huge statements) is not kept.
+/// Why 20 ms: an fsync here costs about 140 µs of CPU whatever the batch
+/// size (the block layer and the virtual disk's doorbell); at 5 ms that was
+/// 1.7 µs per select-only transaction, at 20 ms it is 1.1 µs (measured in
+/// the writer thread's own CPU time under `pgbench -S -c 16`).
+const COMMIT_DELAY: Duration = Duration::from_millis(20);
+/// A spare buffer grown past this (huge statements) is not kept.
 const MAX_KEPT_BUFFER: usize = 4 << 20;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Tail read size when looking for the last line of an existing file.
 const TAIL_CHUNK: u64 = 64 * 1024;
 
-/// One queued event: its canonical body, and who to tell once it is synced.
-struct Entry {
-    body: Vec<u8>,
-    synced: Option<oneshot::Sender<()>>,
+/// Events waiting for the writer: canonical bodies back to back.
+#[derive(Default)]
+struct Pending {
+    bodies: Vec<u8>,
+    /// Where each body ends in `bodies`.
+    ends: Vec<usize>,
+    /// Who to tell once the events queued so far are synced.
+    synced: Vec<oneshot::Sender<()>>,
+    writer: WriterState,
+    /// Set by [`AuditWriter::shutdown`] (or its drop): no more events.
+    closed: bool,
 }
 
-enum Msg {
-    Event(Entry),
-    /// From [`AuditWriter::shutdown`]: write what is queued, then end.
-    Stop,
+/// What the writer thread is doing, so recorders wake it only when it
+/// waits for what they bring: a wakeup is a syscall and a context switch.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum WriterState {
+    /// Writing a batch: nobody needs to wake it.
+    #[default]
+    Busy,
+    /// Waiting for a first event.
+    Idle,
+    /// In the commit delay: only a durable event, a full batch or a stop
+    /// ends it early.
+    Gathering,
+}
+
+impl Pending {
+    fn push_end(&mut self) {
+        self.ends.push(self.bodies.len());
+    }
+
+    fn has_room(&self) -> bool {
+        self.bodies.is_empty() || self.bodies.len() < MAX_PENDING
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer (see [`WriterState`]).
+    wake: Condvar,
+    /// Wakes recorders waiting for room after the writer took a batch.
+    room: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        crate::lock(&self.pending)
+    }
+
+    /// Appends one event rendered by `render` if there is room, and wakes
+    /// a writer that waits for it; false, with `render` and `durable`
+    /// untouched, if the queue is full.
+    fn try_append<F>(
+        &self,
+        render: &mut Option<F>,
+        durable: &mut Option<oneshot::Sender<()>>,
+    ) -> Result<bool, AuditError>
+    where
+        F: FnOnce(&mut Vec<u8>) -> Result<(), AuditError>,
+    {
+        let mut p = self.lock();
+        if p.closed {
+            return Err(AuditError::Closed);
+        }
+        if !p.has_room() {
+            return Ok(false);
+        }
+        let start = p.bodies.len();
+        let render = render.take().expect("rendered once");
+        if let Err(e) = render(&mut p.bodies) {
+            p.bodies.truncate(start);
+            return Err(e);
+        }
+        p.push_end();
+        let is_durable = durable.is_some();
+        if let Some(tx) = durable.take() {
+            p.synced.push(tx);
+        }
+        let wake = match p.writer {
+            WriterState::Idle => true,
+            WriterState::Gathering => is_durable || p.bodies.len() >= FULL_BATCH,
+            WriterState::Busy => false,
+        };
+        if wake {
+            p.writer = WriterState::Busy;
+        }
+        drop(p);
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Appends `body`, waiting for room as long as needed.
+    async fn append_waiting(
+        &self,
+        body: Vec<u8>,
+        mut durable: Option<oneshot::Sender<()>>,
+    ) -> Result<(), AuditError> {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the look, so a batch taken in between
+            // still wakes this recorder.
+            notified.as_mut().enable();
+            let mut render = Some(|out: &mut Vec<u8>| {
+                out.extend_from_slice(&body);
+                Ok(())
+            });
+            if self.try_append(&mut render, &mut durable)? {
+                return Ok(());
+            }
+            notified.await;
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+        // Recorders waiting for room learn of the close.
+        self.room.notify_waiters();
+    }
 }
 
 /// Handle for recording audit events. Cheap to clone; every clone feeds the
 /// same writer thread.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AuditLog {
     /// `None` for [`AuditLog::discarding`].
-    queue: Option<Queue>,
+    shared: Option<Arc<Shared>>,
 }
 
-#[derive(Clone, Debug)]
-struct Queue {
-    tx: mpsc::Sender<Msg>,
-    durable: Arc<DurableSignal>,
-}
-
-/// Ends the writer's commit delay when a durable event is queued.
-#[derive(Debug, Default)]
-struct DurableSignal {
-    queued: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl DurableSignal {
-    fn raise(&self) {
-        *crate::lock(&self.queued) = true;
-        self.cv.notify_one();
-    }
-
-    fn clear(&self) {
-        *crate::lock(&self.queued) = false;
-    }
-
-    /// Sleeps until `deadline` or a raise, whichever is first.
-    fn wait_until(&self, deadline: Instant) {
-        let mut queued = crate::lock(&self.queued);
-        while !*queued {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return;
-            };
-            queued = self
-                .cv
-                .wait_timeout(queued, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
-impl std::fmt::Debug for Msg {
+impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Msg::Event(e) => f
-                .debug_struct("Event")
-                .field("bytes", &e.body.len())
-                .finish_non_exhaustive(),
-            Msg::Stop => f.write_str("Stop"),
-        }
+        f.debug_struct("AuditLog")
+            .field("discarding", &self.shared.is_none())
+            .finish_non_exhaustive()
     }
 }
 
 /// Owner of the writer thread. Call [`AuditWriter::shutdown`] before the
-/// process exits, or queued events are lost with it.
+/// process exits, or events still pending are lost with it. Dropped without
+/// it, it closes the log and the thread writes what is pending, unwaited.
 #[derive(Debug)]
 pub struct AuditWriter {
     /// `None` for [`AuditLog::discarding`], which has no thread.
     thread: Option<WriterThread>,
 }
 
-#[derive(Debug)]
 struct WriterThread {
-    stop: mpsc::Sender<Msg>,
-    done: oneshot::Receiver<()>,
+    shared: Arc<Shared>,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+impl std::fmt::Debug for WriterThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterThread").finish_non_exhaustive()
+    }
 }
 
 impl AuditLog {
     /// Opens `path` for appending (creating it with mode 0600) and starts
-    /// the writer task. An existing file is continued: its last line must
+    /// the writer thread. An existing file is continued: its last line must
     /// be complete and check out on its own, and its `hash` becomes the
     /// chain head. The rest of the file is not re-verified here (that would
     /// make start-up cost grow with the file); use [`super::verify`].
@@ -159,7 +241,7 @@ impl AuditLog {
     /// (`idgate dev --no-audit`); callers still build their events.
     #[must_use]
     pub fn discarding() -> (AuditLog, AuditWriter) {
-        (AuditLog { queue: None }, AuditWriter { thread: None })
+        (AuditLog { shared: None }, AuditWriter { thread: None })
     }
 
     fn start<T: AppendTarget>(
@@ -167,25 +249,24 @@ impl AuditLog {
         head: String,
         len: u64,
     ) -> io::Result<(AuditLog, AuditWriter)> {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (done_tx, done) = oneshot::channel();
-        let durable = Arc::new(DurableSignal::default());
-        let signal = Arc::clone(&durable);
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("idgate-audit".into())
             .spawn(move || {
-                run_writer(rx, &signal, &target, head, len);
+                run_writer(&theirs, &target, head, len);
                 let _ = done_tx.send(());
             })?;
         Ok((
             AuditLog {
-                queue: Some(Queue {
-                    tx: tx.clone(),
-                    durable,
-                }),
+                shared: Some(Arc::clone(&shared)),
             },
             AuditWriter {
-                thread: Some(WriterThread { stop: tx, done }),
+                thread: Some(WriterThread {
+                    shared,
+                    done: Some(done),
+                }),
             },
         ))
     }
@@ -197,51 +278,57 @@ impl AuditLog {
     /// Errors only when the event cannot be serialized or the writer has
     /// stopped ([`AuditError::Closed`]).
     ///
-    /// The event is serialized before the returned future is first polled,
-    /// and a queue with room takes it without waiting; only a full queue
-    /// boxes the wait. So the future stays small: every idle session holds
-    /// one inside its own.
+    /// The event is queued before the returned future is first polled when
+    /// there is room; only a full queue makes the future wait, boxed. So
+    /// the future stays small: every idle session holds one inside its own.
     pub fn record(
         &self,
         event: AuditEvent,
     ) -> impl Future<Output = Result<(), AuditError>> + Send + '_ {
-        self.enqueue(|| prepare(event))
+        self.enqueue(move |out| {
+            out.extend_from_slice(&prepare(event)?);
+            Ok(())
+        })
     }
 
     /// As [`record`](Self::record), for an event of a session whose own
     /// fields `template` has rendered already: the cheap way to audit
-    /// statement after statement.
+    /// statement after statement, rendered straight into the queue.
     pub fn record_rendered(
         &self,
         template: &EventTemplate,
         details: &EventDetails<'_>,
     ) -> impl Future<Output = Result<(), AuditError>> + Send + '_ {
-        self.enqueue(|| {
+        self.enqueue(|out| {
             let mut time = [0; TIME_LEN];
-            Ok(template.render(details, format_time(OffsetDateTime::now_utc(), &mut time)?))
+            let time = format_time(OffsetDateTime::now_utc(), &mut time)?;
+            template.render_into(details, time, out);
+            Ok(())
         })
     }
 
-    /// Renders with `body` (unless discarding) before the future exists,
-    /// so only a full queue makes the future wait.
     fn enqueue(
         &self,
-        body: impl FnOnce() -> Result<Vec<u8>, AuditError>,
+        render: impl FnOnce(&mut Vec<u8>) -> Result<(), AuditError>,
     ) -> impl Future<Output = Result<(), AuditError>> + Send + '_ {
-        let prepared = match &self.queue {
+        let mut render = Some(render);
+        let queued = match &self.shared {
             None => Ok(None),
-            Some(queue) => body().map(|body| Some((queue, Entry { body, synced: None }))),
+            Some(shared) => match shared.try_append(&mut render, &mut None) {
+                Ok(true) => Ok(None),
+                // Full: render on the side and wait for room.
+                Ok(false) => {
+                    let mut body = Vec::new();
+                    let render = render.take().expect("not used when full");
+                    render(&mut body).map(|()| Some((shared, body)))
+                }
+                Err(e) => Err(e),
+            },
         };
         async move {
-            let Some((queue, entry)) = prepared? else {
-                return Ok(());
-            };
-            match queue.tx.try_send(Msg::Event(entry)) {
-                Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Full(msg)) => Box::pin(queue.tx.send(msg))
-                    .await
-                    .map_err(|_| AuditError::Closed),
-                Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::Closed),
+            match queued? {
+                None => Ok(()),
+                Some((shared, body)) => Box::pin(shared.append_waiting(body, None)).await,
             }
         }
     }
@@ -251,21 +338,11 @@ impl AuditLog {
     /// hide who got in. While the disk keeps failing this keeps waiting
     /// (the writer retries); wrap it in a timeout if the caller must not.
     pub async fn record_durable(&self, event: AuditEvent) -> Result<(), AuditError> {
-        let Some(queue) = &self.queue else {
+        let Some(shared) = &self.shared else {
             return Ok(());
         };
         let (synced, on_disk) = oneshot::channel();
-        let entry = Entry {
-            body: prepare(event)?,
-            synced: Some(synced),
-        };
-        queue
-            .tx
-            .send(Msg::Event(entry))
-            .await
-            .map_err(|_| AuditError::Closed)?;
-        // After the send, so a writer woken here finds the event queued.
-        queue.durable.raise();
+        shared.append_waiting(prepare(event)?, Some(synced)).await?;
         on_disk.await.map_err(|_| AuditError::Closed)
     }
 }
@@ -275,16 +352,22 @@ impl AuditWriter {
     /// [`AuditError::Closed`]), writes and fsyncs everything already
     /// queued, and waits for the thread to end. If the disk keeps failing
     /// this keeps retrying, because giving up would lose events.
-    ///
-    /// Dropped without this, the thread serves until every [`AuditLog`]
-    /// is gone.
-    pub async fn shutdown(self) {
-        let Some(thread) = self.thread else {
+    pub async fn shutdown(mut self) {
+        let Some(thread) = &mut self.thread else {
             return;
         };
-        // Err: the thread already ended; nothing is left to wait for.
-        if thread.stop.send(Msg::Stop).await.is_ok() && thread.done.await.is_err() {
-            tracing::error!("audit writer thread failed; events queued at that moment were lost");
+        thread.shared.close();
+        let done = thread.done.take().expect("taken once, here");
+        if done.await.is_err() {
+            tracing::error!("audit writer thread failed; events pending at that moment were lost");
+        }
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        if let Some(thread) = &self.thread {
+            thread.shared.close();
         }
     }
 }
@@ -298,7 +381,6 @@ fn prepare(mut event: AuditEvent) -> Result<Vec<u8>, AuditError> {
     }
     Ok(event_body(&event)?)
 }
-
 /// `2025-01-02T03:04:05.678Z`
 const TIME_LEN: usize = 24;
 
@@ -331,87 +413,92 @@ fn format_time(t: OffsetDateTime, buf: &mut [u8; TIME_LEN]) -> Result<&str, time
 }
 
 fn run_writer<T: AppendTarget>(
-    mut rx: mpsc::Receiver<Msg>,
-    durable: &DurableSignal,
+    shared: &Shared,
     target: &Arc<T>,
     mut head: String,
     mut committed: u64,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The batch being written; its buffers are swapped with the pending
+    // ones, so the two take turns.
+    let mut batch = Pending::default();
     // Reused: a fresh buffer per batch cost page faults on every batch.
     let mut lines = Vec::new();
-    let mut stopping = false;
     loop {
-        if !stopping {
-            match rx.blocking_recv() {
-                Some(Msg::Event(e)) => batch.push(e),
-                Some(Msg::Stop) => stopping = true,
-                None => break,
+        let stopping = take_batch(shared, &mut batch);
+        shared.room.notify_waiters();
+        if !batch.ends.is_empty() {
+            lines.clear();
+            if lines.capacity() > MAX_KEPT_BUFFER {
+                lines = Vec::new();
             }
-        }
-        if stopping {
-            // Refuse new sends; what is queued is still taken below.
-            rx.close();
-        } else if batch.iter().all(|e| e.synced.is_none()) {
-            stopping = gather(&mut rx, &mut batch, durable);
-        }
-        stopping |= drain(&mut rx, &mut batch);
-        if batch.is_empty() {
-            if stopping {
-                break;
+            lines.reserve(batch.bodies.len() + batch.ends.len() * 160);
+            let mut start = 0;
+            for &end in &batch.ends {
+                seal_into(&mut head, &batch.bodies[start..end], &mut lines);
+                start = end;
             }
-            continue;
-        }
-        lines.clear();
-        if lines.capacity() > MAX_KEPT_BUFFER {
-            lines = Vec::new();
-        }
-        lines.reserve(batch.iter().map(|e| e.body.len() + 160).sum());
-        for entry in &batch {
-            seal_into(&mut head, &entry.body, &mut lines);
-        }
-        persist(target.as_ref(), &lines, committed, batch.len());
-        committed += lines.len() as u64;
-        for entry in batch.drain(..) {
-            if let Some(synced) = entry.synced {
+            persist(target.as_ref(), &lines, committed, batch.ends.len());
+            committed += lines.len() as u64;
+            for synced in batch.synced.drain(..) {
                 // The recorder may have given up waiting; the event is on
                 // disk regardless.
                 let _ = synced.send(());
             }
+            batch.bodies.clear();
+            batch.ends.clear();
+            if batch.bodies.capacity() > MAX_KEPT_BUFFER {
+                batch.bodies = Vec::new();
+            }
+        }
+        if stopping {
+            break;
         }
     }
 }
 
-/// Lets up to `COMMIT_DELAY` of events join `batch`: sleeps through the
-/// delay unless a durable event is sent or the batch is already full.
-/// True once a stop has been received.
-fn gather(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Entry>, durable: &DurableSignal) -> bool {
-    let deadline = Instant::now() + COMMIT_DELAY;
-    // Cleared before looking at the queue: a durable event queued after
-    // this look raises the signal again and ends the sleep.
-    durable.clear();
-    let before = batch.len();
-    if drain(rx, batch) {
-        return true;
+/// Waits for a first event, lets up to `COMMIT_DELAY` of events join it
+/// (unless a durable event, a full batch or a stop ends the delay), and
+/// swaps what is pending into the empty `batch`. True once closed: nothing
+/// can be pending after that.
+fn take_batch(shared: &Shared, batch: &mut Pending) -> bool {
+    let ready = |p: &Pending| p.closed || !p.synced.is_empty() || p.bodies.len() >= FULL_BATCH;
+    let mut p = shared.lock();
+    while p.ends.is_empty() && !p.closed {
+        p.writer = WriterState::Idle;
+        p = wait(&shared.wake, p, None);
     }
-    if batch.len() == MAX_BATCH || batch[before..].iter().any(|e| e.synced.is_some()) {
-        return false;
-    }
-    durable.wait_until(deadline);
-    false
-}
-
-/// Moves what is queued into `batch`, up to `MAX_BATCH`, without waiting.
-/// True if a stop was among it (or every sender is gone).
-fn drain(rx: &mut mpsc::Receiver<Msg>, batch: &mut Vec<Entry>) -> bool {
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(Msg::Event(e)) => batch.push(e),
-            Ok(Msg::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => return true,
-            Err(mpsc::error::TryRecvError::Empty) => return false,
+    if !ready(&p) {
+        let deadline = Instant::now() + COMMIT_DELAY;
+        while !ready(&p) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            p.writer = WriterState::Gathering;
+            p = wait(&shared.wake, p, Some(left));
         }
     }
-    false
+    p.writer = WriterState::Busy;
+    std::mem::swap(&mut p.bodies, &mut batch.bodies);
+    std::mem::swap(&mut p.ends, &mut batch.ends);
+    std::mem::swap(&mut p.synced, &mut batch.synced);
+    p.closed
+}
+
+fn wait<'a>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, Pending>,
+    timeout: Option<Duration>,
+) -> MutexGuard<'a, Pending> {
+    match timeout {
+        None => cv
+            .wait(guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        Some(t) => {
+            cv.wait_timeout(guard, t)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0
+        }
+    }
 }
 
 /// Appends and syncs `lines`, retrying with backoff until it succeeds.
@@ -642,6 +729,83 @@ mod tests {
         std::fs::write(&path, &content).expect("write copy");
         let report = crate::audit::verify(&path).expect("chain verifies after retries");
         assert_eq!(report.lines, 51);
+    }
+
+    /// A disk that holds every append until the test opens it.
+    #[derive(Default)]
+    struct HeldDisk {
+        open: Mutex<bool>,
+        opened: std::sync::Condvar,
+        content: Mutex<Vec<u8>>,
+    }
+
+    impl AppendTarget for HeldDisk {
+        fn append_synced(&self, data: &[u8], _: Option<u64>) -> io::Result<()> {
+            let mut open = self.open.lock().map_err(|_| io::Error::other("poisoned"))?;
+            while !*open {
+                open = self
+                    .opened
+                    .wait(open)
+                    .map_err(|_| io::Error::other("poisoned"))?;
+            }
+            let mut content = self
+                .content
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?;
+            content.extend_from_slice(data);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_recorders_wait_and_loses_nothing() {
+        let disk = Arc::new(HeldDisk::default());
+        let (log, writer) =
+            AuditLog::start(Arc::clone(&disk), GENESIS_HASH.to_owned(), 0).expect("start");
+        let big = "x".repeat(1 << 20);
+        let event = |i| AuditEvent {
+            rows: Some(i),
+            statement: Some(big.clone()),
+            ..AuditEvent::new(EventKind::Statement)
+        };
+        // The writer's first batch sits at the disk; the rest fills the
+        // queue until a recorder has to wait.
+        let mut recorded: u64 = 0;
+        let mut waiting = None;
+        for i in 0..64 {
+            let mut record = Box::pin(log.record(event(i)));
+            recorded += 1;
+            tokio::select! {
+                biased;
+                r = &mut record => r.expect("record"),
+                () = std::future::ready(()) => {
+                    waiting = Some(record);
+                    break;
+                }
+            }
+        }
+        let waiting = waiting.expect("a full queue makes a recorder wait");
+        assert!(recorded * (1 << 20) > MAX_PENDING as u64, "{recorded}");
+        *disk.open.lock().expect("lock") = true;
+        disk.opened.notify_all();
+        waiting.await.expect("queued once the writer took a batch");
+        writer.shutdown().await;
+
+        let content = disk.content.lock().expect("lock").clone();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, &content).expect("write copy");
+        let lines = crate::audit::verify(&path).expect("verifies").lines;
+        assert_eq!(lines as u64, recorded);
+        let rows: Vec<u64> = content
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_slice(l).expect("json");
+                v["rows"].as_u64().expect("rows")
+            })
+            .collect();
+        assert_eq!(rows, (0..recorded).collect::<Vec<u64>>());
     }
 
     #[tokio::test]
