@@ -11,20 +11,17 @@
 /// not allocate.
 pub fn classification_key<'a>(sql: &'a str, scratch: &'a mut String) -> &'a str {
     let bytes = sql.as_bytes();
-    // One pass: anything that may hide text makes the text its own key.
-    let mut digits = false;
-    let mut prev = 0u8;
-    for &b in bytes {
-        match b {
-            b'\'' | b'"' | b'$' | b'\\' | b'`' => return sql,
-            b'-' if prev == b'-' => return sql,
-            b'*' if prev == b'/' => return sql,
-            b'0'..=b'9' => digits = true,
-            _ => {}
-        }
-        prev = b;
-    }
-    if !digits {
+    // Anything that may hide text makes the text its own key. Every
+    // statement passes here, so the look is one table lookup per byte
+    // without a branch; only a text with `-` or `*` gets the exact look for
+    // `--` and `/*`.
+    let seen = bytes
+        .iter()
+        .fold(0, |seen, &b| seen | BYTE_CLASS[usize::from(b)]);
+    if seen & HIDES != 0
+        || seen & DIGIT == 0
+        || (seen & MARK != 0 && bytes.windows(2).any(|w| w == b"--" || w == b"/*"))
+    {
         return sql;
     }
     let out = scratch;
@@ -58,6 +55,27 @@ pub fn classification_key<'a>(sql: &'a str, scratch: &'a mut String) -> &'a str 
     }
     out
 }
+
+const HIDES: u8 = 1;
+const DIGIT: u8 = 2;
+const MARK: u8 = 4;
+
+/// What each byte may be to [`classification_key`]: a quote, dollar sign,
+/// backslash or backtick (`HIDES`), a digit, or half of a comment marker.
+const BYTE_CLASS: [u8; 256] = {
+    let mut class = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        class[b] = match b as u8 {
+            b'\'' | b'"' | b'$' | b'\\' | b'`' => HIDES,
+            b'0'..=b'9' => DIGIT,
+            b'-' | b'*' => MARK,
+            _ => 0,
+        };
+        b += 1;
+    }
+    class
+};
 
 /// Bytes around a plain integer literal; letters, digits, `_` and `.` are
 /// not (they make it part of an identifier or another kind of number).
@@ -118,8 +136,15 @@ mod tests {
             "select 1 -- 2",
             "select 1 /* 2 */",
             "select E'\\x31'",
+            // Past the first 32 bytes, and a marker across their boundary.
+            "select a, b, c, d, e, f from t1 where x = 'a1'",
+            "select aaaaaaaaaaaaaaaaaaaaa 1 -- 2",
         ] {
             assert_eq!(classification_key(sql), sql);
         }
+        assert_eq!(
+            classification_key("select a - 1, b * 2 from t"),
+            "select a - 0, b * 0 from t"
+        );
     }
 }
