@@ -545,9 +545,12 @@ impl ClientGate<'_> {
         match tag {
             b'Q' => {
                 // Lossy: a client in another client_encoding is still checked.
+                // The strict check first: its ASCII path is the faster one.
                 let raw = body.split(|&b| b == 0).next().unwrap_or_default();
                 let settled = self.settled();
-                let (info, verdict) = self.judge(&String::from_utf8_lossy(raw), settled);
+                let text = std::str::from_utf8(raw)
+                    .map_or_else(|_| String::from_utf8_lossy(raw), std::borrow::Cow::Borrowed);
+                let (info, verdict) = self.judge(&text, settled);
                 passed = self.simple_query(info, verdict, out);
             }
             b'F' => {
