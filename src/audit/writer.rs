@@ -89,6 +89,12 @@ impl Pending {
     fn has_room(&self) -> bool {
         self.bodies.is_empty() || self.bodies.len() < MAX_PENDING
     }
+
+    /// Nothing to gain from the rest of the commit delay: a durable event
+    /// waits, the batch is full, or the log is closing.
+    fn batch_ready(&self) -> bool {
+        self.closed || !self.synced.is_empty() || self.bodies.len() >= FULL_BATCH
+    }
 }
 
 #[derive(Default)]
@@ -130,13 +136,12 @@ impl Shared {
             return Err(e);
         }
         p.push_end();
-        let is_durable = durable.is_some();
         if let Some(tx) = durable.take() {
             p.synced.push(tx);
         }
         let wake = match p.writer {
             WriterState::Idle => true,
-            WriterState::Gathering => is_durable || p.bodies.len() >= FULL_BATCH,
+            WriterState::Gathering => p.batch_ready(),
             WriterState::Busy => false,
         };
         if wake {
@@ -461,15 +466,14 @@ fn run_writer<T: AppendTarget>(
 /// swaps what is pending into the empty `batch`. True once closed: nothing
 /// can be pending after that.
 fn take_batch(shared: &Shared, batch: &mut Pending) -> bool {
-    let ready = |p: &Pending| p.closed || !p.synced.is_empty() || p.bodies.len() >= FULL_BATCH;
     let mut p = shared.lock();
     while p.ends.is_empty() && !p.closed {
         p.writer = WriterState::Idle;
         p = wait(&shared.wake, p, None);
     }
-    if !ready(&p) {
+    if !p.batch_ready() {
         let deadline = Instant::now() + COMMIT_DELAY;
-        while !ready(&p) {
+        while !p.batch_ready() {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
