@@ -161,6 +161,24 @@ async fn lists(gw: &Gateway, admin: &str, identity: &str) -> bool {
         .any(|s| s["identity"] == identity)
 }
 
+/// A fresh analyst running `pg_sleep` through `gw`, returned once `gw`
+/// lists the session: (identity, token, psql).
+async fn sleeper(
+    issuer: &DevIssuer,
+    gw: &Gateway,
+    admin: &str,
+    name: &str,
+) -> (String, String, Child) {
+    let user = format!("{}@example.com", unique_name(name));
+    let token = issuer.mint_for(&user, &["analysts"], AUDIENCE, Duration::from_secs(300));
+    let running = psql(gw, &token, "select pg_sleep(60)");
+    eventually("the gateway to list the session", || async {
+        lists(gw, admin, user.as_str()).await
+    })
+    .await;
+    (user, token, running)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_a_second() {
     let issuer = DevIssuer::start().await.expect("issuer");
@@ -175,13 +193,7 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
     let admin = admin_token(&issuer);
 
     // Revocation on A, session on B.
-    let user = format!("{}@example.com", unique_name("c"));
-    let token = issuer.mint_for(&user, &["analysts"], AUDIENCE, Duration::from_secs(300));
-    let running = psql(&b, &token, "select pg_sleep(60)");
-    eventually("B to list the session", || async {
-        lists(&b, &admin, user.as_str()).await
-    })
-    .await;
+    let (user, token, running) = sleeper(&issuer, &b, &admin, "c").await;
     eventually("A to list B's session", || async {
         lists(&a, &admin, user.as_str()).await
     })
@@ -221,21 +233,15 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
     assert!(stderr(&late).contains("revoked"), "{}", stderr(&late));
 
     // A kill on A of a session on B.
-    let other = issuer.mint_for(
-        "k@example.com",
-        &["analysts"],
-        AUDIENCE,
-        Duration::from_secs(300),
-    );
-    let running = psql(&b, &other, "select pg_sleep(60)");
+    let (other, _, running) = sleeper(&issuer, &b, &admin, "k").await;
     eventually("A to list B's session", || async {
-        lists(&a, &admin, "k@example.com").await
+        lists(&a, &admin, other.as_str()).await
     })
     .await;
     let listed = sessions(&a, &admin).await;
     let id = listed
         .iter()
-        .find(|s| s["identity"] == "k@example.com")
+        .find(|s| s["identity"] == other.as_str())
         .and_then(|s| s["id"].as_str())
         .expect("listed with an id")
         .to_owned();
@@ -265,13 +271,7 @@ async fn without_redis_a_gateway_enforces_locally_and_is_not_ready() {
     let g = gateway(&issuer, "redis://127.0.0.1:1", &unique_name("idgate-test")).await;
     assert_eq!(ready(&g.admin).await, 503);
     let admin = admin_token(&issuer);
-    let user = format!("{}@example.com", unique_name("local"));
-    let token = issuer.mint_for(&user, &["analysts"], AUDIENCE, Duration::from_secs(300));
-    let running = psql(&g, &token, "select pg_sleep(60)");
-    eventually("the session to be listed", || async {
-        lists(&g, &admin, user.as_str()).await
-    })
-    .await;
+    let (user, _, running) = sleeper(&issuer, &g, &admin, "local").await;
     let (status, body) = admin_api(
         &g.admin,
         reqwest::Method::POST,

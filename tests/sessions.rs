@@ -241,26 +241,13 @@ async fn an_administrator_kills_one_session_by_id() {
     assert_eq!(sessions[0]["role"], "reader");
     assert_eq!(sessions[0]["target"], support::TARGET);
 
-    let (status, _) = api(
-        &h,
-        reqwest::Method::DELETE,
-        &format!("/api/sessions/{id}"),
-        Some(&admin_token(&h)),
-        None,
-    )
-    .await;
-    assert_eq!(status, 204);
+    let path = format!("/api/sessions/{id}");
+    let admin = admin_token(&h);
+    let kill = || api(&h, reqwest::Method::DELETE, &path, Some(&admin), None);
+    assert_eq!(kill().await.0, 204);
     let out = support::ends_within(child, Duration::from_secs(5)).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
-    let (status, _) = api(
-        &h,
-        reqwest::Method::DELETE,
-        &format!("/api/sessions/{id}"),
-        Some(&admin_token(&h)),
-        None,
-    )
-    .await;
-    assert_eq!(status, 404);
+    assert_eq!(kill().await.0, 404);
 }
 
 #[tokio::test]
