@@ -556,6 +556,22 @@ impl Validator<'_> {
         })
     }
 
+    /// One of a key's named `options`, or an error at the value naming
+    /// `what` and how to fix it.
+    fn choice<T: Copy>(
+        &self,
+        value: &Spanned<String>,
+        what: &str,
+        options: &[(&str, T)],
+        hint: &str,
+    ) -> Result<T, ConfigError> {
+        let name = value.get_ref().as_str();
+        match options.iter().find(|(n, _)| *n == name) {
+            Some(&(_, v)) => Ok(v),
+            None => self.err(value.span(), format!("{what} `{name}` is unknown"), hint),
+        }
+    }
+
     fn duration(&self, s: &Spanned<String>) -> Result<Duration, ConfigError> {
         parse_duration(s.get_ref()).or_else(|e| {
             self.err(
@@ -605,17 +621,15 @@ impl Validator<'_> {
             threads: g.threads.unwrap_or(0),
             on_expiry: match &g.on_expiry {
                 None => OnExpiry::Disconnect,
-                Some(v) => match v.get_ref().as_str() {
-                    "disconnect" => OnExpiry::Disconnect,
-                    "allow" => OnExpiry::Allow,
-                    other => {
-                        return self.err(
-                            v.span(),
-                            format!("on_expiry `{other}` is unknown"),
-                            "use \"disconnect\" (end sessions when their token expires) or \"allow\"",
-                        );
-                    }
-                },
+                Some(v) => self.choice(
+                    v,
+                    "on_expiry",
+                    &[
+                        ("disconnect", OnExpiry::Disconnect),
+                        ("allow", OnExpiry::Allow),
+                    ],
+                    "use \"disconnect\" (end sessions when their token expires) or \"allow\"",
+                )?,
             },
             expiry_grace: match &g.expiry_grace {
                 Some(d) => self.duration(d)?,
@@ -826,17 +840,15 @@ impl Validator<'_> {
                 PoolConfig {
                     mode: match &p.mode {
                         None => d.mode,
-                        Some(m) => match m.get_ref().as_str() {
-                            "session" => PoolMode::Session,
-                            "transaction" => PoolMode::Transaction,
-                            other => {
-                                return self.err(
-                                    m.span(),
-                                    format!("pool mode `{other}` is unknown"),
-                                    "use \"session\" or \"transaction\"",
-                                );
-                            }
-                        },
+                        Some(m) => self.choice(
+                            m,
+                            "pool mode",
+                            &[
+                                ("session", PoolMode::Session),
+                                ("transaction", PoolMode::Transaction),
+                            ],
+                            "use \"session\" or \"transaction\"",
+                        )?,
                     },
                     max_size: match &p.max_size {
                         None => d.max_size,

@@ -238,3 +238,20 @@ fn bad_issuer_token_rules_name_their_line() {
     assert!(e.contains("adds no groups"), "{e}");
     assert!(e.contains("idgate.toml:13:"), "{e}");
 }
+
+#[test]
+fn unknown_choices_are_named_with_the_ones_there_are() {
+    let e = error_of(&MINIMAL.replace(
+        "allow_plaintext_loopback = true",
+        "allow_plaintext_loopback = true\non_expiry = \"warn\"",
+    ));
+    assert!(e.contains("on_expiry `warn` is unknown"), "{e}");
+    assert!(e.contains("\"disconnect\""), "{e}");
+    let e = error_of(&MINIMAL.replace(
+        "database = \"orders\"",
+        "database = \"orders\"\npool = { mode = \"statement\" }",
+    ));
+    assert!(e.contains("pool mode `statement` is unknown"), "{e}");
+    assert!(e.contains("use \"session\" or \"transaction\""), "{e}");
+    assert!(e.contains("idgate.toml:15:"), "{e}");
+}
