@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::UpstreamTls;
 
@@ -232,6 +233,72 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Split a stream for concurrent reading and writing. A plain socket
+/// splits without a lock (Tokio's owned halves); only TLS, whose state
+/// both directions share, goes through Tokio's locking split.
+pub fn split(stream: Stream) -> (StreamRead, StreamWrite) {
+    match stream {
+        Stream::Plain(s) => {
+            let (r, w) = s.into_split();
+            (StreamRead::Plain(r), StreamWrite::Plain(w))
+        }
+        Stream::Tls(s) => {
+            let (r, w) = tokio::io::split(Stream::Tls(s));
+            (StreamRead::Tls(r), StreamWrite::Tls(w))
+        }
+    }
+}
+
+pub enum StreamRead {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<Stream>),
+}
+
+pub enum StreamWrite {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<Stream>),
+}
+
+impl AsyncRead for StreamRead {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StreamRead::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            StreamRead::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for StreamWrite {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            StreamWrite::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            StreamWrite::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StreamWrite::Plain(s) => Pin::new(s).poll_flush(cx),
+            StreamWrite::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            StreamWrite::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            StreamWrite::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

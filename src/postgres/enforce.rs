@@ -55,7 +55,9 @@ pub struct StatementPolicy {
     /// `sql::classification_key`), valid while the search paths and the
     /// hour of the week they were decided in stay the same. Only texts
     /// without side effects on this struct are cached.
-    verdicts: HashMap<String, CachedVerdict>,
+    /// foldhash: a lookup per statement, and std's SipHash cost ~250
+    /// instructions of it; keys are only this session's own texts.
+    verdicts: HashMap<String, CachedVerdict, foldhash::fast::RandomState>,
     /// Bumped whenever `search_paths` changes.
     paths_generation: u64,
     /// The target pools by transaction: session state is refused.
@@ -97,7 +99,7 @@ impl StatementPolicy {
             search_paths: vec![sql::default_search_path()],
             prepared: HashMap::new(),
             unknown_execute: Statement::new(Action::Unknown, "execute"),
-            verdicts: HashMap::new(),
+            verdicts: HashMap::default(),
             paths_generation: 0,
             key_scratch: String::new(),
         }

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustls::ClientConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 use super::cancel::CancelTarget;
 use super::upstream::{self, UpstreamError};
 use crate::config::{PoolConfig, RoleConfig, TargetConfig};
-use crate::tls::Stream;
+use crate::tls::{StreamRead, StreamWrite};
 
 /// What a connection was opened with; only equal variants share.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,8 +49,8 @@ pub enum PoolError {
 
 /// An open upstream connection, positioned at ReadyForQuery(I).
 pub struct ServerConn {
-    pub rx: ReadHalf<Stream>,
-    pub tx: WriteHalf<Stream>,
+    pub rx: StreamRead,
+    pub tx: StreamWrite,
     /// ParameterStatus values the server reported at login.
     pub parameters: Vec<(String, String)>,
     pub backend_key: Option<(i32, i32)>,
@@ -372,7 +372,7 @@ impl Pool {
             startup.push(("options", "-c default_transaction_read_only=on"));
         }
         let u = upstream::connect(&self.target, self.tls.as_ref(), &self.role, &startup).await?;
-        let (rx, tx) = tokio::io::split(u.stream);
+        let (rx, tx) = crate::tls::split(u.stream);
         Ok(ServerConn {
             rx,
             tx,

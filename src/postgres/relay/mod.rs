@@ -51,7 +51,7 @@ use super::statements::{Completed, StatementInfo, StatementTracker};
 use crate::audit::AuditError;
 use crate::config::PoolMode;
 use crate::sessions::LiveSession;
-use crate::tls::Stream;
+use crate::tls::{Stream, StreamRead, StreamWrite};
 
 const READ_BUFFER: usize = 32 * 1024;
 /// What an idle client keeps for reading its next message.
@@ -240,8 +240,8 @@ pub(super) struct Upstreams<'a> {
 
 /// What the client side keeps across server assignments.
 struct ClientSide {
-    rx: tokio::io::ReadHalf<Stream>,
-    tx: tokio::io::WriteHalf<Stream>,
+    rx: StreamRead,
+    tx: StreamWrite,
     /// Bytes read while no server connection was assigned.
     buf: BytesMut,
     splitter: Splitter,
@@ -286,7 +286,7 @@ pub(super) async fn run(
         parses: VecDeque::new(),
         closes: VecDeque::new(),
     });
-    let (rx, tx) = tokio::io::split(client);
+    let (rx, tx) = crate::tls::split(client);
     let mut client = ClientSide {
         rx,
         tx,
@@ -307,11 +307,14 @@ pub(super) async fn run(
         statements: HashMap::new(),
     };
 
+    // Biased: no random draw per wake-up, and an ended session is seen
+    // before more of its traffic is relayed.
     let outcome = tokio::select! {
-        r = serve(&mut client, &mut upstreams, &mut gate, &shared, &audit) => r,
+        biased;
         () = live.ended().cancelled() => Err(RelayError::Ended(
             live.end_reason().map_or("shutdown", |r| r.label()),
         )),
+        r = serve(&mut client, &mut upstreams, &mut gate, &shared, &audit) => r,
     };
     let mut done = Vec::new();
     crate::lock(&shared).tracker.abandon(&mut done);
@@ -500,6 +503,7 @@ async fn phase(
     } = client;
     let portal_prefix = gate.portal_prefix;
     tokio::select! {
+        biased;
         r = client_to_upstream(client_rx, server_tx, cbuf, splitter, out, gate, audit) => r,
         r = upstream_to_client(server_rx, client_tx, server_buf, server_splitter, server_out, shared, portal_prefix, audit) => r,
     }
