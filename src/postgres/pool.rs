@@ -84,6 +84,9 @@ fn same(a: &Arc<Variant>, b: &Arc<Variant>) -> bool {
     Arc::ptr_eq(a, b) || a == b
 }
 
+// Unboxed: under contention every checkin hands a connection over, and a
+// box would be an allocation per transaction.
+#[allow(clippy::large_enum_variant)]
 enum Grant {
     Conn(ServerConn),
     /// A slot: the waiter opens a connection itself.
