@@ -279,6 +279,8 @@ async fn session_state_is_refused_under_transaction_pooling() {
         "listen channel",
         "create temp table pool_t (x int)",
         "begin; declare c cursor with hold for select 1; commit",
+        "select set_config('work_mem', '2MB', false)",
+        "select pg_advisory_lock(42)",
     ] {
         let err = c.batch_execute(sql).await.expect_err(sql);
         let db = err.as_db_error().expect("a server error");
@@ -292,6 +294,11 @@ async fn session_state_is_refused_under_transaction_pooling() {
     c.batch_execute("begin; set local work_mem = '2MB'; commit")
         .await
         .expect("SET LOCAL is fine");
+    c.batch_execute(
+        "begin; select set_config('work_mem', '2MB', true), pg_advisory_xact_lock(42); commit",
+    )
+    .await
+    .expect("transaction-scoped settings and locks are fine");
     assert_eq!(text(&c, "select 'still usable'").await, "still usable");
 }
 

@@ -582,6 +582,12 @@ fn what_outlives_a_transaction_is_named() {
         "create temporary table t as select 1",
         "create temp view v as select 1",
         "create temp sequence s",
+        "select set_config('application_name', 'x', false)",
+        "select pg_catalog.set_config('work_mem', '2MB', $1)",
+        "select pg_advisory_lock(1)",
+        "select pg_try_advisory_lock_shared(1, 2)",
+        "select pg_advisory_unlock_all()",
+        "explain analyze select pg_advisory_lock(1)",
     ];
     for sql in lasting {
         assert!(
@@ -598,6 +604,10 @@ fn what_outlives_a_transaction_is_named() {
         "begin",
         "commit",
         "unlisten *",
+        "select set_config('work_mem', '2MB', true)",
+        "select pg_advisory_xact_lock(1)",
+        "select pg_try_advisory_xact_lock_shared(1)",
+        "select app.pg_advisory_lock(1)",
     ];
     for sql in passing {
         assert_eq!(classify(sql)[0].outlives_transaction, None, "{sql}");

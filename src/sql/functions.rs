@@ -202,6 +202,22 @@ pub(crate) fn is_set_config(name: &[String]) -> bool {
     }
 }
 
+/// Whether `name` is a session-level advisory lock function (taking or
+/// releasing): unlike the `_xact_` ones, its lock outlives the transaction.
+pub(crate) fn takes_session_lock(name: &[String]) -> bool {
+    let core = match name {
+        [_] => true,
+        [s, _] => s.eq_ignore_ascii_case("pg_catalog"),
+        _ => false,
+    };
+    let f = name
+        .last()
+        .map(|f| f.to_ascii_lowercase())
+        .unwrap_or_default();
+    core && (f.starts_with("pg_advisory_") || f.starts_with("pg_try_advisory_"))
+        && !f.contains("_xact_")
+}
+
 /// Whether `name` advances or sets a sequence named by its first argument.
 pub(crate) fn names_sequence(name: &[String]) -> bool {
     matches!(effect_of(name), Some(e) if e == SEQUENCE)

@@ -55,7 +55,11 @@ pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
             |raw| match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
                 Some(node) => {
                     let mut s = classify(node, &resolver);
-                    s.outlives_transaction = outlives_transaction(node);
+                    // The statement's own kind first; calls inside it
+                    // (set_config, advisory locks) were noted by classify.
+                    if let Some(what) = outlives_transaction(node) {
+                        s.outlives_transaction = Some(what);
+                    }
                     s
                 }
                 None => unparsed("empty statement node".into()),
@@ -577,6 +581,11 @@ fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
                 continue;
             };
             let value = call.literal_args.get(1).cloned().flatten();
+            let is_local = call.literal_args.get(2).cloned().flatten();
+            // Only a literal true surely ends with the transaction.
+            if !is_local.as_deref().is_some_and(is_true) {
+                s.outlives_transaction = Some("set_config() without is_local true");
+            }
             let (action, reason) = classify_setting(&setting, value.as_deref());
             s.raise(
                 action,
@@ -596,18 +605,17 @@ fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
                     continue;
                 };
                 s.sets_search_path = Some(parse_identifier_list(&value));
-                // is_local: a literal true, or anything that is not a literal false.
-                s.search_path_is_local = !call
-                    .literal_args
-                    .get(2)
-                    .cloned()
-                    .flatten()
-                    .is_some_and(|v| is_false(&v));
+                // Local unless a literal false: an unsure path is added to
+                // the possible ones, not made the only one.
+                s.search_path_is_local = !is_local.as_deref().is_some_and(is_false);
             }
             continue;
         }
         if let Some(Effect { action, why }) = functions::effect_of(&call.name) {
             s.raise(action, format!("{shown}() {why}"));
+        }
+        if functions::takes_session_lock(&call.name) {
+            s.outlives_transaction = Some("a session-level advisory lock");
         }
         if functions::names_sequence(&call.name) {
             if let Some(Some(sequence)) = call.literal_args.first() {

@@ -239,7 +239,7 @@ impl Walker {
         let frame = self.frames.iter_mut().rev().find(|f| {
             !matches!(
                 f.name,
-                "Node" | "TypeCast" | "NamedArgExpr" | "AConst" | "String"
+                "Node" | "TypeCast" | "NamedArgExpr" | "AConst" | "String" | "Boolean"
             )
         })?;
         match frame {
@@ -360,6 +360,22 @@ impl Walker {
     }
 
     fn on_bool(&mut self, value: bool) {
+        // Boolean < AConst(val) < … < FuncCall(args): a literal argument,
+        // e.g. set_config's is_local.
+        let len = self.frames.len();
+        if len >= 2
+            && self.frames[len - 1].name == "Boolean"
+            && self.frames[len - 1].field == "boolval"
+            && self.frames[len - 2].name == "AConst"
+        {
+            if let Some(slot) = self
+                .enclosing_call_argument()
+                .and_then(|call| call.literal_args.last_mut())
+            {
+                *slot = Some(value.to_string());
+            }
+            return;
+        }
         if let Some(Frame {
             field: "recursive",
             data: FrameData::With { scope, .. },
