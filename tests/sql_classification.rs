@@ -584,6 +584,7 @@ fn what_outlives_a_transaction_is_named() {
         "create temp sequence s",
         "select set_config('application_name', 'x', false)",
         "select pg_catalog.set_config('work_mem', '2MB', $1)",
+        "select set_config($1, $2, $3)",
         "select pg_advisory_lock(1)",
         "select pg_try_advisory_lock_shared(1, 2)",
         "select pg_advisory_unlock_all()",

@@ -567,6 +567,11 @@ fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
     for call in &f.calls {
         let shown = call.name.join(".");
         if functions::is_set_config(&call.name) {
+            let is_local = call.literal_args.get(2).cloned().flatten();
+            // Only a literal true surely ends with the transaction.
+            if !is_local.as_deref().is_some_and(is_true) {
+                s.outlives_transaction = Some("set_config() without is_local true");
+            }
             let setting = call
                 .literal_args
                 .first()
@@ -581,11 +586,6 @@ fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
                 continue;
             };
             let value = call.literal_args.get(1).cloned().flatten();
-            let is_local = call.literal_args.get(2).cloned().flatten();
-            // Only a literal true surely ends with the transaction.
-            if !is_local.as_deref().is_some_and(is_true) {
-                s.outlives_transaction = Some("set_config() without is_local true");
-            }
             let (action, reason) = classify_setting(&setting, value.as_deref());
             s.raise(
                 action,
