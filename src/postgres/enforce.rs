@@ -289,11 +289,11 @@ impl StatementPolicy {
                 policy_ids: decision.policy_ids,
             }),
         };
-        let info = StatementInfo {
-            judged: Arc::clone(&verdict.judged),
-            denied: !verdict.allowed,
-            ..StatementInfo::new("<FunctionCall message>")
-        };
+        let info = StatementInfo::new(
+            "<FunctionCall message>",
+            Arc::clone(&verdict.judged),
+            !verdict.allowed,
+        );
         (info, verdict)
     }
 

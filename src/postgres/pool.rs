@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 use super::cancel::CancelTarget;
+use super::statements::Completed;
 use super::upstream::{self, UpstreamError};
 use crate::config::{PoolConfig, RoleConfig, TargetConfig};
 use crate::tls::{StreamRead, StreamWrite};
@@ -61,6 +62,10 @@ pub struct ServerConn {
     /// Named (and the unnamed) prepared statements that exist on this
     /// connection: name → Parse body after the name (text and types).
     pub prepared: HashMap<String, Arc<[u8]>>,
+    /// Statements the reply being relayed completed, until audited: kept
+    /// with the connection, like the buffers, so that its room is neither
+    /// allocated per transaction nor held by an idle client.
+    pub completed: Vec<Completed>,
     variant: Arc<Variant>,
     idle_since: Instant,
 }
@@ -234,7 +239,8 @@ impl Pool {
         }
         enum Next {
             Open,
-            Replace(ServerConn),
+            /// Closed outside the lock; boxed, as this path is rare.
+            Replace(Box<ServerConn>),
             Wait(oneshot::Receiver<Grant>),
         }
         let next = {
@@ -243,7 +249,7 @@ impl Pool {
                 s.open += 1;
                 Next::Open
             } else if let Some(other) = s.idle.pop_front() {
-                Next::Replace(other)
+                Next::Replace(Box::new(other))
             } else {
                 let (tx, rx) = oneshot::channel();
                 s.waiters.push_back(Waiter {
@@ -384,6 +390,7 @@ impl Pool {
             buf: BytesMut::new(),
             cbuf: BytesMut::new(),
             prepared: HashMap::new(),
+            completed: Vec::new(),
             variant: Arc::clone(variant),
             idle_since: Instant::now(),
         })

@@ -4,6 +4,7 @@
 //! prepared statement and portal names are resolved back to their SQL.
 //! Pure state, no I/O: the relay feeds it messages from both directions.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,25 +40,68 @@ pub struct StatementInfo {
     pub denied: bool,
 }
 
+thread_local! {
+    /// Records of audited statements, reused so that a steady stream of
+    /// statements allocates none. Per thread, not per session: an idle
+    /// session keeps nothing here.
+    static SPARE: RefCell<Vec<Arc<StatementInfo>>> = const { RefCell::new(Vec::new()) };
+}
+/// Enough for every session of a busy thread to find one.
+const SPARE_MAX: usize = 64;
+/// Records whose text grew beyond this are freed, not kept.
+const SPARE_TEXT_MAX: usize = 1024;
+
 impl StatementInfo {
-    pub fn new(sql: &str) -> Self {
+    pub fn new(sql: &str, judged: Arc<Judged>, denied: bool) -> Self {
+        let mut text = String::new();
+        push_audit_text(&mut text, sql);
         Self {
-            text: audit_text(sql),
-            ..Self::default()
+            text,
+            judged,
+            denied,
         }
+    }
+
+    /// A shared record for `sql`, in a spare one when this thread has one.
+    pub fn shared(sql: &str, judged: Arc<Judged>, denied: bool) -> Arc<Self> {
+        if let Some(mut spare) = SPARE.with_borrow_mut(Vec::pop)
+            && let Some(info) = Arc::get_mut(&mut spare)
+        {
+            info.text.clear();
+            push_audit_text(&mut info.text, sql);
+            info.judged = judged;
+            info.denied = denied;
+            return spare;
+        }
+        Arc::new(Self::new(sql, judged, denied))
+    }
+
+    /// Done with `info` (its statement is audited): kept for
+    /// [`shared`](Self::shared) if nothing else holds it.
+    pub fn recycle(mut info: Arc<Self>) {
+        if Arc::get_mut(&mut info).is_none_or(|i| i.text.capacity() > SPARE_TEXT_MAX) {
+            return;
+        }
+        SPARE.with_borrow_mut(|spare| {
+            if spare.len() < SPARE_MAX {
+                spare.push(info);
+            }
+        });
     }
 }
 
-/// `sql`, cut at the audit limit on a character boundary.
-pub fn audit_text(sql: &str) -> String {
+/// Append `sql`, cut at the audit limit on a character boundary.
+fn push_audit_text(out: &mut String, sql: &str) {
     if sql.len() <= AUDIT_TEXT_LIMIT {
-        return sql.to_owned();
+        out.push_str(sql);
+        return;
     }
     let mut end = AUDIT_TEXT_LIMIT;
     while !sql.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}{TRUNCATED}", &sql[..end])
+    out.push_str(&sql[..end]);
+    out.push_str(TRUNCATED);
 }
 
 /// A statement whose outcome is known.
@@ -119,12 +163,16 @@ impl StatementTracker {
     }
 
     pub fn on_parse(&mut self, name: &str, info: Arc<StatementInfo>) {
-        self.prepared.insert(name.to_owned(), info);
+        if let Some(old) = self.prepared.insert(name.to_owned(), info) {
+            StatementInfo::recycle(old);
+        }
     }
 
     pub fn on_bind(&mut self, portal: &str, statement: &str) {
         let info = self.prepared.get(statement).cloned().unwrap_or_default();
-        self.portals.insert(portal.to_owned(), info);
+        if let Some(old) = self.portals.insert(portal.to_owned(), info) {
+            StatementInfo::recycle(old);
+        }
     }
 
     pub fn on_execute(&mut self, portal: &str) {
@@ -138,10 +186,13 @@ impl StatementTracker {
 
     /// Close ('C' from the client): `kind` is `S` (statement) or `P` (portal).
     pub fn on_close(&mut self, kind: u8, name: &str) {
-        match kind {
+        let closed = match kind {
             b'S' => self.prepared.remove(name),
             _ => self.portals.remove(name),
         };
+        if let Some(old) = closed {
+            StatementInfo::recycle(old);
+        }
     }
 
     /// Feed one server message; statements it completes go to `done`.
@@ -229,7 +280,7 @@ mod tests {
     }
 
     fn info(sql: &str) -> Arc<StatementInfo> {
-        Arc::new(StatementInfo::new(sql))
+        Arc::new(StatementInfo::new(sql, Arc::default(), false))
     }
 
     #[test]
@@ -299,10 +350,11 @@ mod tests {
     fn denied_statements_are_not_audited_again_when_their_stand_in_runs() {
         let mut t = StatementTracker::default();
         let mut done = Vec::new();
-        t.on_query(Arc::new(StatementInfo {
-            denied: true,
-            ..StatementInfo::new("delete from t")
-        }));
+        t.on_query(Arc::new(StatementInfo::new(
+            "delete from t",
+            Arc::default(),
+            true,
+        )));
         t.on_server(b'E', &error("42501", "permission denied"), &mut done);
         t.on_server(b'Z', b"I", &mut done);
         assert!(done.is_empty());
@@ -310,9 +362,36 @@ mod tests {
 
     #[test]
     fn long_text_is_cut_and_marked() {
+        let text = |sql: &str| StatementInfo::new(sql, Arc::default(), false).text;
         let long = "x".repeat(AUDIT_TEXT_LIMIT + 10);
-        assert!(audit_text(&long).ends_with(TRUNCATED));
-        assert_eq!(audit_text("select 1"), "select 1");
+        assert!(text(&long).ends_with(TRUNCATED));
+        assert_eq!(text("select 1"), "select 1");
+    }
+
+    #[test]
+    fn a_spent_record_is_reused_and_a_held_one_is_not() {
+        let judged = Arc::new(Judged {
+            kind: "select".into(),
+            ..Judged::default()
+        });
+        let first = StatementInfo::shared("select 1", Arc::default(), true);
+        let at = Arc::as_ptr(&first);
+        StatementInfo::recycle(first);
+        let second = StatementInfo::shared("select 22", Arc::clone(&judged), false);
+        assert_eq!(Arc::as_ptr(&second), at, "the spent record is reused");
+        assert_eq!(second.text, "select 22");
+        assert_eq!(second.judged, judged);
+        assert!(!second.denied);
+
+        let held = Arc::clone(&second);
+        StatementInfo::recycle(second);
+        let third = StatementInfo::shared("select 3", Arc::default(), false);
+        assert_ne!(
+            Arc::as_ptr(&third),
+            Arc::as_ptr(&held),
+            "a held record stays its holder's"
+        );
+        assert_eq!(held.text, "select 22");
     }
 
     #[test]

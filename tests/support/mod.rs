@@ -81,6 +81,7 @@ pub struct Options {
     /// Serve the admin API on an ephemeral loopback port.
     pub admin: bool,
     pub on_expiry: OnExpiry,
+    pub upstream_tls: UpstreamTls,
 }
 
 impl Default for Options {
@@ -96,6 +97,7 @@ impl Default for Options {
             pool: PoolConfig::default(),
             admin: false,
             on_expiry: OnExpiry::Disconnect,
+            upstream_tls: UpstreamTls::Prefer,
         }
     }
 }
@@ -251,7 +253,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             protocol: Protocol::Postgres,
             upstream: pg_addr(),
             database: options.database.clone(),
-            upstream_tls: UpstreamTls::Prefer,
+            upstream_tls: options.upstream_tls,
             upstream_ca_file: None,
             pool: options.pool.clone(),
             roles: options

@@ -44,11 +44,11 @@ impl<'a> StatementAudit<'a> {
         Ok(())
     }
 
-    pub(super) async fn completed(
-        &self,
-        done: impl IntoIterator<Item = Completed>,
-    ) -> Result<(), RelayError> {
-        for c in done {
+    /// Audit `done` in order, taking each statement out once its event is
+    /// queued: if this is cut short, `done` keeps exactly the unaudited.
+    pub(super) async fn completed(&self, done: &mut Vec<Completed>) -> Result<(), RelayError> {
+        let mut queued = Queued { done, count: 0 };
+        while let Some(c) = queued.done.get(queued.count) {
             let text = crate::audit::redact_statement(&c.info.text);
             let details = EventDetails {
                 decision: Some(Decision::Allow),
@@ -58,10 +58,26 @@ impl<'a> StatementAudit<'a> {
                 ..details(EventKind::Statement, &c.info, &text)
             };
             self.log.record_rendered(&self.template, &details).await?;
+            queued.count += 1;
             self.live.count_statement();
             self.metrics.statement(true);
         }
         Ok(())
+    }
+}
+
+/// Removes the statements whose events are queued, however the loop ends;
+/// their records go back for reuse.
+struct Queued<'v> {
+    done: &'v mut Vec<Completed>,
+    count: usize,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        for c in self.done.drain(..self.count) {
+            StatementInfo::recycle(c.info);
+        }
     }
 }
 

@@ -317,8 +317,12 @@ pub(super) async fn run(
         r = serve(&mut client, &mut upstreams, &mut gate, &shared, &audit) => r,
     };
     let mut done = Vec::new();
+    if let Some(lease) = upstreams.lease.as_mut() {
+        // Completed statements whose audit the end cut short.
+        done.append(&mut lease.conn().completed);
+    }
     crate::lock(&shared).tracker.abandon(&mut done);
-    let audited = audit.completed(done).await;
+    let audited = audit.completed(&mut done).await;
     if let Some(mut lease) = upstreams.lease.take() {
         let clean = outcome.is_ok() && crate::lock(&shared).clean();
         if clean {
@@ -490,6 +494,7 @@ async fn phase(
         tx: server_tx,
         buf: server_buf,
         cbuf,
+        completed,
         ..
     } = conn;
     let ClientSide {
@@ -505,7 +510,7 @@ async fn phase(
     tokio::select! {
         biased;
         r = client_to_upstream(client_rx, server_tx, cbuf, splitter, out, gate, audit) => r,
-        r = upstream_to_client(server_rx, client_tx, server_buf, server_splitter, server_out, shared, portal_prefix, audit) => r,
+        r = upstream_to_client(server_rx, client_tx, server_buf, server_splitter, server_out, completed, shared, portal_prefix, audit) => r,
     }
 }
 
@@ -723,12 +728,8 @@ impl ClientGate<'_> {
 
     fn judge(&mut self, sql: &str, settled: bool) -> (Arc<StatementInfo>, Verdict) {
         let verdict = self.policy.check(sql, settled);
-        let info = StatementInfo {
-            judged: Arc::clone(&verdict.judged),
-            denied: !verdict.allowed,
-            ..StatementInfo::new(sql)
-        };
-        (Arc::new(info), verdict)
+        let info = StatementInfo::shared(sql, Arc::clone(&verdict.judged), !verdict.allowed);
+        (info, verdict)
     }
 
     /// For a denial, queue its audit event and return its code and the
@@ -815,11 +816,11 @@ async fn upstream_to_client(
     buf: &mut BytesMut,
     splitter: &mut Splitter,
     out: &mut Outgoing,
+    done: &mut Vec<Completed>,
     shared: &Mutex<Shared>,
     portal_prefix: &str,
     audit: &StatementAudit<'_>,
 ) -> Result<PhaseEnd, RelayError> {
-    let mut done = Vec::new();
     loop {
         if rx.read_buf(buf).await.map_err(RelayError::Upstream)? == 0 {
             return Err(RelayError::UpstreamClosed);
@@ -832,9 +833,7 @@ async fn upstream_to_client(
                 buf,
                 server_holds,
                 MAX_HELD_SERVER,
-                |out, tag, frame| {
-                    s.on_server_message(tag, &frame[5..], out, portal_prefix, &mut done)
-                },
+                |out, tag, frame| s.on_server_message(tag, &frame[5..], out, portal_prefix, done),
             )?
         };
         audit.live.count_bytes(false, pos);
@@ -842,7 +841,7 @@ async fn upstream_to_client(
         keep_tail(buf, pos);
         if !done.is_empty() {
             // Statements the trail cannot record end the session.
-            audit.completed(done.drain(..)).await?;
+            audit.completed(done).await?;
         }
         let mut s = crate::lock(shared);
         s.s2c_busy = false;
