@@ -19,6 +19,7 @@ use crate::identity::TokenValidator;
 use crate::metrics::Metrics;
 use crate::policy::{Clock, PolicyEngine};
 use crate::postgres::cancel::CancelMap;
+use crate::postgres::catalogue::TargetCatalogue;
 use crate::postgres::pool::Pools;
 use crate::sessions::{
     EndReason, ExpiryWatcher, Registry, Revocation, RevocationMatch, Revocations,
@@ -36,6 +37,8 @@ pub struct Gateway {
     pub cancels: Arc<CancelMap>,
     /// Upstream connection pools, per (target, role).
     pub pools: Pools,
+    /// What each target's catalogue holds, kept current (by target name).
+    pub catalogues: HashMap<String, Arc<TargetCatalogue>>,
     /// The time policies see.
     pub clock: Clock,
     /// Live client sessions.
@@ -124,9 +127,15 @@ impl Gateway {
             )),
             None => None,
         };
+        let catalogues = config
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), Arc::default()))
+            .collect();
         let gateway = Arc::new(Gateway {
             config,
             pools,
+            catalogues,
             validator,
             policy,
             audit,
@@ -147,6 +156,15 @@ impl Gateway {
             shutdown.clone(),
         ));
         tokio::spawn(reap_idle(Arc::downgrade(&gateway), shutdown.clone()));
+        for target in &gateway.config.targets {
+            let pool = target
+                .roles
+                .first()
+                .and_then(|r| gateway.pools.get(&target.name, &r.name));
+            if let (Some(pool), Some(catalogue)) = (pool, gateway.catalogues.get(&target.name)) {
+                Arc::clone(catalogue).watch(Arc::clone(pool), shutdown.clone());
+            }
+        }
         tokio::spawn(Arc::clone(&gateway.expiry).run(shutdown.clone()));
         if let Some(cluster) = &gateway.cluster {
             let weak = Arc::downgrade(&gateway);

@@ -145,6 +145,7 @@ const WRITE_TRICKS: &[&str] = &[
     "create schema evil",
     "listen x; insert into t values (12, 'l')",
     "this is not sql",
+    "set application_name = 'reports'",
 ];
 
 #[tokio::test]
@@ -202,7 +203,7 @@ const LEGIT_READS: &[&str] = &[
     "explain (costs off) select * from t where id = 1",
     "show work_mem",
     "show all",
-    "set application_name = 'reports'",
+    "set extra_float_digits = 3",
     "set search_path to public",
     "set timezone = 'UTC'",
     "set statement_timeout = '5s'",

@@ -3,9 +3,22 @@
 //! table resolution.
 
 use idgate::policy::Action;
-use idgate::sql::{MAX_SQL_BYTES, Statement, classify_postgres, default_search_path};
+use idgate::sql::{Catalogue, Context, MAX_SQL_BYTES, PathChange, Statement, default_search_path};
 
 use Action::{Admin, Ddl, Read, Session, Transaction, Unknown, Write};
+
+/// Offline: the default path, no user code in the catalogue, no `$user`
+/// schema.
+fn classify_postgres(sql: &str, path: &[String]) -> Vec<Statement> {
+    let catalogue = Catalogue::empty();
+    let paths = [path.to_vec()];
+    let context = Context {
+        search_paths: &paths,
+        user: "",
+        catalogue: &catalogue,
+    };
+    idgate::sql::classify_postgres(sql, &context).statements
+}
 
 fn classify(sql: &str) -> Vec<Statement> {
     classify_postgres(sql, &default_search_path())
@@ -189,6 +202,52 @@ const WRITE_TRICKS: &[(&str, Action, &str)] = &[
     ("SHOW search_path; BEGIN; SELECT 1; TRUNCATE t; COMMIT", Write, "truncate"),
 ];
 
+/// Code the gateway cannot see into needs `write`; a session without it
+/// may run it only where a policy permits `unknown`.
+#[rustfmt::skip]
+const USER_CODE: &[(&str, Action, &str)] = &[
+    ("SELECT public.nextval('s')", Write, "select"),
+    ("SELECT my_function(1)", Write, "select"),
+    ("SELECT db.app.my_function(1)", Write, "select"),
+    ("SELECT pg_advisory_lock(1)", Write, "select"),
+    ("SELECT (42).pg_cancel_backend", Admin, "select"),
+    ("SELECT (16516::oid).lo_unlink", Write, "select"),
+    ("SELECT t.pg_terminate_backend FROM (SELECT 1) t(x)", Admin, "select"),
+    ("SELECT ts_rewrite('a'::tsquery, 'SELECT 1')", Admin, "select"),
+    ("SELECT 1 OPERATOR(app.###) 2", Write, "select"),
+    ("SELECT \"lower\"('X')", Read, "select"),
+    ("SELECT \"LOWER\"('X')", Write, "select"),
+    ("SELECT sec_db.pg_catalog.set_config('default_transaction_read_only', 'off', false)", Admin, "select"),
+    ("SET application_name = 'psql'", Admin, "set"),
+    ("SELECT set_config('application_name', 'x', false)", Admin, "select"),
+    ("SELECT set_config('standard_conforming_strings', 'of' || 'f', false)", Admin, "select"),
+    ("SELECT set_config('client_encoding', $1, false)", Admin, "select"),
+    ("SET client_encoding = 'SJIS'", Admin, "set"),
+    ("SELECT a.b.c.d.e()", Unknown, "select"),
+];
+
+#[test]
+fn user_code_needs_write_and_named_effects_keep_their_action() {
+    check_table(USER_CODE);
+}
+
+#[test]
+fn a_number_that_decides_the_verdict_is_reported() {
+    let numbers = |sql: &str| {
+        let catalogue = Catalogue::empty();
+        let paths = [default_search_path()];
+        let context = Context {
+            search_paths: &paths,
+            user: "",
+            catalogue: &catalogue,
+        };
+        idgate::sql::classify_postgres(sql, &context).numbers_matter
+    };
+    assert!(numbers("EXPLAIN (ANALYZE 0) SELECT pg_terminate_backend(1)"));
+    assert!(numbers("BEGIN TRANSACTION READ ONLY"));
+    assert!(!numbers("SELECT * FROM t WHERE id = 41231 LIMIT 10"));
+}
+
 #[rustfmt::skip]
 const ORDINARY_READS: &[(&str, Action, &str)] = &[
     ("SELECT 1", Read, "select"),
@@ -199,8 +258,6 @@ const ORDINARY_READS: &[(&str, Action, &str)] = &[
     ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM r", Read, "select"),
     ("SELECT * FROM t JOIN u USING (id) WHERE EXISTS (SELECT 1 FROM v)", Read, "select"),
     ("SELECT count(*), max(a), now(), currval('s'), lower('X') FROM t", Read, "select"),
-    ("SELECT public.nextval('s')", Read, "select"),
-    ("SELECT my_function(1)", Read, "select"),
     ("EXPLAIN SELECT * FROM t", Read, "explain"),
     ("EXPLAIN DELETE FROM t", Read, "explain"),
     ("EXPLAIN (ANALYZE false) DELETE FROM t", Read, "explain"),
@@ -208,7 +265,6 @@ const ORDINARY_READS: &[(&str, Action, &str)] = &[
     ("EXPLAIN ANALYZE SELECT * FROM t", Read, "select"),
     ("SHOW search_path", Read, "show"),
     ("SHOW ALL", Read, "show"),
-    ("SET application_name = 'psql'", Session, "set"),
     ("SET search_path TO app, public", Session, "set"),
     ("SET TIME ZONE 'UTC'", Session, "set"),
     ("SET statement_timeout = '5s'", Session, "set"),
@@ -217,9 +273,7 @@ const ORDINARY_READS: &[(&str, Action, &str)] = &[
     ("SET client_encoding = 'UTF8'", Session, "set"),
     ("SET NAMES 'utf8'", Session, "set"),
     ("RESET statement_timeout", Session, "reset"),
-    ("SELECT set_config('application_name', 'x', false)", Session, "select"),
     ("SELECT current_setting('search_path')", Read, "select"),
-    ("SELECT pg_advisory_lock(1)", Session, "select"),
     ("BEGIN", Transaction, "begin"),
     ("BEGIN READ ONLY", Transaction, "begin"),
     ("START TRANSACTION ISOLATION LEVEL REPEATABLE READ", Transaction, "begin"),
@@ -400,9 +454,11 @@ fn tables_are_schema_qualified_sorted_and_deduplicated() {
 
 #[test]
 fn unqualified_tables_resolve_against_the_given_search_path() {
+    // Every schema of the path: without the catalogue, the table may be in
+    // any of them.
     assert_eq!(
         tables_with("SELECT * FROM orders", &["$user", "sales", "public"]),
-        vec!["sales.orders"]
+        vec!["public.orders", "sales.orders"]
     );
     assert_eq!(
         tables_with("SELECT * FROM orders", &["reporting"]),
@@ -410,7 +466,7 @@ fn unqualified_tables_resolve_against_the_given_search_path() {
     );
     assert_eq!(
         tables_with("SELECT * FROM pg_authid", &["sales"]),
-        vec!["pg_catalog.pg_authid"]
+        vec!["pg_catalog.pg_authid", "sales.pg_authid"]
     );
     let s = &classify_postgres("SELECT * FROM orders", &["sales".to_string()])[0];
     assert_eq!(s.schemas, vec!["sales"]);
@@ -500,25 +556,20 @@ fn schema_ddl_reports_the_schema() {
 #[test]
 fn search_path_changes_are_reported() {
     let path = |sql: &str| classify(sql)[0].sets_search_path.clone();
-    assert_eq!(
-        path("SET search_path TO app, public"),
-        Some(vec!["app".into(), "public".into()])
-    );
-    assert_eq!(
-        path("SET search_path = \"$user\", App"),
-        Some(vec!["$user".into(), "app".into()])
-    );
-    assert_eq!(
-        path("SET search_path = 'a, \"B\"'"),
-        Some(vec!["a".into(), "B".into()])
-    );
-    assert_eq!(path("SET SCHEMA 'app'"), Some(vec!["app".into()]));
-    assert_eq!(path("RESET search_path"), Some(default_search_path()));
+    let to = |p: &[&str]| Some(PathChange::To(p.iter().map(|s| s.to_string()).collect()));
+    assert_eq!(path("SET search_path TO app, public"), to(&["app", "public"]));
+    assert_eq!(path("SET search_path = \"$user\", App"), to(&["$user", "app"]));
+    assert_eq!(path("SET search_path = 'a, \"B\"'"), to(&["a", "B"]));
+    assert_eq!(path("SET SCHEMA 'app'"), to(&["app"]));
+    assert_eq!(path("RESET search_path"), Some(PathChange::Default));
+    assert_eq!(path("SET search_path TO DEFAULT"), Some(PathChange::Default));
+    // FROM CURRENT keeps the path as it is: no change, not a reset.
+    assert_eq!(path("SET search_path FROM CURRENT"), None);
     assert_eq!(
         path("SELECT set_config('search_path', 'x, y', false)"),
-        Some(vec!["x".into(), "y".into()])
+        to(&["x", "y"])
     );
-    assert_eq!(path("SET application_name = 'x'"), None);
+    assert_eq!(path("SET timezone = 'UTC'"), None);
     assert!(classify("SET LOCAL search_path = x")[0].search_path_is_local);
     assert!(!classify("SET search_path = x")[0].search_path_is_local);
     assert!(classify("SELECT set_config('search_path', 'x', true)")[0].search_path_is_local);
@@ -582,7 +633,7 @@ fn what_outlives_a_transaction_is_named() {
         "create temporary table t as select 1",
         "create temp view v as select 1",
         "create temp sequence s",
-        "select set_config('application_name', 'x', false)",
+        "select set_config('work_mem', '2MB', false)",
         "select pg_catalog.set_config('work_mem', '2MB', $1)",
         "select set_config($1, $2, $3)",
         "select pg_advisory_lock(1)",

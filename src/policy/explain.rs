@@ -266,7 +266,20 @@ pub fn explain_for(
             context: context.clone(),
         }));
         if let Some(text) = &request.sql {
-            for statement in sql::classify_postgres(text, &sql::default_search_path()) {
+            // Offline: the path a session starts with by default, no user
+            // code in the target's catalogue.
+            let user = target
+                .roles
+                .iter()
+                .find(|r| r.name == role_name)
+                .map_or("", |r| r.user.as_str());
+            let catalogue = sql::Catalogue::empty();
+            let offline = sql::Context {
+                search_paths: &[sql::default_search_path()],
+                user,
+                catalogue: &catalogue,
+            };
+            for statement in sql::classify_postgres(text, &offline).statements {
                 let decision = engine.authorize(&AccessRequest {
                     identity: &identity,
                     target: &target.name,

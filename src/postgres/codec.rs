@@ -38,7 +38,7 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error("startup packet length {0} is out of range")]
     StartupLength(usize),
@@ -434,6 +434,52 @@ pub fn parse_parse(body: &[u8]) -> Result<(&str, &str), CodecError> {
     let (name, rest) = cstr(body).ok_or(CodecError::Malformed("Parse"))?;
     let (sql, _) = cstr(rest).ok_or(CodecError::Malformed("Parse"))?;
     Ok((name, sql))
+}
+
+/// The parameter type OIDs a Parse ('P') body declares (0: unspecified).
+pub fn parse_parameter_types(body: &[u8]) -> Result<impl Iterator<Item = u32> + '_, CodecError> {
+    let malformed = CodecError::Malformed("Parse");
+    let (_, rest) = cstr(body).ok_or(malformed.clone())?;
+    let (_, rest) = cstr(rest).ok_or(malformed.clone())?;
+    let count = rest
+        .get(..2)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        .ok_or(malformed.clone())?;
+    let oids = rest.get(2..2 + 4 * count).ok_or(malformed)?;
+    Ok(oids
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+}
+
+/// ParameterStatus ('S') body → (name, value).
+pub fn parse_parameter_status(body: &[u8]) -> Result<(&str, &str), CodecError> {
+    let (name, rest) = cstr(body).ok_or(CodecError::Malformed("ParameterStatus"))?;
+    let (value, _) = cstr(rest).ok_or(CodecError::Malformed("ParameterStatus"))?;
+    Ok((name, value))
+}
+
+/// DataRow ('D') body → each column's text (`None` for NULL).
+pub fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, CodecError> {
+    let malformed = || CodecError::Malformed("DataRow");
+    let count = body
+        .get(..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or_else(malformed)?;
+    let mut rest = &body[2..];
+    let mut columns = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = rest.get(..4).map(be_i32).ok_or_else(malformed)?;
+        rest = &rest[4..];
+        if len < 0 {
+            columns.push(None);
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| malformed())?;
+        let value = rest.get(..len).ok_or_else(malformed)?;
+        columns.push(Some(String::from_utf8_lossy(value).into_owned()));
+        rest = &rest[len..];
+    }
+    Ok(columns)
 }
 
 /// Bind ('B') body → (portal, statement name).

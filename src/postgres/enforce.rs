@@ -1,8 +1,17 @@
 //! Per-statement policy for one session: every Query and Parse is
 //! classified (`sql::classify_postgres`) and each of its statements is put
-//! to the policy before a byte of it reaches the upstream. The session's
-//! search path and SQL-level PREPAREd statements are tracked here so that
-//! unqualified names and `EXECUTE name` are judged as what they really are.
+//! to the policy before a byte of it reaches the upstream.
+//!
+//! What a statement means depends on session state: the search path, what
+//! a prepared name stands for, the target's catalogue. The gateway believes
+//! only what the server confirms. A statement that says it changes the path
+//! adds its path to the possible ones (names then stand for every table
+//! they could be); only a lone `SET search_path` outside a transaction,
+//! answered `SET` and idle, narrows them to one (`confirm_search_path`).
+//! A prepared name stands for every text it may have been given, and is
+//! judged again at `EXECUTE` and at each Bind when the path or the
+//! catalogue changed since, because the server re-plans it then. Past the
+//! limits, names are unknown and refused, never guessed.
 //!
 //! A denied statement is not dropped: the relay sends the upstream a
 //! stand-in that raises the denial there (`raise_statement`), so the
@@ -15,14 +24,15 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use super::catalogue::TargetCatalogue;
 use super::codec::sqlstate;
 use super::statements::{Judged, StatementInfo};
 use crate::gateway::Gateway;
 use crate::identity::Identity;
-use crate::policy::{AccessRequest, Action, RequestContext};
-use crate::sql::{self, Statement};
+use crate::policy::{AccessRequest, Action, Decision, RequestContext};
+use crate::sql::{self, Catalogue, Classified, PathChange, Statement};
 
-/// The outcome for one Query or Parse.
+/// The outcome for one Query, Parse or Bind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub allowed: bool,
@@ -34,6 +44,9 @@ pub struct Verdict {
     pub judged: Arc<Judged>,
     /// For a denial: the client-facing message (action, tables, rule).
     pub reason: String,
+    /// A lone session-level `SET search_path` sent while settled: the path
+    /// it sets, to believe once the server answered it (`SET`, then idle).
+    pub confirms_path: Option<Vec<String>>,
 }
 
 pub struct StatementPolicy {
@@ -41,20 +54,30 @@ pub struct StatementPolicy {
     identity: Arc<Identity>,
     target: String,
     role: String,
+    /// The upstream login, which `$user` in a search path stands for.
+    user: String,
     /// Client address, environment and clock; statement fields are filled
     /// per statement.
     base: RequestContext,
-    /// Every search path that may be in effect upstream, current first.
-    /// Usually one; see `remember` for when it grows.
+    catalogue: Arc<TargetCatalogue>,
+    /// Every search path that may be in effect upstream; empty when that
+    /// is not known (unqualified names are then `unknown`).
     search_paths: Vec<Vec<String>>,
-    /// `PREPARE name AS …` (names are case-folded like identifiers).
-    prepared: HashMap<String, Statement>,
-    /// What an `EXECUTE` of a name never seen prepared is: unknown.
-    unknown_execute: Statement,
+    /// Where `RESET search_path` goes: what the server said the session
+    /// starts with (`None`: it did not say).
+    start_path: Option<Vec<String>>,
+    /// `PREPARE name AS …` (names are case-folded like identifiers) →
+    /// every PREPARE text the name may stand for, with the index of the
+    /// PREPARE in it: a second PREPARE of a taken name fails upstream and
+    /// leaves the first in place, so neither is forgotten.
+    prepared: HashMap<String, Vec<(Arc<str>, usize)>>,
+    /// Protocol-level statements: name → every text it may stand for, with
+    /// the generation it was last judged in.
+    parsed: HashMap<String, Vec<Parsed>>,
     /// Verdicts for statement texts seen before (numbers blanked, see
-    /// `sql::classification_key`), valid while the search paths and the
-    /// hour of the week they were decided in stay the same. Only texts
-    /// without side effects on this struct are cached.
+    /// `sql::classification_key`), valid while the search paths, the
+    /// catalogue and the hour of the week they were decided in stay the
+    /// same. Only texts without side effects on this struct are cached.
     /// foldhash: a lookup per statement, and std's SipHash cost ~250
     /// instructions of it; keys are only this session's own texts.
     verdicts: HashMap<String, CachedVerdict, foldhash::fast::RandomState>,
@@ -64,29 +87,48 @@ pub struct StatementPolicy {
     transaction_pooling: bool,
     /// Where `check` builds a cache key that differs from the text.
     key_scratch: String,
+    /// Why nothing more can be judged: the server now reads statements
+    /// differently from the gateway.
+    tainted: Option<String>,
 }
 
-struct CachedVerdict {
-    verdict: Verdict,
-    paths_generation: u64,
-    hour_of_week: u16,
+struct Parsed {
+    text: Arc<str>,
+    generation: (u64, u64),
+}
+
+enum CachedVerdict {
+    Verdict {
+        verdict: Verdict,
+        generation: (u64, u64),
+        hour_of_week: u16,
+    },
+    /// A number in the text decided the verdict: look up the exact text.
+    ByExactText,
 }
 
 /// Sessions repeat a small working set; a runaway one is simply reset.
 const MAX_CACHED_VERDICTS: usize = 1024;
 
-/// Beyond this many possible search paths a session's unqualified names
-/// are not worth resolving: they resolve to nothing, which schema-limited
-/// policies refuse.
+/// Beyond this many possible search paths the path is unknown: unqualified
+/// names are refused until a confirmed `SET search_path`.
 const MAX_SEARCH_PATHS: usize = 8;
 
+/// Beyond this many texts one prepared name may stand for, it stands for
+/// something unknown.
+const MAX_DEFINITIONS: usize = 8;
+
 impl StatementPolicy {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gw: Arc<Gateway>,
         identity: Arc<Identity>,
         target: String,
         role: String,
+        user: String,
         base: RequestContext,
+        catalogue: Arc<TargetCatalogue>,
+        start_path: Option<Vec<String>>,
         transaction_pooling: bool,
     ) -> Self {
         Self {
@@ -95,45 +137,158 @@ impl StatementPolicy {
             identity,
             target,
             role,
+            user,
             base,
-            search_paths: vec![sql::default_search_path()],
+            catalogue,
+            search_paths: start_path.iter().cloned().collect(),
+            start_path,
             prepared: HashMap::new(),
-            unknown_execute: Statement::new(Action::Unknown, "execute"),
+            parsed: HashMap::new(),
             verdicts: HashMap::default(),
             paths_generation: 0,
             key_scratch: String::new(),
+            tainted: None,
         }
+    }
+
+    /// From now on every statement is refused with `why` (the server
+    /// reported a setting under which it reads statements differently).
+    pub fn taint(&mut self, why: String) {
+        self.tainted.get_or_insert(why);
+    }
+
+    /// The server answered a lone `SET search_path` outside a transaction:
+    /// that path, and no other, is now in effect.
+    pub fn confirm_search_path(&mut self, path: Vec<String>) {
+        if self.search_paths != [path.clone()] {
+            self.search_paths = vec![path];
+            self.paths_generation += 1;
+        }
+    }
+
+    fn generation(&self) -> (u64, u64) {
+        (self.paths_generation, self.catalogue.generation())
     }
 
     /// Classify `text` and put every statement in it to the policy. All of
     /// a multi-statement string is refused if any statement is. `settled`
     /// says the session is idle with nothing in flight, so a lone
-    /// session-level `SET search_path` here certainly takes effect for good.
+    /// session-level `SET search_path` here can be confirmed by its answer.
     pub fn check(&mut self, text: &str, settled: bool) -> Verdict {
+        if let Some(why) = &self.tainted {
+            return self.refusal(Statement::new(Action::Unknown, "tainted"), why.clone());
+        }
         let hour_of_week = self.hour_of_week();
+        let generation = self.generation();
         let key = sql::classification_key(text, &mut self.key_scratch);
-        if let Some(hit) = self.verdicts.get(key)
-            && hit.paths_generation == self.paths_generation
-            && hit.hour_of_week == hour_of_week
+        let mut exact = false;
+        let hit = match self.verdicts.get(key) {
+            Some(CachedVerdict::ByExactText) if key != text => {
+                exact = true;
+                self.verdicts.get(text)
+            }
+            other => other,
+        };
+        if let Some(CachedVerdict::Verdict {
+            verdict,
+            generation: g,
+            hour_of_week: h,
+        }) = hit
+            && *g == generation
+            && *h == hour_of_week
         {
-            return hit.verdict.clone();
+            return verdict.clone();
         }
         let key = key.to_owned();
-        let (verdict, cacheable) = self.check_uncached(text, settled);
+        let (verdict, cacheable, numbers_matter) = self.check_uncached(text, settled, None);
         if cacheable {
             if self.verdicts.len() >= MAX_CACHED_VERDICTS {
                 self.verdicts.clear();
             }
-            self.verdicts.insert(
-                key,
-                CachedVerdict {
-                    verdict: verdict.clone(),
-                    paths_generation: self.paths_generation,
-                    hour_of_week,
-                },
-            );
+            let entry = CachedVerdict::Verdict {
+                verdict: verdict.clone(),
+                generation,
+                hour_of_week,
+            };
+            if (numbers_matter || exact) && key != text {
+                self.verdicts.insert(key, CachedVerdict::ByExactText);
+                self.verdicts.insert(text.to_owned(), entry);
+            } else {
+                self.verdicts.insert(key, entry);
+            }
         }
         verdict
+    }
+
+    /// A Parse: its text as `check` judges it, and its declared parameter
+    /// types, a value of which may run user code on its way in (a
+    /// constrained domain). The name is remembered for `check_bind`.
+    pub fn check_parse(
+        &mut self,
+        name: &str,
+        text: &str,
+        mut parameter_types: impl Iterator<Item = u32>,
+    ) -> Verdict {
+        let (catalogue, _) = self.catalogue.current();
+        let coded = parameter_types.find(|oid| catalogue.type_oid_runs_code(*oid));
+        let verdict = match coded {
+            None => self.check(text, false),
+            Some(oid) if self.tainted.is_none() => {
+                let why = format!("a parameter of type {oid} runs user code on its way in");
+                self.check_uncached(text, false, Some(why)).0
+            }
+            Some(_) => self.check(text, false),
+        };
+        if verdict.allowed {
+            let parsed = Parsed {
+                text: Arc::from(text),
+                generation: self.generation(),
+            };
+            let definitions = self.parsed.entry(name.to_owned()).or_default();
+            if name.is_empty() {
+                // The unnamed statement: a Parse replaces it, unless the
+                // Parse is skipped after an error; then the old one stays.
+                definitions.drain(..definitions.len().saturating_sub(1));
+            }
+            definitions.push(parsed);
+        }
+        verdict
+    }
+
+    /// A Bind of statement `name`: judged again when the path or the
+    /// catalogue changed since its Parse, because the server re-plans it.
+    /// `None` when nothing changed (or the name is unknown to us, which
+    /// the server refuses).
+    pub fn check_bind(&mut self, name: &str) -> Option<Verdict> {
+        let generation = self.generation();
+        let definitions = self.parsed.get(name)?;
+        if definitions.iter().all(|d| d.generation == generation) {
+            return None;
+        }
+        if definitions.len() > MAX_DEFINITIONS {
+            let why = format!("statement {name} may stand for too many texts to judge");
+            return Some(self.refusal(Statement::new(Action::Unknown, "bind"), why));
+        }
+        let texts: Vec<Arc<str>> = definitions.iter().map(|d| Arc::clone(&d.text)).collect();
+        for text in &texts {
+            let verdict = self.check(text, false);
+            if !verdict.allowed {
+                return Some(verdict);
+            }
+        }
+        if let Some(definitions) = self.parsed.get_mut(name) {
+            for d in definitions {
+                d.generation = generation;
+            }
+        }
+        None
+    }
+
+    /// A refusal of `stmt` as `unknown` with the reason given.
+    fn refusal(&self, mut stmt: Statement, why: String) -> Verdict {
+        stmt.reason = Some(why);
+        let decision = self.authorize(&stmt);
+        self.verdict_for(&stmt, decision)
     }
 
     /// Policies see the hour and the weekday (UTC), nothing finer. From
@@ -145,35 +300,58 @@ impl StatementPolicy {
         u16::try_from(hours.rem_euclid(7 * 24)).expect("below 168")
     }
 
-    /// Returns the verdict and whether it may be cached: not when a
-    /// statement changes what later ones mean (search path, PREPARE) or
-    /// depends on earlier ones (EXECUTE).
-    fn check_uncached(&mut self, text: &str, settled: bool) -> (Verdict, bool) {
-        let mut statements = self.classify(text);
-        let cacheable = statements
-            .iter()
-            .all(|s| s.sets_search_path.is_none() && s.prepare.is_none() && s.execute.is_none());
+    /// Returns the verdict, whether it may be cached (not when a statement
+    /// changes what later ones mean — search path, PREPARE — or depends on
+    /// earlier ones — EXECUTE), and whether a number decided it.
+    /// `user_code` marks every statement as running user code, for a reason
+    /// the text does not show (a parameter type).
+    fn check_uncached(
+        &mut self,
+        text: &str,
+        settled: bool,
+        user_code: Option<String>,
+    ) -> (Verdict, bool, bool) {
+        let Classified {
+            mut statements,
+            mut numbers_matter,
+        } = self.classify(text);
+        let cacheable = user_code.is_none()
+            && statements
+                .iter()
+                .all(|s| s.sets_search_path.is_none() && s.prepare.is_none() && s.execute.is_none());
         // A path set mid-string applies to the statements after it: judge
         // them against it too (unsure, so added to the possible paths).
-        let mid_string: Vec<Vec<String>> = statements
+        let mid_string: Vec<PathChange> = statements
             .iter()
             .rev()
             .skip(1)
             .filter_map(|s| s.sets_search_path.clone())
             .collect();
         if !mid_string.is_empty() {
-            for path in &mid_string {
-                self.add_possible_search_path(path);
+            for change in &mid_string {
+                self.add_possible_search_path(change);
             }
-            statements = self.classify(text);
+            let again = self.classify(text);
+            statements = again.statements;
+            numbers_matter |= again.numbers_matter;
+        }
+        if let Some(why) = &user_code {
+            for s in &mut statements {
+                s.reason.get_or_insert_with(|| why.clone());
+                s.runs_user_code = true;
+                if s.action == Action::Read {
+                    s.action = Action::Write;
+                }
+            }
         }
         let mut kinds = Vec::with_capacity(statements.len());
         let mut tables = BTreeSet::new();
         let mut policy_ids = BTreeSet::new();
-        for stmt in &statements {
+        for (index, stmt) in statements.iter().enumerate() {
             // Known before the statements after it in the same string.
-            if let Some((name, inner)) = &stmt.prepare {
-                self.prepared.insert(name.clone(), (**inner).clone());
+            if let Some((name, _)) = &stmt.prepare {
+                let definitions = self.prepared.entry(name.clone()).or_default();
+                definitions.push((Arc::from(text), index));
             }
             if self.transaction_pooling
                 && let Some(what) = stmt.outlives_transaction
@@ -191,37 +369,36 @@ impl StatementPolicy {
                          the next transaction may run on another server connection \
                          (use SET LOCAL inside a transaction, or ask for a target pooled by session)"
                     ),
+                    confirms_path: None,
                 };
-                return (verdict, cacheable);
+                return (verdict, cacheable, numbers_matter);
             }
             let effective = self.effective(stmt);
             kinds.push(stmt.kind.as_str());
-            tables.extend(effective.tables.iter().cloned());
-            let decision = self.gw.policy.authorize(&AccessRequest {
-                identity: &self.identity,
-                target: &self.target,
-                role: &self.role,
-                action: effective.action,
-                context: self.context_for(effective),
-            });
-            if !decision.allowed {
-                let verdict = Verdict {
-                    allowed: false,
-                    code: sqlstate::INSUFFICIENT_PRIVILEGE,
-                    judged: Arc::new(Judged {
-                        kind: stmt.kind.clone(),
-                        tables: effective.tables.clone(),
-                        policy_ids: decision.policy_ids,
-                    }),
-                    reason: denial_message(effective, &decision.reason),
-                };
-                return (verdict, cacheable);
+            let mut denied = None;
+            for judged in &effective {
+                tables.extend(judged.tables.iter().cloned());
+                let decision = self.authorize(judged);
+                if decision.allowed {
+                    policy_ids.extend(decision.policy_ids);
+                } else {
+                    denied = Some((judged, decision));
+                    break;
+                }
             }
-            policy_ids.extend(decision.policy_ids);
+            if let Some((judged, decision)) = denied {
+                return (self.verdict_for(judged, decision), cacheable, numbers_matter);
+            }
         }
         let lone = statements.len() == 1;
-        for stmt in statements.iter() {
-            self.remember(stmt, settled && lone);
+        let mut confirms_path = None;
+        for stmt in &statements {
+            if let Some(change) = &stmt.sets_search_path {
+                self.add_possible_search_path(change);
+                if settled && lone && !stmt.search_path_is_local && stmt.kind == "set" {
+                    confirms_path = self.path_after(change);
+                }
+            }
         }
         let verdict = Verdict {
             allowed: true,
@@ -236,59 +413,73 @@ impl StatementPolicy {
                 policy_ids: policy_ids.into_iter().collect(),
             }),
             reason: String::new(),
+            confirms_path,
         };
-        (verdict, cacheable)
+        (verdict, cacheable, numbers_matter)
     }
 
-    /// Classified against every search path that may be in effect: when
-    /// there are several, each statement's tables and schemas are the union
-    /// over them, so a policy sees every table an unqualified name could be.
-    fn classify(&self, text: &str) -> Vec<Statement> {
-        let (first, others) = self
-            .search_paths
-            .split_first()
-            .expect("at least one search path");
-        let mut statements = sql::classify_postgres(text, first);
-        for path in others {
-            for (stmt, alt) in statements
-                .iter_mut()
-                .zip(sql::classify_postgres(text, path))
-            {
-                union_into(&mut stmt.tables, alt.tables);
-                union_into(&mut stmt.schemas, alt.schemas);
-                if let (Some((_, inner)), Some((_, alt_inner))) = (&mut stmt.prepare, alt.prepare) {
-                    union_into(&mut inner.tables, alt_inner.tables);
-                    union_into(&mut inner.schemas, alt_inner.schemas);
-                }
-            }
+    /// Put one statement to the policy. A statement that runs user code
+    /// needs `write`; without it, it may still run where a policy permits
+    /// `unknown`.
+    fn authorize(&self, stmt: &Statement) -> Decision {
+        let decision = self.authorize_as(stmt, stmt.action);
+        if decision.allowed || !stmt.runs_user_code || stmt.action != Action::Write {
+            return decision;
         }
-        statements
+        let unknown = self.authorize_as(stmt, Action::Unknown);
+        if unknown.allowed { unknown } else { decision }
     }
 
-    /// A FunctionCall message: a function named only by OID, so `unknown`.
-    pub fn check_function_call(&mut self) -> (StatementInfo, Verdict) {
-        let stmt = Statement::new(Action::Unknown, "function_call");
-        let decision = self.gw.policy.authorize(&AccessRequest {
+    fn authorize_as(&self, stmt: &Statement, action: Action) -> Decision {
+        self.gw.policy.authorize(&AccessRequest {
             identity: &self.identity,
             target: &self.target,
             role: &self.role,
-            action: stmt.action,
-            context: self.context_for(&stmt),
-        });
-        let verdict = Verdict {
+            action,
+            context: self.context_for(stmt),
+        })
+    }
+
+    fn verdict_for(&self, stmt: &Statement, decision: Decision) -> Verdict {
+        Verdict {
             allowed: decision.allowed,
             code: sqlstate::INSUFFICIENT_PRIVILEGE,
             reason: if decision.allowed {
                 String::new()
             } else {
-                denial_message(&stmt, &decision.reason)
+                denial_message(stmt, &decision.reason)
             },
             judged: Arc::new(Judged {
                 kind: stmt.kind.clone(),
-                tables: Vec::new(),
+                tables: stmt.tables.clone(),
                 policy_ids: decision.policy_ids,
             }),
-        };
+            confirms_path: None,
+        }
+    }
+
+    /// Classified against every search path that may be in effect.
+    fn classify(&self, text: &str) -> Classified {
+        let (catalogue, _) = self.catalogue.current();
+        self.classify_in(text, &catalogue)
+    }
+
+    fn classify_in(&self, text: &str, catalogue: &Catalogue) -> Classified {
+        sql::classify_postgres(
+            text,
+            &sql::Context {
+                search_paths: &self.search_paths,
+                user: &self.user,
+                catalogue,
+            },
+        )
+    }
+
+    /// A FunctionCall message: a function named only by OID, so `unknown`.
+    pub fn check_function_call(&mut self) -> (StatementInfo, Verdict) {
+        let stmt = Statement::new(Action::Unknown, "function_call");
+        let decision = self.authorize(&stmt);
+        let verdict = self.verdict_for(&stmt, decision);
         let info = StatementInfo::new(
             "<FunctionCall message>",
             Arc::clone(&verdict.judged),
@@ -297,52 +488,67 @@ impl StatementPolicy {
         (info, verdict)
     }
 
-    /// What a statement really does: `EXECUTE name` is the PREPAREd
-    /// statement, `PREPARE name AS s` needs what `s` needs.
-    fn effective<'a>(&'a self, stmt: &'a Statement) -> &'a Statement {
+    /// What a statement really does: `PREPARE name AS s` needs what `s`
+    /// needs; `EXECUTE name` is every statement the name may stand for,
+    /// judged again now, as the server re-plans it against today's path
+    /// and objects.
+    fn effective(&self, stmt: &Statement) -> Vec<Statement> {
         if let Some((_, inner)) = &stmt.prepare {
-            return inner;
+            return vec![(**inner).clone()];
         }
-        match &stmt.execute {
-            Some(name) => self.prepared.get(name).unwrap_or(&self.unknown_execute),
-            None => stmt,
+        let Some(name) = &stmt.execute else {
+            return vec![stmt.clone()];
+        };
+        let unknown = |why: String| {
+            let mut s = Statement::new(Action::Unknown, "execute");
+            s.reason = Some(why);
+            vec![s]
+        };
+        let Some(definitions) = self.prepared.get(name) else {
+            return unknown(format!("EXECUTE {name}: no PREPARE of that name was seen"));
+        };
+        if definitions.len() > MAX_DEFINITIONS {
+            return unknown(format!("EXECUTE {name}: the name may stand for too many statements"));
+        }
+        let (catalogue, _) = self.catalogue.current();
+        let mut out = Vec::new();
+        for (text, index) in definitions {
+            let again = self.classify_in(text, &catalogue);
+            match again.statements.into_iter().nth(*index).and_then(|s| s.prepare) {
+                Some((_, inner)) => out.push(*inner),
+                None => return unknown(format!("EXECUTE {name}: its PREPARE no longer parses")),
+            }
+        }
+        out
+    }
+
+    /// The path a change leads to; `None` when that is not known.
+    fn path_after(&self, change: &PathChange) -> Option<Vec<String>> {
+        match change {
+            PathChange::To(path) => Some(path.clone()),
+            PathChange::Default => self.start_path.clone(),
         }
     }
 
-    /// Track the search path changes of an allowed statement.
-    ///
-    /// A search path set by a lone, session-level `SET` while the session
-    /// is settled replaces what we track. Any other change (inside a
-    /// transaction, `SET LOCAL`, part of a multi-statement string or a
-    /// pipeline) may be rolled back or end with the transaction, so the
-    /// new path is added to the possible ones instead: names then resolve
-    /// against all of them until the next settled `SET`. Unsure means more
-    /// tables, never fewer: a schema-limited policy can only refuse more.
-    fn remember(&mut self, stmt: &Statement, settled: bool) {
-        let Some(path) = &stmt.sets_search_path else {
-            return;
-        };
-        if settled && !stmt.search_path_is_local {
-            if self.search_paths != [path.clone()] {
-                self.search_paths = vec![path.clone()];
+    /// A statement may have changed the path: names resolve against the
+    /// new one too until the server confirms one. Too many possibilities,
+    /// or a change to something not known, and the path is unknown.
+    fn add_possible_search_path(&mut self, change: &PathChange) {
+        let Some(path) = self.path_after(change) else {
+            if !self.search_paths.is_empty() {
+                self.search_paths.clear();
                 self.paths_generation += 1;
             }
-        } else {
-            self.add_possible_search_path(path);
-        }
-    }
-
-    fn add_possible_search_path(&mut self, path: &[String]) {
-        if self.search_paths.iter().any(|p| p == path) {
+            return;
+        };
+        if self.search_paths.is_empty() || self.search_paths.contains(&path) {
             return;
         }
         self.paths_generation += 1;
         if self.search_paths.len() >= MAX_SEARCH_PATHS {
-            // Unresolvable from here on: unqualified names resolve to a
-            // schema no policy names.
-            self.search_paths = vec![vec!["pg_idgate_unknown_search_path".into()]];
+            self.search_paths.clear();
         } else {
-            self.search_paths.insert(0, path.to_vec());
+            self.search_paths.insert(0, path);
         }
     }
 
@@ -355,12 +561,6 @@ impl StatementPolicy {
             ..self.base.clone()
         }
     }
-}
-
-fn union_into(into: &mut Vec<String>, more: Vec<String>) {
-    into.extend(more);
-    into.sort_unstable();
-    into.dedup();
 }
 
 fn denial_message(stmt: &Statement, reason: &str) -> String {

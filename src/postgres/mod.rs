@@ -2,6 +2,7 @@
 //! logins, the relay and cancel-key mapping.
 
 pub mod cancel;
+pub mod catalogue;
 pub mod codec;
 mod enforce;
 pub mod pool;

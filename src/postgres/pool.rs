@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustls::ClientConfig;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::cancel::CancelTarget;
@@ -54,6 +54,9 @@ pub struct ServerConn {
     pub tx: StreamWrite,
     /// ParameterStatus values the server reported at login.
     pub parameters: Vec<(String, String)>,
+    /// The search path a session starts with here, as the server said when
+    /// asked at open (`None`: it would not say).
+    pub start_search_path: Option<Vec<String>>,
     pub backend_key: Option<(i32, i32)>,
     /// Read buffers for upstream → client and client → upstream, kept
     /// with the connection so an idle client holds none.
@@ -382,10 +385,11 @@ impl Pool {
         }
         let u = upstream::connect(&self.target, self.tls.as_ref(), &self.role, &startup).await?;
         let (rx, tx) = crate::tls::split(u.stream);
-        Ok(ServerConn {
+        let mut conn = ServerConn {
             rx,
             tx,
             parameters: u.parameters,
+            start_search_path: None,
             backend_key: u.backend_key,
             buf: BytesMut::new(),
             cbuf: BytesMut::new(),
@@ -393,11 +397,25 @@ impl Pool {
             completed: Vec::new(),
             variant: Arc::clone(variant),
             idle_since: Instant::now(),
-        })
+        };
+        // PostgreSQL before 18 does not report search_path: ask, so that
+        // unqualified names resolve against what the server will use
+        // (role and database defaults included), not an assumption.
+        if let Ok(Ok(rows)) = query_rows(&mut conn, "SHOW search_path").await
+            && let [row] = rows.as_slice()
+            && let [Some(path)] = row.as_slice()
+        {
+            conn.start_search_path = Some(crate::sql::parse_identifier_list(path));
+        }
+        Ok(conn)
     }
 
     pub fn mode(&self) -> crate::config::PoolMode {
         self.config.mode
+    }
+
+    pub fn target_name(&self) -> &str {
+        &self.target.name
     }
 }
 
@@ -457,6 +475,47 @@ impl Pools {
 
 /// Read from `r` until a ReadyForQuery, returning its status, or an error
 /// message if the server reported one.
+/// Run `sql` (one simple Query) on `conn` and collect its rows as text;
+/// the server's error message if it failed. The connection is idle after.
+pub async fn query_rows(
+    conn: &mut ServerConn,
+    sql: &str,
+) -> Result<Result<Vec<Vec<Option<String>>>, String>, std::io::Error> {
+    let mut msg = BytesMut::with_capacity(sql.len() + 8);
+    super::codec::query(&mut msg, sql);
+    conn.tx.write_all(&msg).await?;
+    conn.tx.flush().await?;
+    let mut rows = Vec::new();
+    let mut error = None;
+    loop {
+        while let Some((tag, len)) = super::codec::frame_at(&conn.buf, 64 * 1024 * 1024)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+        {
+            let frame = conn.buf.split_to(len);
+            match tag {
+                b'D' => rows.push(
+                    super::codec::parse_data_row(&frame[5..])
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+                ),
+                b'E' => error = Some(super::codec::parse_error(&frame[5..]).message),
+                b'Z' => {
+                    return Ok(match error {
+                        Some(e) => Err(e),
+                        None => Ok(rows),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if conn.buf.capacity() - conn.buf.len() < 4096 {
+            conn.buf.reserve(64 * 1024);
+        }
+        if conn.rx.read_buf(&mut conn.buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
 pub async fn read_until_ready(
     r: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,

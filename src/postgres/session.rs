@@ -30,10 +30,9 @@ use crate::tls::Stream;
 /// Longest token we accept (SPEC §4), plus the message framing.
 const MAX_PASSWORD_MESSAGE: usize = 16 * 1024 + 5 + 1;
 
-/// Startup parameters a client may pass through to the upstream. Anything
-/// else is dropped: notably `options`, which can set `role` or
-/// `default_transaction_read_only`, `replication`, and `search_path`, which
-/// the statement policy tracks from the session's own `SET`s.
+/// Startup parameters a client may pass through to the upstream
+/// (`client_encoding` only with an encoding the gateway reads as the server
+/// does).
 const PASSTHROUGH_PARAMS: &[&str] = &[
     "client_encoding",
     "datestyle",
@@ -41,6 +40,51 @@ const PASSTHROUGH_PARAMS: &[&str] = &[
     "extra_float_digits",
     "intervalstyle",
 ];
+
+/// Startup parameters the gateway takes itself: `user` and `database` name
+/// the role and target, and `application_name` is the gateway's to set (it
+/// names the person).
+const GATEWAY_PARAMS: &[&str] = &["user", "database", "application_name"];
+
+/// Every other startup parameter is refused rather than dropped: `options`
+/// could set `role` or `default_transaction_read_only`, `replication` asks
+/// for another protocol, `search_path` would change what names mean behind
+/// the statement policy's back, and a parameter we do not know may do
+/// anything.
+fn check_startup_params(params: &[(String, String)]) -> Result<(), Refusal> {
+    for (name, value) in params {
+        let name = name.to_ascii_lowercase();
+        if name == "client_encoding" && !crate::sql::client_encoding_is_safe(value) {
+            return Err(Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("client_encoding {value} is not supported through the gateway"),
+            )
+            .hint("use UTF8 (PGCLIENTENCODING=UTF8): in this encoding a byte of a character can look like a quote or backslash, so the gateway could not read statements as the server does"));
+        }
+        if !PASSTHROUGH_PARAMS.contains(&name.as_str()) && !GATEWAY_PARAMS.contains(&name.as_str()) {
+            return Err(Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("startup parameter {name} is not accepted through the gateway"),
+            )
+            .hint("remove it from the connection settings; run SET after connecting for settings a session may change"));
+        }
+    }
+    Ok(())
+}
+
+/// Why the gateway cannot follow a server whose ParameterStatus says
+/// `name` is `value`, if it cannot: it must read statement text exactly as
+/// the server will.
+pub(super) fn unfollowable_setting(name: &str, value: &str) -> Option<String> {
+    let safe = match name {
+        "client_encoding" => crate::sql::client_encoding_is_safe(value),
+        "standard_conforming_strings" => crate::sql::standard_conforming_strings_is_safe(value),
+        _ => return None,
+    };
+    (!safe).then(|| {
+        format!("the server reports {name} = {value}, under which the gateway cannot read statements as the server does")
+    })
+}
 
 /// A refusal to send the client before closing.
 struct Refusal {
@@ -506,6 +550,7 @@ impl Session {
         role_name: &str,
         params: &[(String, String)],
     ) -> Result<(Arc<Pool>, Arc<Variant>, Lease), Refusal> {
+        check_startup_params(params)?;
         let identity = self.identity.as_ref().expect("validated before");
         let pool = Arc::clone(
             self.gw
@@ -596,6 +641,21 @@ impl Session {
             .await;
             return;
         }
+        if let Some(why) = conn
+            .parameters
+            .iter()
+            .find_map(|(name, value)| unfollowable_setting(name, value))
+        {
+            tracing::warn!(target = %target.name, "refusing sessions: {why}");
+            let _ = send_refusal(
+                &mut client,
+                &Refusal::new(sqlstate::FEATURE_NOT_SUPPORTED, "the target's server settings are not supported through the gateway")
+                    .hint("tell the gateway's operator: the target must use standard_conforming_strings = on"),
+            )
+            .await;
+            return;
+        }
+        let start_path = conn.start_search_path.clone();
         let upstream_key = pool.cancel_target(conn);
         let mut hello = BytesMut::with_capacity(512);
         codec::authentication(&mut hello, codec::auth::OK);
@@ -628,12 +688,28 @@ impl Session {
 
         let identity = self.identity.clone().expect("logged in");
         let role = self.role.clone().expect("logged in");
+        let user = target
+            .roles
+            .iter()
+            .find(|r| r.name == role)
+            .map(|r| r.user.clone())
+            .unwrap_or_default();
+        let catalogue = Arc::clone(
+            self.gw
+                .catalogues
+                .get(&target.name)
+                .expect("every target has a catalogue"),
+        );
+        catalogue.wait_read().await;
         let policy = StatementPolicy::new(
             Arc::clone(&self.gw),
             identity,
             target.name.clone(),
             role,
+            user,
             self.context(&target),
+            catalogue,
+            start_path,
             transaction_mode,
         );
         let upstreams = relay::Upstreams {

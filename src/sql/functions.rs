@@ -1,14 +1,14 @@
-//! Built-in functions whose call changes something: the one list of them.
+//! Built-in functions whose call does something worth naming: admin-level
+//! effects (signalling backends, server files, replication), writes, and
+//! session state. This list only sharpens the verdict and its reason: what
+//! may run at all for a session without `write` is decided by the shipped
+//! allow-list of side-effect-free built-ins (`builtins`), so a function
+//! missing here is refused anyway.
 //!
-//! A `SELECT` is only a read if nothing it calls writes. We cannot see into
-//! user-defined functions (that needs the catalog), so this covers
-//! PostgreSQL's own functions and the common extensions' (dblink, adminpack,
-//! pg_stat_statements). Core names match unqualified or qualified with
-//! `pg_catalog` (an unqualified call resolves to `pg_catalog` first unless
-//! the search path says otherwise); extension names match in any schema,
-//! since extensions install wherever they are told. Matching ignores case:
-//! a quoted `"NEXTVAL"` is a different function in PostgreSQL, so flagging
-//! it too only errs on the strong side.
+//! Core names match unqualified or qualified with `pg_catalog`; extension
+//! names match in any schema, since extensions install wherever they are
+//! told. Matching ignores case: a quoted `"NEXTVAL"` is a different
+//! function in PostgreSQL, so flagging it too only errs on the strong side.
 
 use crate::policy::Action;
 
@@ -136,6 +136,9 @@ const CORE: &[(&str, Effect)] = &[
     ("database_to_xmlschema", HIDDEN_SQL),
     ("database_to_xml_and_xmlschema", HIDDEN_SQL),
     ("ts_stat", HIDDEN_SQL),
+    ("ts_rewrite", HIDDEN_SQL),
+    ("cursor_to_xml", HIDDEN_SQL),
+    ("cursor_to_xmlschema", HIDDEN_SQL),
     // Notifications and advisory locks: session-level effects.
     ("pg_notify", NOTIFY),
 ];
@@ -168,18 +171,29 @@ const EXTENSION_PREFIXES: &[(&str, Effect)] = &[
 /// see `settings`.
 pub(crate) const SET_CONFIG: &str = "set_config";
 
-/// The effect of calling the function named `name` (parts as written), if
-/// it is one we know changes something.
-pub(crate) fn effect_of(name: &[String]) -> Option<Effect> {
-    let (schema, function) = match name {
-        [function] => (None, function),
-        [schema, function] => (Some(schema), function),
-        [_, schema, function] => (Some(schema), function),
-        _ => return None,
-    };
+/// A function name as written, `[schema.]name` with an optional database
+/// in front (`db.schema.name`, which PostgreSQL accepts for the current
+/// database): `(schema, name)`. More parts is no function name at all.
+pub(crate) fn split_name(parts: &[String]) -> Option<(Option<&str>, &str)> {
+    match parts {
+        [function] => Some((None, function)),
+        [schema, function] | [_, schema, function] => Some((Some(schema), function)),
+        _ => None,
+    }
+}
+
+/// Whether a function so qualified is looked for in `pg_catalog`: written
+/// unqualified (it is searched first unless the path says otherwise) or
+/// qualified with it.
+fn in_catalog(schema: Option<&str>) -> bool {
+    schema.is_none_or(|s| s.eq_ignore_ascii_case("pg_catalog"))
+}
+
+/// The effect of calling `function` (in `schema`, if qualified), if it is
+/// one we know changes something.
+pub(crate) fn effect_of(schema: Option<&str>, function: &str) -> Option<Effect> {
     let function = function.to_ascii_lowercase();
-    let core = schema.is_none_or(|s| s.eq_ignore_ascii_case("pg_catalog"));
-    if core {
+    if in_catalog(schema) {
         if let Some((_, e)) = CORE.iter().find(|(n, _)| *n == function) {
             return Some(*e);
         }
@@ -193,37 +207,25 @@ pub(crate) fn effect_of(name: &[String]) -> Option<Effect> {
         .map(|(_, e)| *e)
 }
 
-/// Whether `name` is `set_config`, which needs its arguments looked at.
-pub(crate) fn is_set_config(name: &[String]) -> bool {
-    match name {
-        [f] => f.eq_ignore_ascii_case(SET_CONFIG),
-        [s, f] => s.eq_ignore_ascii_case("pg_catalog") && f.eq_ignore_ascii_case(SET_CONFIG),
-        _ => false,
-    }
+/// Whether this is `set_config`, which needs its arguments looked at.
+pub(crate) fn is_set_config(schema: Option<&str>, function: &str) -> bool {
+    in_catalog(schema) && function.eq_ignore_ascii_case(SET_CONFIG)
 }
 
-/// Whether `name` is a session-level advisory lock function (taking or
+/// Whether this is a session-level advisory lock function (taking or
 /// releasing): unlike the `_xact_` ones, its lock outlives the transaction.
-pub(crate) fn takes_session_lock(name: &[String]) -> bool {
-    let core = match name {
-        [_] => true,
-        [s, _] => s.eq_ignore_ascii_case("pg_catalog"),
-        _ => false,
-    };
-    let f = name
-        .last()
-        .map(|f| f.to_ascii_lowercase())
-        .unwrap_or_default();
-    core && (f.starts_with("pg_advisory_") || f.starts_with("pg_try_advisory_"))
+pub(crate) fn takes_session_lock(schema: Option<&str>, function: &str) -> bool {
+    let f = function.to_ascii_lowercase();
+    in_catalog(schema)
+        && (f.starts_with("pg_advisory_") || f.starts_with("pg_try_advisory_"))
         && !f.contains("_xact_")
 }
 
-/// Whether `name` advances or sets a sequence named by its first argument.
-pub(crate) fn names_sequence(name: &[String]) -> bool {
-    matches!(effect_of(name), Some(e) if e == SEQUENCE)
-        || name
-            .last()
-            .is_some_and(|f| f.eq_ignore_ascii_case("currval"))
+/// Whether this advances, sets or reads a sequence named by its first
+/// argument.
+pub(crate) fn names_sequence(schema: Option<&str>, function: &str) -> bool {
+    matches!(effect_of(schema, function), Some(e) if e == SEQUENCE)
+        || (in_catalog(schema) && function.eq_ignore_ascii_case("currval"))
 }
 
 #[cfg(test)]
@@ -234,23 +236,38 @@ mod tests {
         parts.iter().map(|s| s.to_string()).collect()
     }
 
+    fn effect(parts: &[&str]) -> Option<Effect> {
+        let parts = name(parts);
+        let (schema, function) = split_name(&parts)?;
+        effect_of(schema, function)
+    }
+
     #[test]
     fn core_functions_match_unqualified_and_in_pg_catalog_only() {
-        assert!(effect_of(&name(&["nextval"])).is_some());
-        assert!(effect_of(&name(&["PG_CATALOG", "NextVal"])).is_some());
-        assert!(effect_of(&name(&["public", "nextval"])).is_none());
-        assert!(effect_of(&name(&["currval"])).is_none());
+        assert!(effect(&["nextval"]).is_some());
+        assert!(effect(&["PG_CATALOG", "NextVal"]).is_some());
+        assert!(effect(&["public", "nextval"]).is_none());
+        assert!(effect(&["currval"]).is_none());
+    }
+
+    #[test]
+    fn a_database_in_front_of_the_schema_changes_nothing() {
+        let parts = name(&["db", "pg_catalog", "set_config"]);
+        let (schema, function) = split_name(&parts).unwrap();
+        assert!(is_set_config(schema, function));
+        assert!(effect(&["db", "pg_catalog", "pg_terminate_backend"]).is_some());
+        assert!(split_name(&name(&["a", "b", "c", "d"])).is_none());
     }
 
     #[test]
     fn extension_functions_match_in_any_schema() {
-        let e = effect_of(&name(&["ext", "dblink_exec"])).expect("dblink_exec");
+        let e = effect(&["ext", "dblink_exec"]).expect("dblink_exec");
         assert_eq!(e.action, Action::Admin);
     }
 
     #[test]
     fn advisory_locks_are_session_effects() {
-        let e = effect_of(&name(&["pg_advisory_xact_lock"])).expect("advisory");
+        let e = effect(&["pg_advisory_xact_lock"]).expect("advisory");
         assert_eq!(e.action, Action::Session);
     }
 }

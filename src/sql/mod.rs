@@ -4,9 +4,14 @@
 //! `Action::Unknown`, which policies deny unless they permit `unknown`.
 //!
 //! `postgres` classifies; `walk` finds what is inside a statement;
-//! `functions` and `settings` are the lists of side-effect functions and
-//! of settings a session may change; `names` schema-qualifies tables.
+//! `builtins` is the shipped list of PostgreSQL's built-in functions and
+//! operators and which are free of side effects; `functions` names the
+//! effects of the dangerous ones; `settings` the settings a session may
+//! change; `names` schema-qualifies names; `catalogue` is what the target's
+//! own catalogue says is user code.
 
+pub mod builtins;
+mod catalogue;
 mod functions;
 mod key;
 mod names;
@@ -14,8 +19,40 @@ mod postgres;
 mod settings;
 mod walk;
 
+pub use catalogue::{Catalogue, UserCode};
 pub use key::classification_key;
+pub use names::parse_identifier_list;
 pub use postgres::{MAX_SQL_BYTES, classify_postgres};
+pub use settings::{client_encoding_is_safe, standard_conforming_strings_is_safe};
+
+/// What classification needs besides the text.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Every search path that may be in effect; none at all means the path
+    /// is not known, and unqualified names make a statement `unknown`.
+    pub search_paths: &'a [Vec<String>],
+    /// The upstream login, which `$user` in a path stands for.
+    pub user: &'a str,
+    pub catalogue: &'a Catalogue,
+}
+
+/// The statements of one text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub statements: Vec<Statement>,
+    /// The value of some numeric constant decided part of the verdict
+    /// (`EXPLAIN (ANALYZE 0)`): the text may not share a cache entry with
+    /// texts that differ from it only in numbers.
+    pub numbers_matter: bool,
+}
+
+/// How a statement changes the search path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathChange {
+    To(Vec<String>),
+    /// `RESET`, `SET … TO DEFAULT`: back to the session's start value.
+    Default,
+}
 
 use crate::policy::Action;
 
@@ -38,7 +75,7 @@ pub struct Statement {
     /// (e.g. "writable CTE", "nextval() advances a sequence").
     pub reason: Option<String>,
     /// For `SET search_path …`: the new path, so the session can track it.
-    pub sets_search_path: Option<Vec<String>>,
+    pub sets_search_path: Option<PathChange>,
     /// `sets_search_path` lasts only until the end of the transaction
     /// (`SET LOCAL`, `set_config(…, true)`).
     pub search_path_is_local: bool,
@@ -50,6 +87,11 @@ pub struct Statement {
     /// statement it runs. Such a statement is `unknown` until the session
     /// substitutes what it recorded for that name's PREPARE.
     pub execute: Option<String>,
+    /// It runs code the gateway cannot see into: a user-defined function,
+    /// operator, cast or view, or a built-in not known to be free of side
+    /// effects. Such a statement needs `write` (it may write); a session
+    /// without `write` may run it only where a policy permits `unknown`.
+    pub runs_user_code: bool,
     /// What this statement leaves behind after its transaction ends, if
     /// anything (a session `SET`, a `PREPARE`, `LISTEN`, a temporary
     /// table, a `WITH HOLD` cursor): under transaction pooling the next
@@ -70,6 +112,7 @@ impl Statement {
             search_path_is_local: false,
             prepare: None,
             execute: None,
+            runs_user_code: false,
             outlives_transaction: None,
         }
     }

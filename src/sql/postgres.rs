@@ -5,26 +5,48 @@
 //! then `walk` looks at everything below it and can only raise the action:
 //! a writable CTE, a row lock, a side-effect function anywhere in the tree.
 
+use std::cell::Cell;
+
 use pg_query::NodeEnum;
 use pg_query::protobuf::{self, ObjectType, TransactionStmtKind, VariableSetKind, a_const};
 
+use super::catalogue::UserCode;
 use super::functions::{self, Effect};
 use super::names::{Resolver, parse_identifier_list};
-use super::settings::classify_setting;
-use super::walk::{Findings, walk};
-use super::{Statement, default_search_path, stronger};
+use super::settings::{SettingValue, classify_setting};
+use super::walk::{Call, Findings, walk};
+use super::{Classified, Context, PathChange, Statement, builtins, stronger};
 use crate::policy::Action;
 
 /// Longer input is refused unparsed: classification is on the hot path and
 /// its cost grows with the input.
 pub const MAX_SQL_BYTES: usize = 1024 * 1024;
 
-/// Classifies every statement of `sql`. Unqualified table names resolve
-/// against `search_path` (see `names` for the approximation).
+/// What one classification consults besides the tree: names, and whether
+/// the value of a numeric constant decided anything.
+struct Scope<'a> {
+    names: Resolver<'a>,
+    numbers_read: Cell<bool>,
+}
+
+/// Classifies every statement of `sql` in `context` (see `names` for how
+/// unqualified names resolve, `catalogue` for what is user code).
 ///
 /// Never panics; an empty string or one of only comments gives no
 /// statements; anything the parser refuses gives one `unknown` statement.
-pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
+pub fn classify_postgres(sql: &str, context: &Context<'_>) -> Classified {
+    let scope = Scope {
+        names: Resolver::new(context.search_paths, context.user, context.catalogue),
+        numbers_read: Cell::new(false),
+    };
+    let statements = classify_all(sql, &scope);
+    Classified {
+        statements,
+        numbers_matter: scope.numbers_read.get(),
+    }
+}
+
+fn classify_all(sql: &str, scope: &Scope<'_>) -> Vec<Statement> {
     if sql.len() > MAX_SQL_BYTES {
         let mut s = Statement::new(Action::Unknown, "too_large");
         s.reason = Some(format!(
@@ -46,7 +68,6 @@ pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
         }
         Err(e) => return vec![unparsed(e.to_string())],
     };
-    let resolver = Resolver::new(search_path);
     parsed
         .protobuf
         .stmts
@@ -54,11 +75,19 @@ pub fn classify_postgres(sql: &str, search_path: &[String]) -> Vec<Statement> {
         .map(
             |raw| match raw.stmt.as_ref().and_then(|n| n.node.as_ref()) {
                 Some(node) => {
-                    let mut s = classify(node, &resolver);
+                    let mut s = classify(node, scope);
                     // The statement's own kind first; calls inside it
                     // (set_config, advisory locks) were noted by classify.
                     if let Some(what) = outlives_transaction(node) {
                         s.outlives_transaction = Some(what);
+                    }
+                    if scope.names.take_unresolved() {
+                        s.raise(
+                            Action::Unknown,
+                            "the session's search_path is not known (too many possible paths): \
+                             qualify names with their schema, or SET search_path on its own outside a transaction"
+                                .into(),
+                        );
                     }
                     s
                 }
@@ -111,29 +140,29 @@ fn unparsed(message: String) -> Statement {
     s
 }
 
-fn classify(node: &NodeEnum, resolver: &Resolver) -> Statement {
+fn classify(node: &NodeEnum, scope: &Scope<'_>) -> Statement {
     match node {
-        NodeEnum::ExplainStmt(e) => explain(e, resolver),
+        NodeEnum::ExplainStmt(e) => explain(e, scope),
         NodeEnum::PrepareStmt(p) => {
-            let inner = inner(p.query.as_deref(), resolver);
+            let inner = inner(p.query.as_deref(), scope);
             let mut s = inner.clone();
             s.kind = "prepare".into();
             s.prepare = Some((p.name.clone(), Box::new(inner)));
             s
         }
         NodeEnum::DeclareCursorStmt(d) => {
-            let mut s = inner(d.query.as_deref(), resolver);
+            let mut s = inner(d.query.as_deref(), scope);
             s.kind = "declare_cursor".into();
             s
         }
         _ => {
             let findings = walk(node);
-            let mut s = base(node);
-            s.tables = resolver.resolve_all(&findings.relations);
-            let (tables, schemas) = named_objects(node, resolver);
+            let mut s = base(node, scope);
+            s.tables = scope.names.resolve_all(&findings.relations);
+            let (tables, schemas) = named_objects(node, scope);
             s.tables.extend(tables);
             s.schemas.extend(schemas);
-            apply_findings(&mut s, &findings, resolver);
+            apply_findings(&mut s, &findings, scope);
             if s.kind.is_empty() {
                 s.kind = kind_from_type_name(findings.root);
             }
@@ -145,25 +174,25 @@ fn classify(node: &NodeEnum, resolver: &Resolver) -> Statement {
 
 /// The statement inside a wrapper; a wrapper without one (which the parser
 /// never produces) is unknown.
-fn inner(query: Option<&protobuf::Node>, resolver: &Resolver) -> Statement {
+fn inner(query: Option<&protobuf::Node>, scope: &Scope<'_>) -> Statement {
     match query.and_then(|n| n.node.as_ref()) {
-        Some(node) => classify(node, resolver),
+        Some(node) => classify(node, scope),
         None => unparsed("wrapper without a statement".into()),
     }
 }
 
 /// `EXPLAIN` only plans; `EXPLAIN ANALYZE` runs the statement, so it is the
 /// statement. An `analyze` option counts unless explicitly false.
-fn explain(e: &protobuf::ExplainStmt, resolver: &Resolver) -> Statement {
+fn explain(e: &protobuf::ExplainStmt, scope: &Scope<'_>) -> Statement {
     let analyze = e.options.iter().any(|o| match o.node.as_ref() {
         Some(NodeEnum::DefElem(d)) if d.defname.eq_ignore_ascii_case("analyze") => !d
             .arg
             .as_deref()
-            .and_then(value_text)
+            .and_then(|v| value_text(v, scope))
             .is_some_and(|v| is_false(&v)),
         _ => false,
     });
-    let inner = inner(e.query.as_deref(), resolver);
+    let inner = inner(e.query.as_deref(), scope);
     if analyze {
         let mut s = inner;
         if s.action != Action::Read {
@@ -174,6 +203,8 @@ fn explain(e: &protobuf::ExplainStmt, resolver: &Resolver) -> Statement {
         }
         s
     } else {
+        // Planning alone runs no user code the gateway could miss: what it
+        // evaluates early are immutable built-ins.
         let mut s = Statement::new(Action::Read, "explain");
         s.tables = inner.tables;
         s.finish();
@@ -183,7 +214,7 @@ fn explain(e: &protobuf::ExplainStmt, resolver: &Resolver) -> Statement {
 
 /// The action a statement type needs by itself, before looking inside.
 /// An empty kind means "name it after its type".
-fn base(node: &NodeEnum) -> Statement {
+fn base(node: &NodeEnum, scope: &Scope<'_>) -> Statement {
     use Action::*;
     let (action, kind, reason): (Action, &str, Option<&str>) = match node {
         NodeEnum::SelectStmt(_) => (Read, "select", None),
@@ -223,13 +254,13 @@ fn base(node: &NodeEnum) -> Statement {
         NodeEnum::UnlistenStmt(_) => (Session, "unlisten", None),
         NodeEnum::NotifyStmt(_) => (Session, "notify", None),
         NodeEnum::VariableShowStmt(_) => (Read, "show", None),
-        NodeEnum::VariableSetStmt(v) => return set(v),
+        NodeEnum::VariableSetStmt(v) => return set(v, scope),
         NodeEnum::AlterSystemStmt(_) => (
             Admin,
             "alter_system",
             Some("ALTER SYSTEM changes the server configuration"),
         ),
-        NodeEnum::TransactionStmt(t) => return transaction(t),
+        NodeEnum::TransactionStmt(t) => return transaction(t, scope),
         NodeEnum::ConstraintsSetStmt(_) => (Transaction, "set_constraints", None),
         NodeEnum::DiscardStmt(d) => {
             if d.target == protobuf::DiscardMode::DiscardAll as i32 {
@@ -391,12 +422,12 @@ fn copy(c: &protobuf::CopyStmt) -> Statement {
 }
 
 /// `BEGIN`/`START TRANSACTION`, `COMMIT`, savepoints, two-phase commit.
-fn transaction(t: &protobuf::TransactionStmt) -> Statement {
+fn transaction(t: &protobuf::TransactionStmt, scope: &Scope<'_>) -> Statement {
     use TransactionStmtKind as K;
     let kind = TransactionStmtKind::try_from(t.kind).unwrap_or(K::Undefined);
     let (action, name, reason) = match kind {
         K::TransStmtBegin | K::TransStmtStart => {
-            if transaction_modes_read_write(&t.options) {
+            if transaction_modes_read_write(&t.options, scope) {
                 (
                     Action::Admin,
                     "begin_read_write",
@@ -434,12 +465,12 @@ fn transaction(t: &protobuf::TransactionStmt) -> Statement {
 /// Whether a list of transaction modes (`BEGIN …`, `SET TRANSACTION …`)
 /// asks for READ WRITE. `transaction_read_only` with anything but a true
 /// value counts.
-fn transaction_modes_read_write(options: &[protobuf::Node]) -> bool {
+fn transaction_modes_read_write(options: &[protobuf::Node], scope: &Scope<'_>) -> bool {
     options.iter().any(|o| match o.node.as_ref() {
         Some(NodeEnum::DefElem(d)) if d.defname == "transaction_read_only" => !d
             .arg
             .as_deref()
-            .and_then(value_text)
+            .and_then(|v| value_text(v, scope))
             .is_some_and(|v| is_true(&v)),
         _ => false,
     })
@@ -447,7 +478,7 @@ fn transaction_modes_read_write(options: &[protobuf::Node]) -> bool {
 
 /// `SET`, `RESET`, `SET ROLE`, `SET SESSION AUTHORIZATION`,
 /// `SET TRANSACTION …`, `SET SESSION CHARACTERISTICS …`.
-fn set(v: &protobuf::VariableSetStmt) -> Statement {
+fn set(v: &protobuf::VariableSetStmt, scope: &Scope<'_>) -> Statement {
     use VariableSetKind as K;
     let kind = VariableSetKind::try_from(v.kind).unwrap_or(K::Undefined);
     let name = v.name.to_ascii_lowercase();
@@ -459,7 +490,7 @@ fn set(v: &protobuf::VariableSetStmt) -> Statement {
         }
         K::VarSetMulti => match name.as_str() {
             "transaction" | "session characteristics" => {
-                let read_write = transaction_modes_read_write(&v.args);
+                let read_write = transaction_modes_read_write(&v.args, scope);
                 let (action, kind) = match (name.as_str(), read_write) {
                     (_, true) => (Action::Admin, "set_transaction_read_write"),
                     ("transaction", false) => (Action::Transaction, "set_transaction"),
@@ -483,14 +514,29 @@ fn set(v: &protobuf::VariableSetStmt) -> Statement {
         },
         K::VarSetValue | K::VarSetDefault | K::VarSetCurrent | K::VarReset | K::Undefined => {
             let reset = matches!(kind, K::VarReset);
-            let value = if matches!(kind, K::VarSetValue) {
-                let values: Vec<String> = v.args.iter().filter_map(value_text).collect();
-                Some(values.join(","))
-            } else {
-                None
+            let value = match kind {
+                K::VarSetValue => {
+                    let values: Vec<String> =
+                        v.args.iter().filter_map(|a| value_text(a, scope)).collect();
+                    Some(values.join(","))
+                }
+                _ => None,
             };
-            let (action, reason) = classify_setting(&name, value.as_deref());
-            let kind = match (name.as_str(), reset) {
+            let setting = match (kind, &value) {
+                (K::VarSetValue, Some(v)) => SettingValue::Literal(v),
+                (K::VarSetDefault | K::VarReset, _) => SettingValue::Default,
+                // FROM CURRENT keeps the value as it is: a literal no-op,
+                // judged like any other change of that setting.
+                _ => SettingValue::Computed,
+            };
+            let (action, reason) = match kind {
+                K::VarSetCurrent if !matches!(name.as_str(), "role" | "session_authorization") => {
+                    let (action, reason) = classify_setting(&name, SettingValue::Default);
+                    (action, reason)
+                }
+                _ => classify_setting(&name, setting),
+            };
+            let label = match (name.as_str(), reset) {
                 ("role", false) => "set_role",
                 ("role", true) => "reset_role",
                 ("session_authorization", false) => "set_session_authorization",
@@ -498,35 +544,41 @@ fn set(v: &protobuf::VariableSetStmt) -> Statement {
                 (_, false) => "set",
                 (_, true) => "reset",
             };
-            let mut s = Statement::new(action, kind);
+            let mut s = Statement::new(action, label);
             s.reason = reason;
             if name == "search_path" {
                 s.search_path_is_local = v.is_local;
-                s.sets_search_path = Some(match &value {
-                    Some(v) => parse_identifier_list(v),
-                    // RESET, DEFAULT: back to the server's default, which we
-                    // take to be PostgreSQL's.
-                    None => default_search_path(),
-                });
+                s.sets_search_path = match (kind, &value) {
+                    (K::VarSetValue, Some(v)) => Some(PathChange::To(parse_identifier_list(v))),
+                    (K::VarSetDefault | K::VarReset, _) => Some(PathChange::Default),
+                    // FROM CURRENT: the path stays what it is.
+                    _ => None,
+                };
             }
             s
         }
     }
 }
 
-/// A constant as text: `'x'`, `x`, `1`, `true`.
-fn value_text(node: &protobuf::Node) -> Option<String> {
+/// A constant as text: `'x'`, `x`, `1`, `true`. Reading a number notes
+/// that the verdict depends on it, so that the verdict cache, which merges
+/// texts differing only in numbers, keeps this text apart.
+fn value_text(node: &protobuf::Node, scope: &Scope<'_>) -> Option<String> {
+    let number = |text: String| {
+        scope.numbers_read.set(true);
+        Some(text)
+    };
     match node.node.as_ref()? {
         NodeEnum::AConst(c) => match c.val.as_ref()? {
             a_const::Val::Sval(s) => Some(s.sval.clone()),
-            a_const::Val::Ival(i) => Some(i.ival.to_string()),
-            a_const::Val::Fval(f) => Some(f.fval.clone()),
+            a_const::Val::Ival(i) => number(i.ival.to_string()),
+            a_const::Val::Fval(f) => number(f.fval.clone()),
             a_const::Val::Boolval(b) => Some(b.boolval.to_string()),
             a_const::Val::Bsval(b) => Some(b.bsval.clone()),
         },
         NodeEnum::String(s) => Some(s.sval.clone()),
-        NodeEnum::Integer(i) => Some(i.ival.to_string()),
-        NodeEnum::Float(f) => Some(f.fval.clone()),
+        NodeEnum::Integer(i) => number(i.ival.to_string()),
+        NodeEnum::Float(f) => number(f.fval.clone()),
         NodeEnum::Boolean(b) => Some(b.boolval.to_string()),
         _ => None,
     }
@@ -545,7 +597,7 @@ fn is_true(v: &str) -> bool {
 }
 
 /// Raises the statement's action by what was found inside it.
-fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
+fn apply_findings(s: &mut Statement, f: &Findings, scope: &Scope<'_>) {
     if let Some(kind) = f.nested_writes.first() {
         s.raise(
             Action::Write,
@@ -565,72 +617,222 @@ fn apply_findings(s: &mut Statement, f: &Findings, resolver: &Resolver) {
         }
     }
     for call in &f.calls {
-        let shown = call.name.join(".");
-        if functions::is_set_config(&call.name) {
-            let is_local = call.literal_args.get(2).cloned().flatten();
-            // Only a literal true surely ends with the transaction.
-            if !is_local.as_deref().is_some_and(is_true) {
-                s.outlives_transaction = Some("set_config() without is_local true");
-            }
-            let setting = call
-                .literal_args
-                .first()
-                .cloned()
-                .flatten()
-                .filter(|_| !call.named_args);
-            let Some(setting) = setting else {
-                s.raise(
-                    Action::Admin,
-                    "set_config() with a setting name that is not a literal".into(),
-                );
-                continue;
-            };
-            let value = call.literal_args.get(1).cloned().flatten();
-            let (action, reason) = classify_setting(&setting, value.as_deref());
-            s.raise(
-                action,
-                reason.map_or_else(
-                    || format!("set_config('{setting}')"),
-                    |r| format!("set_config(): {r}"),
-                ),
-            );
-            if setting.eq_ignore_ascii_case("search_path") {
-                let Some(value) = value else {
-                    // Harmless in itself, but table resolution would no
-                    // longer know the path: a way around schema limits.
-                    s.raise(
-                        Action::Admin,
-                        "set_config('search_path') with a value that is not a literal".into(),
-                    );
-                    continue;
-                };
-                s.sets_search_path = Some(parse_identifier_list(&value));
-                // Local unless a literal false: an unsure path is added to
-                // the possible ones, not made the only one.
-                s.search_path_is_local = !is_local.as_deref().is_some_and(is_false);
-            }
-            continue;
+        judge_call(s, call, scope);
+    }
+    for op in &f.operators {
+        judge_operator(s, op, scope);
+    }
+    for cast in &f.casts {
+        judge_cast(s, cast, scope);
+    }
+    let catalogue = scope.names.catalogue();
+    if let Some(table) = s.tables.iter().find(|t| catalogue.relation_runs_code(t)) {
+        let why = if catalogue.is_read() {
+            format!("reading {table} runs code that is not a side-effect-free built-in (a view or row-level policy calling it)")
+        } else {
+            "the target's catalogue has not been read, so what reading a relation runs is unknown"
+                .into()
+        };
+        s.runs_user_code(why);
+    }
+}
+
+/// A function call, explicit or in attribute notation: admin-level and
+/// named effects first, then whether it is provably a side-effect-free
+/// built-in; anything else is user code.
+fn judge_call(s: &mut Statement, call: &Call, scope: &Scope<'_>) {
+    let Some((schema, function)) = functions::split_name(&call.name) else {
+        s.raise(
+            Action::Unknown,
+            format!("{}: not a function name PostgreSQL accepts", call.name.join(".")),
+        );
+        return;
+    };
+    let shown = call.name.join(".");
+    let user = user_code(schema, function, scope, |c, n| c.function(n));
+    if user == UserCode::None {
+        if functions::is_set_config(schema, function) {
+            set_config(s, call);
+            return;
         }
-        if let Some(Effect { action, why }) = functions::effect_of(&call.name) {
-            s.raise(action, format!("{shown}() {why}"));
-        }
-        if functions::takes_session_lock(&call.name) {
+        if functions::takes_session_lock(schema, function) {
             s.outlives_transaction = Some("a session-level advisory lock");
         }
-        if functions::names_sequence(&call.name) {
-            if let Some(Some(sequence)) = call.literal_args.first() {
-                if let Some(table) = resolver.resolve_text(sequence) {
-                    s.tables.push(table);
+        if functions::names_sequence(schema, function)
+            && let Some(Some(sequence)) = call.literal_args.first()
+        {
+            scope.names.resolve_text(sequence, &mut s.tables);
+        }
+    }
+    if let Some(Effect { action, why }) = functions::effect_of(schema, function) {
+        s.raise(action, format!("{shown}() {why}"));
+    }
+    match user {
+        UserCode::In(schemas) => {
+            s.schemas.extend(schemas);
+            s.runs_user_code(format!("{shown}() is a user-defined function"));
+        }
+        UserCode::Unknown => s.runs_user_code(format!(
+            "{shown}() cannot be told apart from user code (the target's catalogue is not known)"
+        )),
+        UserCode::None => match builtins::function(function) {
+            Some(true) => {}
+            Some(false) => s.runs_user_code(format!(
+                "{shown}() is not a built-in known to be free of side effects"
+            )),
+            // In attribute notation a name that is no function is a column.
+            None if call.attribute => {}
+            None => s.runs_user_code(format!("{shown}() is not a built-in function")),
+        },
+    }
+}
+
+/// Where user-defined objects that an unqualified or `schema`-qualified
+/// `name` may resolve to live: only schemas the name can reach (a path
+/// schema, or the one written). An object in another schema, qualified,
+/// is user code however it is looked up.
+fn user_code(
+    schema: Option<&str>,
+    name: &str,
+    scope: &Scope<'_>,
+    lookup: impl Fn(&super::catalogue::Catalogue, &str) -> UserCode,
+) -> UserCode {
+    match schema {
+        Some(schema) if !schema.eq_ignore_ascii_case("pg_catalog") => {
+            UserCode::In(vec![schema.to_owned()])
+        }
+        _ => match lookup(scope.names.catalogue(), name) {
+            UserCode::In(schemas) => {
+                let reachable: Vec<String> = match (schema, scope.names.path_schemas()) {
+                    (Some(_), _) => schemas.into_iter().filter(|s| s == "pg_catalog").collect(),
+                    (None, Some(path)) => schemas
+                        .into_iter()
+                        .filter(|s| s == "pg_catalog" || path.contains(s))
+                        .collect(),
+                    // Unknown path: any schema may be on it.
+                    (None, None) => schemas,
+                };
+                if reachable.is_empty() {
+                    UserCode::None
+                } else {
+                    UserCode::In(reachable)
                 }
             }
+            other => other,
+        },
+    }
+}
+
+fn judge_operator(s: &mut Statement, op: &[String], scope: &Scope<'_>) {
+    let Some((schema, symbol)) = functions::split_name(op) else {
+        s.raise(Action::Unknown, format!("operator {}: not a name PostgreSQL accepts", op.join(".")));
+        return;
+    };
+    match user_code(schema, symbol, scope, |c, n| c.operator(n)) {
+        UserCode::In(schemas) => {
+            s.schemas.extend(schemas);
+            s.runs_user_code(format!("operator {symbol} is user-defined"));
         }
+        UserCode::Unknown => s.runs_user_code(format!(
+            "operator {symbol} cannot be told apart from user code (the target's catalogue is not known)"
+        )),
+        UserCode::None => {
+            if builtins::operator(symbol) != Some(true) {
+                s.runs_user_code(format!(
+                    "operator {symbol} is not a built-in known to be free of side effects"
+                ));
+            }
+        }
+    }
+}
+
+fn judge_cast(s: &mut Statement, type_name: &[String], scope: &Scope<'_>) {
+    let Some((schema, name)) = functions::split_name(type_name) else {
+        return;
+    };
+    let coded = match schema {
+        // Qualified: user code only if that schema's type of that name is.
+        Some(written) if !written.eq_ignore_ascii_case("pg_catalog") => {
+            match scope.names.catalogue().coded_type(name) {
+                UserCode::In(schemas) if schemas.iter().any(|sc| sc == written) => {
+                    UserCode::In(vec![written.to_owned()])
+                }
+                UserCode::In(_) => UserCode::None,
+                other => other,
+            }
+        }
+        _ => user_code(schema, name, scope, |c, n| c.coded_type(n)),
+    };
+    match coded {
+        UserCode::None => {}
+        UserCode::In(schemas) => {
+            s.schemas.extend(schemas);
+            s.runs_user_code(format!(
+                "a cast to {} runs user code (a constrained domain or a user-defined cast)",
+                type_name.join(".")
+            ));
+        }
+        UserCode::Unknown => s.runs_user_code(format!(
+            "a cast to {} cannot be told apart from user code (the target's catalogue is not known)",
+            type_name.join(".")
+        )),
+    }
+}
+
+/// `set_config(name, value, is_local)`: classified by the setting it sets.
+fn set_config(s: &mut Statement, call: &Call) {
+    let is_local = call.literal_args.get(2).cloned().flatten();
+    // Only a literal true surely ends with the transaction.
+    if !is_local.as_deref().is_some_and(is_true) {
+        s.outlives_transaction = Some("set_config() without is_local true");
+    }
+    let setting = call
+        .literal_args
+        .first()
+        .cloned()
+        .flatten()
+        .filter(|_| !call.named_args && !call.attribute);
+    let Some(setting) = setting else {
+        s.raise(
+            Action::Admin,
+            "set_config() with a setting name that is not a literal".into(),
+        );
+        return;
+    };
+    let value = call.literal_args.get(1).cloned().flatten();
+    let as_set = match &value {
+        Some(v) => SettingValue::Literal(v),
+        None => SettingValue::Computed,
+    };
+    let (action, reason) = classify_setting(&setting, as_set);
+    s.raise(
+        action,
+        reason.map_or_else(
+            || format!("set_config('{setting}')"),
+            |r| format!("set_config(): {r}"),
+        ),
+    );
+    if setting.eq_ignore_ascii_case("search_path") {
+        let Some(value) = value else {
+            // Harmless in itself, but table resolution would no longer
+            // know the path: a way around schema limits.
+            s.raise(
+                Action::Admin,
+                "set_config('search_path') with a value that is not a literal".into(),
+            );
+            return;
+        };
+        s.sets_search_path = Some(PathChange::To(parse_identifier_list(&value)));
+        // Local unless a literal false: an unsure path is added to the
+        // possible ones, not made the only one.
+        s.search_path_is_local = !is_local.as_deref().is_some_and(is_false);
     }
 }
 
 /// Objects named by plain name lists rather than relation nodes, as
 /// `(tables, schemas)`: `DROP TABLE a.b`, `COMMENT ON TABLE a.b`,
 /// `CREATE SCHEMA s`, `DROP SCHEMA s`.
-fn named_objects(node: &NodeEnum, resolver: &Resolver) -> (Vec<String>, Vec<String>) {
+fn named_objects(node: &NodeEnum, scope: &Scope<'_>) -> (Vec<String>, Vec<String>) {
     const RELATIONS: [ObjectType; 6] = [
         ObjectType::ObjectTable,
         ObjectType::ObjectView,
@@ -642,23 +844,22 @@ fn named_objects(node: &NodeEnum, resolver: &Resolver) -> (Vec<String>, Vec<Stri
     let is_relation = |t: i32| RELATIONS.iter().any(|r| *r as i32 == t);
     match node {
         NodeEnum::DropStmt(d) if is_relation(d.remove_type) => {
-            let tables = d
-                .objects
-                .iter()
-                .filter_map(|o| resolver.resolve_name_list(&name_parts(o)))
-                .collect();
+            let mut tables = Vec::new();
+            for o in &d.objects {
+                scope.names.resolve_name_list(&name_parts(o, scope), &mut tables);
+            }
             (tables, Vec::new())
         }
         NodeEnum::DropStmt(d) if d.remove_type == ObjectType::ObjectSchema as i32 => (
             Vec::new(),
-            d.objects.iter().filter_map(value_text).collect(),
+            d.objects.iter().filter_map(|o| value_text(o, scope)).collect(),
         ),
         NodeEnum::CommentStmt(c) if is_relation(c.objtype) => {
-            let table = c
-                .object
-                .as_deref()
-                .and_then(|o| resolver.resolve_name_list(&name_parts(o)));
-            (table.into_iter().collect(), Vec::new())
+            let mut tables = Vec::new();
+            if let Some(o) = c.object.as_deref() {
+                scope.names.resolve_name_list(&name_parts(o, scope), &mut tables);
+            }
+            (tables, Vec::new())
         }
         NodeEnum::CreateSchemaStmt(c) if !c.schemaname.is_empty() => {
             (Vec::new(), vec![c.schemaname.clone()])
@@ -668,9 +869,9 @@ fn named_objects(node: &NodeEnum, resolver: &Resolver) -> (Vec<String>, Vec<Stri
 }
 
 /// `List[String a, String b]` → `["a", "b"]`.
-fn name_parts(node: &protobuf::Node) -> Vec<String> {
+fn name_parts(node: &protobuf::Node, scope: &Scope<'_>) -> Vec<String> {
     match node.node.as_ref() {
-        Some(NodeEnum::List(l)) => l.items.iter().filter_map(value_text).collect(),
+        Some(NodeEnum::List(l)) => l.items.iter().filter_map(|i| value_text(i, scope)).collect(),
         Some(NodeEnum::String(s)) => vec![s.sval.clone()],
         _ => Vec::new(),
     }
@@ -682,6 +883,19 @@ impl Statement {
         if stronger(action, self.action) {
             self.action = action;
             self.reason = Some(reason);
+        }
+    }
+
+    /// The statement runs code the gateway cannot see: it needs `write`,
+    /// and without it is `unknown` (see `Statement::runs_user_code`).
+    fn runs_user_code(&mut self, reason: String) {
+        if !self.runs_user_code {
+            self.runs_user_code = true;
+            if self.action != Action::Write {
+                self.raise(Action::Write, reason);
+            } else if self.reason.is_none() {
+                self.reason = Some(reason);
+            }
         }
     }
 }

@@ -4,8 +4,9 @@
 //! below (formatting, planner costs, timeouts: nothing that widens what the
 //! session may do). The settings that would undo a read-only grant or change
 //! who the session is are `admin` with a reason that names them; so is every
-//! setting we do not know, including custom ones such as `idgate.identity`,
-//! which the gateway itself uses to stamp the person into the database.
+//! setting we do not know, including custom ones such as `idgate.identity`
+//! and `application_name`, which the gateway itself uses to stamp the
+//! person into the database.
 
 use crate::policy::Action;
 
@@ -28,11 +29,14 @@ const PROTECTED: &[(&str, &str)] = &[
         "session_replication_role",
         "disables triggers and foreign-key checks",
     ),
+    (
+        "application_name",
+        "is how the gateway names the person in pg_stat_activity",
+    ),
 ];
 
 /// Settings any session may change.
 const SESSION: &[&str] = &[
-    "application_name",
     "search_path",
     "timezone",
     "datestyle",
@@ -81,34 +85,52 @@ const SESSION: &[&str] = &[
 /// Families of planner settings any session may change.
 const SESSION_PREFIXES: &[&str] = &["enable_", "jit", "cpu_", "geqo", "parallel_"];
 
-/// Settings that change how statement text is read. The gateway parses
-/// what the client sends with PostgreSQL's defaults (UTF-8, standard
-/// conforming strings); a session that changed them could send text the
-/// server reads differently from us (`'\'' ; DELETE …` is one string with
-/// standard_conforming_strings on, a string and a DELETE with it off).
-/// Allowed only with the value that keeps them as we read them.
-const LEXICAL: &[(&str, &[&str])] = &[
-    ("standard_conforming_strings", &["on", "true", "1"]),
-    ("client_encoding", &["utf8", "utf-8", "unicode"]),
-];
+/// How a statement sets a setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SettingValue<'a> {
+    /// A constant written in the statement.
+    Literal(&'a str),
+    /// `RESET`, `SET … TO DEFAULT`: back to the session's start value.
+    Default,
+    /// An expression or a parameter: unknown until it runs.
+    Computed,
+}
 
-/// How changing `name` to `value` (`None`: reset or default) is classified,
-/// and why if not `session`.
-pub(crate) fn classify_setting(name: &str, value: Option<&str>) -> (Action, Option<String>) {
+/// Settings that change how statement text is read. The gateway parses
+/// what the client sends as PostgreSQL does with standard conforming
+/// strings and an ASCII-safe encoding; a session that changed them could
+/// send text the server reads differently from us (`'\'' ; DELETE …` is
+/// one string with standard_conforming_strings on, a string and a DELETE
+/// with it off). Allowed only to a literal value that keeps them as we
+/// read them; a reset goes back to what the login was checked with.
+const LEXICAL: &[&str] = &["standard_conforming_strings", "client_encoding"];
+
+/// How changing `name` to `value` is classified, and why if not `session`.
+pub(crate) fn classify_setting(name: &str, value: SettingValue<'_>) -> (Action, Option<String>) {
     let name = name.to_ascii_lowercase();
     if let Some((_, why)) = PROTECTED.iter().find(|(n, _)| *n == name) {
         return (Action::Admin, Some(format!("setting {name} {why}")));
     }
-    if let Some((_, safe)) = LEXICAL.iter().find(|(n, _)| *n == name) {
-        let value = value.map(|v| v.trim().to_ascii_lowercase());
-        return match value {
-            Some(v) if !safe.contains(&v.as_str()) => (
+    if LEXICAL.contains(&name.as_str()) {
+        let safe = match value {
+            SettingValue::Default => true,
+            SettingValue::Computed => false,
+            SettingValue::Literal(v) if name == "client_encoding" => client_encoding_is_safe(v),
+            SettingValue::Literal(v) => is_true_spelling(v),
+        };
+        return if safe {
+            (Action::Session, None)
+        } else {
+            let value = match value {
+                SettingValue::Literal(v) => format!("to {v}"),
+                _ => "to a value that is not a literal".into(),
+            };
+            (
                 Action::Admin,
                 Some(format!(
-                    "setting {name} to {v} would make the server read statements differently from the gateway"
+                    "setting {name} {value} would make the server read statements differently from the gateway"
                 )),
-            ),
-            _ => (Action::Session, None),
+            )
         };
     }
     if SESSION.contains(&name.as_str()) || SESSION_PREFIXES.iter().any(|p| name.starts_with(p)) {
@@ -120,6 +142,50 @@ pub(crate) fn classify_setting(name: &str, value: Option<&str>) -> (Action, Opti
     )
 }
 
+/// Every spelling PostgreSQL's boolean parser reads as true.
+fn is_true_spelling(v: &str) -> bool {
+    ["on", "true", "tru", "tr", "t", "yes", "ye", "y", "1"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
+}
+
+/// Client encodings whose every multi-byte character is made of bytes
+/// above 0x7F, so that a quote, backslash or semicolon in the bytes is one
+/// wherever it appears: the encodings PostgreSQL accepts as a server
+/// encoding, under the names and aliases it knows (compared as PostgreSQL
+/// does: lower case, letters and digits only). The client-only encodings
+/// (SJIS, BIG5, GBK, UHC, GB18030, JOHAB, SHIFT_JIS_2004) are not here: a
+/// second byte of 0x5C is a backslash to us and part of a character to the
+/// server.
+const SAFE_ENCODINGS: &[&str] = &[
+    "utf8", "unicode", "sqlascii", "eucjp", "euccn", "euckr", "euctw", "eucjis2004",
+    "muleinternal", "latin1", "latin2", "latin3", "latin4", "latin5", "latin6", "latin7",
+    "latin8", "latin9", "latin10", "iso88591", "iso88592", "iso88593", "iso88594", "iso88595",
+    "iso88596", "iso88597", "iso88598", "iso88599", "iso885910", "iso885913", "iso885914",
+    "iso885915", "iso885916", "win1250", "win1251", "win1252", "win1253", "win1254",
+    "win1255", "win1256", "win1257", "win1258", "windows1250", "windows1251", "windows1252",
+    "windows1253", "windows1254", "windows1255", "windows1256", "windows1257", "windows1258",
+    "win866", "alt", "win874", "windows866", "windows874", "koi8", "koi8r", "koi8u", "tcvn",
+    "tcvn5712", "abc", "vscii",
+];
+
+/// Whether the gateway reads text in client encoding `name` as the server
+/// does.
+pub fn client_encoding_is_safe(name: &str) -> bool {
+    let clean: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    SAFE_ENCODINGS.contains(&clean.as_str())
+}
+
+/// Whether the gateway reads text as the server does with
+/// standard_conforming_strings at `value` (as reported by the server).
+pub fn standard_conforming_strings_is_safe(value: &str) -> bool {
+    is_true_spelling(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,12 +193,11 @@ mod tests {
     #[test]
     fn harmless_settings_are_session() {
         for name in [
-            "application_name",
             "TimeZone",
             "enable_seqscan",
             "jit_above_cost",
         ] {
-            assert_eq!(classify_setting(name, None).0, Action::Session, "{name}");
+            assert_eq!(classify_setting(name, SettingValue::Default).0, Action::Session, "{name}");
         }
     }
 
@@ -142,31 +207,34 @@ mod tests {
             "role",
             "session_authorization",
             "default_transaction_read_only",
+            "application_name",
         ] {
-            assert_eq!(classify_setting(name, None).0, Action::Admin, "{name}");
+            assert_eq!(classify_setting(name, SettingValue::Default).0, Action::Admin, "{name}");
         }
     }
 
     #[test]
     fn unknown_and_custom_settings_are_admin() {
-        let (action, why) = classify_setting("idgate.identity", Some("x"));
+        let (action, why) = classify_setting("idgate.identity", SettingValue::Literal("x"));
         assert_eq!(action, Action::Admin);
         assert!(why.unwrap().contains("allow-list"));
     }
 
     #[test]
     fn lexical_settings_are_session_only_with_the_values_we_parse_with() {
-        let on = classify_setting("standard_conforming_strings", Some("on"));
-        assert_eq!(on.0, Action::Session);
-        let off = classify_setting("standard_conforming_strings", Some("off"));
-        assert_eq!(off.0, Action::Admin);
-        assert_eq!(
-            classify_setting("client_encoding", Some("UTF8")).0,
-            Action::Session
-        );
-        assert_eq!(
-            classify_setting("client_encoding", Some("SJIS")).0,
-            Action::Admin
-        );
+        use SettingValue::{Computed, Default, Literal};
+        let scs = "standard_conforming_strings";
+        assert_eq!(classify_setting(scs, Literal("on")).0, Action::Session);
+        assert_eq!(classify_setting(scs, Literal("off")).0, Action::Admin);
+        assert_eq!(classify_setting(scs, Literal("of")).0, Action::Admin);
+        assert_eq!(classify_setting(scs, Computed).0, Action::Admin);
+        assert_eq!(classify_setting(scs, Default).0, Action::Session);
+        let enc = "client_encoding";
+        assert_eq!(classify_setting(enc, Literal("UTF-8")).0, Action::Session);
+        assert_eq!(classify_setting(enc, Literal("latin1")).0, Action::Session);
+        for bad in ["SJIS", "Shift_JIS_2004", "big5", "GBK", "uhc", "gb18030", "johab"] {
+            assert_eq!(classify_setting(enc, Literal(bad)).0, Action::Admin, "{bad}");
+        }
+        assert_eq!(classify_setting(enc, Computed).0, Action::Admin);
     }
 }

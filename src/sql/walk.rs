@@ -30,6 +30,9 @@ pub(crate) struct Relation {
 pub(crate) struct Call {
     /// The name parts: `["nextval"]`, `["pg_catalog", "nextval"]`.
     pub name: Vec<String>,
+    /// Written in attribute notation (`(42).f`, `t.f`): a column unless a
+    /// function of that name exists.
+    pub attribute: bool,
     /// Per argument position: the string literal passed there, if it is one
     /// (possibly behind a cast, `'s'::regclass`).
     pub literal_args: Vec<Option<String>>,
@@ -44,6 +47,12 @@ pub(crate) struct Findings {
     pub root: &'static str,
     pub relations: Vec<Relation>,
     pub calls: Vec<Call>,
+    /// Operators used, as name parts (`["="]`, `["s", "###"]`), including
+    /// the ones a construct uses without naming them (`IN`, `CASE x`,
+    /// `BETWEEN`, `JOIN … USING`).
+    pub operators: Vec<Vec<String>>,
+    /// Type names cast to (`x::t`, `CAST(x AS s.t)`).
+    pub casts: Vec<Vec<String>>,
     /// `insert`/`update`/`delete`/`merge` found below the root node, e.g. a
     /// writable CTE or `COPY (DELETE … RETURNING …) TO STDOUT`.
     pub nested_writes: Vec<&'static str>,
@@ -51,6 +60,13 @@ pub(crate) struct Findings {
     pub row_locks: bool,
     /// `SELECT … INTO table` anywhere.
     pub select_into: bool,
+}
+
+fn names(field: &'static str) -> FrameData {
+    FrameData::Names {
+        field,
+        parts: Vec::new(),
+    }
 }
 
 /// Walks `node` and everything below it.
@@ -102,6 +118,11 @@ enum FrameData {
     Call {
         call: Call,
         args_seen: usize,
+    },
+    /// A node whose `field` is a list of name parts (String nodes).
+    Names {
+        field: &'static str,
+        parts: Vec<String>,
     },
 }
 
@@ -166,6 +187,12 @@ impl Walker {
                     call: Call::default(),
                     args_seen: 0,
                 },
+                "ColumnRef" => names("fields"),
+                "AExpr" => names("name"),
+                "SubLink" => names("oper_name"),
+                "SortBy" => names("use_op"),
+                "TypeName" if self.parent_is("TypeCast") => names("names"),
+                "AIndirection" => names("indirection"),
                 _ => FrameData::Plain,
             }
         };
@@ -180,7 +207,17 @@ impl Walker {
         match name {
             "LockingClause" => self.findings.row_locks = true,
             "IntoClause" if self.parent_is("SelectStmt") => self.findings.select_into = true,
-            "Node" => self.count_argument(),
+            "Node" => {
+                self.count_argument();
+                // A construct comparing with `=` without naming it.
+                if matches!(
+                    self.frames.last(),
+                    Some(Frame { name: "CaseExpr", field: "arg", .. })
+                        | Some(Frame { name: "JoinExpr", field: "using_clause", .. })
+                ) {
+                    self.findings.operators.push(vec!["=".into()]);
+                }
+            }
             "NamedArgExpr" => {
                 if let Some(call) = self.enclosing_call_argument() {
                     call.named_args = true;
@@ -275,6 +312,44 @@ impl Walker {
                 self.pending.push((relation, chain));
             }
             FrameData::Call { call, .. } => self.findings.calls.push(call),
+            FrameData::Names { parts, .. } => self.on_names(frame.name, parts),
+            _ => {}
+        }
+    }
+
+    /// A list of name parts is complete.
+    fn on_names(&mut self, node: &'static str, mut parts: Vec<String>) {
+        match node {
+            // `t.f` may be `f(t)`; a lone name is a column.
+            "ColumnRef" if parts.len() >= 2 => {
+                let name = parts.pop().expect("two parts");
+                self.findings.calls.push(Call {
+                    name: vec![name],
+                    attribute: true,
+                    ..Call::default()
+                });
+            }
+            // `(x).f` may be `f(x)`.
+            "AIndirection" => {
+                for name in parts {
+                    self.findings.calls.push(Call {
+                        name: vec![name],
+                        attribute: true,
+                        ..Call::default()
+                    });
+                }
+            }
+            "AExpr" | "SubLink" | "SortBy" if !parts.is_empty() => {
+                let range = parts.len() == 1 && parts[0].to_ascii_uppercase().contains("BETWEEN");
+                if range {
+                    for op in [">=", "<=", "<", ">"] {
+                        self.findings.operators.push(vec![op.into()]);
+                    }
+                } else {
+                    self.findings.operators.push(parts);
+                }
+            }
+            "TypeName" if !parts.is_empty() => self.findings.casts.push(parts),
             _ => {}
         }
     }
@@ -337,6 +412,16 @@ impl Walker {
     /// A `String` node: part of a function name, or a literal argument.
     fn on_string_node(&mut self, value: &str) {
         let len = self.frames.len();
+        // String < Node < (ColumnRef, AExpr, …)(its name list): a name part.
+        if len >= 3 && self.frames[len - 2].name == "Node" {
+            let frame = &mut self.frames[len - 3];
+            if let FrameData::Names { field, parts } = &mut frame.data
+                && frame.field == *field
+            {
+                parts.push(value.to_owned());
+                return;
+            }
+        }
         // String < Node < FuncCall(funcname): a name part.
         if len >= 3 && self.frames[len - 2].name == "Node" {
             if let Frame {

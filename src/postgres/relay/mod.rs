@@ -113,6 +113,24 @@ struct Shared {
     /// the answers to our own and to keep `server_prepared` true.
     parses: VecDeque<Sent>,
     closes: VecDeque<Sent>,
+    /// A lone `SET search_path` sent while settled, until its answer.
+    path_pending: Option<PendingPath>,
+    /// A path the server confirmed, for the statement policy to believe.
+    path_confirmed: Option<Vec<String>>,
+    /// Why the server can no longer be followed (a ParameterStatus the
+    /// gateway cannot read statements under): every later statement is
+    /// refused.
+    taint: Option<String>,
+    /// The session's upstream defaults to read-only transactions.
+    read_only: bool,
+}
+
+struct PendingPath {
+    /// The ReadyForQuery (by count) that answers it.
+    ready_number: u64,
+    path: Vec<String>,
+    /// Its CommandComplete came.
+    completed: bool,
 }
 
 struct Sent {
@@ -285,6 +303,10 @@ pub(super) async fn run(
         server_prepared: HashMap::new(),
         parses: VecDeque::new(),
         closes: VecDeque::new(),
+        path_pending: None,
+        path_confirmed: None,
+        taint: None,
+        read_only: upstreams.variant.read_only,
     });
     let (rx, tx) = crate::tls::split(client);
     let mut client = ClientSide {
@@ -522,10 +544,11 @@ fn client_holds(tag: u8) -> bool {
     )
 }
 
-/// Server messages held whole: the ones the tracker reads, and Parse and
-/// Close completions (some answer the relay's own messages).
+/// Server messages held whole: the ones the tracker reads, Parse and
+/// Close completions (some answer the relay's own messages), and
+/// ParameterStatus (what the server says its settings now are).
 fn server_holds(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z' | b'1' | b'3')
+    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z' | b'1' | b'3' | b'S')
 }
 
 /// Policy and bookkeeping for client messages.
@@ -541,7 +564,7 @@ struct ClientGate<'a> {
     statements: HashMap<String, Arc<[u8]>>,
 }
 
-impl ClientGate<'_> {
+impl<'a> ClientGate<'a> {
     /// Decide one whole held message: pass it, or replace it in `out`.
     fn on_message(
         &mut self,
@@ -553,13 +576,24 @@ impl ClientGate<'_> {
         let mut passed = true;
         match tag {
             b'Q' => {
-                // Lossy: a client in another client_encoding is still checked.
+                // Lossy: a client in another (ASCII-safe) client_encoding is
+                // still checked; no byte below 0x80 is lost or merged.
                 // The strict check first: its ASCII path is the faster one.
                 let raw = body.split(|&b| b == 0).next().unwrap_or_default();
                 let settled = self.settled();
                 let text = std::str::from_utf8(raw)
                     .map_or_else(|_| String::from_utf8_lossy(raw), std::borrow::Cow::Borrowed);
-                let (info, verdict) = self.judge(&text, settled);
+                let verdict = self.policy.check(&text, settled);
+                if let Some(path) = verdict.confirms_path.clone() {
+                    let mut s = crate::lock(self.shared);
+                    let ready_number = s.next_ready();
+                    s.path_pending = Some(PendingPath {
+                        ready_number,
+                        path,
+                        completed: false,
+                    });
+                }
+                let info = self.info(&text, &verdict);
                 passed = self.simple_query(info, verdict, out);
             }
             b'F' => {
@@ -570,24 +604,15 @@ impl ClientGate<'_> {
             }
             b'P' => {
                 let (name, sql) = codec::parse_parse(body)?;
-                // A Parse is not when a statement runs: never settled.
-                let (info, verdict) = self.judge(sql, false);
+                let types = codec::parse_parameter_types(body)?;
+                let verdict = self.policy.check_parse(name, sql, types);
+                let info = self.info(sql, &verdict);
                 let mut s = crate::lock(self.shared);
                 s.unsynced = true;
                 s.tracker.on_parse(name, Arc::clone(&info));
                 drop(s);
                 if let Some((code, message)) = self.deny(info, verdict) {
-                    self.denial_count += 1;
-                    let portal = format!("{}{}", self.portal_prefix, self.denial_count);
-                    out.replace(|b| codec::execute(b, &portal));
-                    let mut s = crate::lock(self.shared);
-                    let ready_number = s.next_ready();
-                    s.parse_denials.push_back(ParseDenial {
-                        ready_number,
-                        portal,
-                        code,
-                        message,
-                    });
+                    let s = self.fail_in_place(code, message, out);
                     if s.transaction_mode {
                         // The client's statement of that name is gone.
                         self.statements.remove(name);
@@ -600,6 +625,18 @@ impl ClientGate<'_> {
             }
             b'B' => {
                 let (portal, statement) = codec::parse_bind(body)?;
+                if let Some(verdict) = self.policy.check_bind(statement)
+                    && !verdict.allowed
+                {
+                    // Re-judged: the path or the catalogue changed since
+                    // its Parse, and the server would plan it anew.
+                    let info = self.info("<Bind of a prepared statement>", &verdict);
+                    let (code, message) = self.deny(info, verdict).expect("denied");
+                    let mut s = self.fail_in_place(code, message, out);
+                    s.unsynced = true;
+                    s.tracker.on_bind(portal, statement);
+                    return Ok(false);
+                }
                 self.make_present(statement, out);
                 let mut s = crate::lock(self.shared);
                 s.unsynced = true;
@@ -720,16 +757,44 @@ impl ClientGate<'_> {
         }
     }
 
-    /// Idle upstream with every message so far answered.
-    fn settled(&self) -> bool {
-        let s = crate::lock(self.shared);
+    /// Idle upstream with every message so far answered. Also hands the
+    /// statement policy what the server has confirmed since.
+    fn settled(&mut self) -> bool {
+        let mut s = crate::lock(self.shared);
+        if let Some(path) = s.path_confirmed.take() {
+            self.policy.confirm_search_path(path);
+        }
+        if let Some(why) = s.taint.clone() {
+            self.policy.taint(why);
+        }
         s.ready_status == b'I' && s.ready_count == s.sync_points
     }
 
-    fn judge(&mut self, sql: &str, settled: bool) -> (Arc<StatementInfo>, Verdict) {
-        let verdict = self.policy.check(sql, settled);
-        let info = StatementInfo::shared(sql, Arc::clone(&verdict.judged), !verdict.allowed);
-        (info, verdict)
+    fn info(&mut self, sql: &str, verdict: &Verdict) -> Arc<StatementInfo> {
+        StatementInfo::shared(sql, Arc::clone(&verdict.judged), !verdict.allowed)
+    }
+
+    /// Replace the message in `out` with an Execute of a portal that cannot
+    /// exist: the upstream fails it, skips the rest of the pipeline as it
+    /// would have, and the other direction turns its error into `message`.
+    fn fail_in_place(
+        &mut self,
+        code: &'static str,
+        message: String,
+        out: &mut Outgoing,
+    ) -> std::sync::MutexGuard<'a, Shared> {
+        self.denial_count += 1;
+        let portal = format!("{}{}", self.portal_prefix, self.denial_count);
+        out.replace(|b| codec::execute(b, &portal));
+        let mut s = crate::lock(self.shared);
+        let ready_number = s.next_ready();
+        s.parse_denials.push_back(ParseDenial {
+            ready_number,
+            portal,
+            code,
+            message,
+        });
+        s
     }
 
     /// For a denial, queue its audit event and return its code and the
@@ -871,7 +936,31 @@ impl Shared {
                 };
                 return Ok(!sent.is_some_and(|s| s.injected));
             }
+            b'S' => {
+                let (name, value) = codec::parse_parameter_status(body)?;
+                if let Some(why) = self.unfollowable(name, value) {
+                    tracing::warn!("session can no longer be followed: {why}");
+                    self.taint.get_or_insert(why);
+                }
+            }
+            b'C' => {
+                let current = self.ready_count + 1;
+                if let Some(p) = &mut self.path_pending
+                    && p.ready_number == current
+                    && codec::cstr(body).is_some_and(|(tag, _)| tag == "SET")
+                {
+                    p.completed = true;
+                }
+            }
             b'E' => {
+                let current = self.ready_count + 1;
+                if self
+                    .path_pending
+                    .as_ref()
+                    .is_some_and(|p| p.ready_number == current)
+                {
+                    self.path_pending = None;
+                }
                 if self.transaction_mode {
                     self.on_error();
                 }
@@ -897,6 +986,19 @@ impl Shared {
                 self.ready_count += 1;
                 self.ready_status = body.first().copied().unwrap_or(b'E');
                 let ready = self.ready_count;
+                if self
+                    .path_pending
+                    .as_ref()
+                    .is_some_and(|p| p.ready_number <= ready)
+                {
+                    let pending = self.path_pending.take().expect("checked");
+                    // Answered `SET` and idle: outside any transaction, so
+                    // nothing can roll it back.
+                    if pending.ready_number == ready && pending.completed && self.ready_status == b'I'
+                    {
+                        self.path_confirmed = Some(pending.path);
+                    }
+                }
                 self.parse_denials.retain(|d| d.ready_number > ready);
                 self.parses.retain(|p| p.ready_number > ready);
                 self.closes.retain(|c| c.ready_number > ready);
@@ -905,6 +1007,22 @@ impl Shared {
         }
         self.tracker.on_server(tag, body, done);
         Ok(true)
+    }
+
+    /// Why a ParameterStatus means the gateway can no longer judge this
+    /// session's statements as the server will run them, if it does.
+    fn unfollowable(&self, name: &str, value: &str) -> Option<String> {
+        match name {
+            // The gateway named the session; nothing the client may run
+            // renames it, so a change is code the gateway did not see.
+            "application_name" => Some(format!(
+                "the server reports application_name changed to {value:?}, which the gateway sets to name the person"
+            )),
+            "default_transaction_read_only" if self.read_only && value != "on" => Some(
+                "the server reports default_transaction_read_only off in a read-only session".into(),
+            ),
+            _ => super::session::unfollowable_setting(name, value),
+        }
     }
 
     /// If `error` is a Parse stand-in's, its code and denial message.
