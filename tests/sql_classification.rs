@@ -243,7 +243,9 @@ fn a_number_that_decides_the_verdict_is_reported() {
         };
         idgate::sql::classify_postgres(sql, &context).numbers_matter
     };
-    assert!(numbers("EXPLAIN (ANALYZE 0) SELECT pg_terminate_backend(1)"));
+    assert!(numbers(
+        "EXPLAIN (ANALYZE 0) SELECT pg_terminate_backend(1)"
+    ));
     assert!(numbers("BEGIN TRANSACTION READ ONLY"));
     assert!(!numbers("SELECT * FROM t WHERE id = 41231 LIMIT 10"));
 }
@@ -557,12 +559,26 @@ fn schema_ddl_reports_the_schema() {
 fn search_path_changes_are_reported() {
     let path = |sql: &str| classify(sql)[0].sets_search_path.clone();
     let to = |p: &[&str]| Some(PathChange::To(p.iter().map(|s| s.to_string()).collect()));
-    assert_eq!(path("SET search_path TO app, public"), to(&["app", "public"]));
-    assert_eq!(path("SET search_path = \"$user\", App"), to(&["$user", "app"]));
-    assert_eq!(path("SET search_path = 'a, \"B\"'"), to(&["a", "B"]));
+    assert_eq!(
+        path("SET search_path TO app, public"),
+        to(&["app", "public"])
+    );
+    assert_eq!(
+        path("SET search_path = \"$user\", App"),
+        to(&["$user", "app"])
+    );
+    // One schema per value, exactly as written: the server quotes it.
+    assert_eq!(path("SET search_path = 'a, \"B\"'"), to(&["a, \"B\""]));
+    assert_eq!(
+        path("SET search_path = \"Vault\", 'Lit'"),
+        to(&["Vault", "Lit"])
+    );
     assert_eq!(path("SET SCHEMA 'app'"), to(&["app"]));
     assert_eq!(path("RESET search_path"), Some(PathChange::Default));
-    assert_eq!(path("SET search_path TO DEFAULT"), Some(PathChange::Default));
+    assert_eq!(
+        path("SET search_path TO DEFAULT"),
+        Some(PathChange::Default)
+    );
     // FROM CURRENT keeps the path as it is: no change, not a reset.
     assert_eq!(path("SET search_path FROM CURRENT"), None);
     assert_eq!(

@@ -136,10 +136,17 @@ const RELATIONS: &str = "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c 
     WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p', 'S') \
     AND n.nspname !~ '^pg_(temp|toast)'";
 
-const FUNCTIONS: &str = "SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p \
+/// User functions, and whether each takes exactly a built-in's arguments.
+const FUNCTIONS: &str = "SELECT n.nspname, p.proname, EXISTS (SELECT 1 FROM pg_catalog.pg_proc b \
+      WHERE b.oid < 16384 AND b.proname = p.proname AND b.proargtypes = p.proargtypes)::text \
+    FROM pg_catalog.pg_proc p \
     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid >= 16384";
 
-const OPERATORS: &str = "SELECT n.nspname, o.oprname FROM pg_catalog.pg_operator o \
+/// User operators, and whether each takes exactly a built-in's operands.
+const OPERATORS: &str = "SELECT n.nspname, o.oprname, EXISTS (SELECT 1 FROM pg_catalog.pg_operator b \
+      WHERE b.oid < 16384 AND b.oprname = o.oprname AND b.oprleft = o.oprleft \
+      AND b.oprright = o.oprright)::text \
+    FROM pg_catalog.pg_operator o \
     JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE o.oid >= 16384";
 
 /// Types a value of which runs user code on its way in: domains with
@@ -201,11 +208,12 @@ async fn read(conn: &mut ServerConn) -> Result<Catalogue, String> {
     for (schema, name, _) in pairs(rows(conn, RELATIONS).await?) {
         catalogue.add_relation(&schema, &name);
     }
-    for (schema, name, _) in pairs(rows(conn, FUNCTIONS).await?) {
-        catalogue.add_function(&schema, &name);
+    let same = |v: Option<String>| v.as_deref() == Some("true");
+    for (schema, name, builtin) in pairs(rows(conn, FUNCTIONS).await?) {
+        catalogue.add_function(&schema, &name, same(builtin));
     }
-    for (schema, name, _) in pairs(rows(conn, OPERATORS).await?) {
-        catalogue.add_operator(&schema, &name);
+    for (schema, name, builtin) in pairs(rows(conn, OPERATORS).await?) {
+        catalogue.add_operator(&schema, &name, same(builtin));
     }
     for (schema, name, oid) in pairs(rows(conn, CODED_TYPES).await?) {
         if let Some(oid) = oid.and_then(|o| o.parse().ok()) {

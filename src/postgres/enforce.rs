@@ -316,9 +316,9 @@ impl StatementPolicy {
             mut numbers_matter,
         } = self.classify(text);
         let cacheable = user_code.is_none()
-            && statements
-                .iter()
-                .all(|s| s.sets_search_path.is_none() && s.prepare.is_none() && s.execute.is_none());
+            && statements.iter().all(|s| {
+                s.sets_search_path.is_none() && s.prepare.is_none() && s.execute.is_none()
+            });
         // A path set mid-string applies to the statements after it: judge
         // them against it too (unsure, so added to the possible paths).
         let mid_string: Vec<PathChange> = statements
@@ -387,7 +387,11 @@ impl StatementPolicy {
                 }
             }
             if let Some((judged, decision)) = denied {
-                return (self.verdict_for(judged, decision), cacheable, numbers_matter);
+                return (
+                    self.verdict_for(judged, decision),
+                    cacheable,
+                    numbers_matter,
+                );
             }
         }
         let lone = statements.len() == 1;
@@ -508,13 +512,20 @@ impl StatementPolicy {
             return unknown(format!("EXECUTE {name}: no PREPARE of that name was seen"));
         };
         if definitions.len() > MAX_DEFINITIONS {
-            return unknown(format!("EXECUTE {name}: the name may stand for too many statements"));
+            return unknown(format!(
+                "EXECUTE {name}: the name may stand for too many statements"
+            ));
         }
         let (catalogue, _) = self.catalogue.current();
         let mut out = Vec::new();
         for (text, index) in definitions {
             let again = self.classify_in(text, &catalogue);
-            match again.statements.into_iter().nth(*index).and_then(|s| s.prepare) {
+            match again
+                .statements
+                .into_iter()
+                .nth(*index)
+                .and_then(|s| s.prepare)
+            {
                 Some((_, inner)) => out.push(*inner),
                 None => return unknown(format!("EXECUTE {name}: its PREPARE no longer parses")),
             }

@@ -61,7 +61,8 @@ fn check_startup_params(params: &[(String, String)]) -> Result<(), Refusal> {
             )
             .hint("use UTF8 (PGCLIENTENCODING=UTF8): in this encoding a byte of a character can look like a quote or backslash, so the gateway could not read statements as the server does"));
         }
-        if !PASSTHROUGH_PARAMS.contains(&name.as_str()) && !GATEWAY_PARAMS.contains(&name.as_str()) {
+        if !PASSTHROUGH_PARAMS.contains(&name.as_str()) && !GATEWAY_PARAMS.contains(&name.as_str())
+        {
             return Err(Refusal::new(
                 sqlstate::FEATURE_NOT_SUPPORTED,
                 format!("startup parameter {name} is not accepted through the gateway"),

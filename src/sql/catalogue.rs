@@ -16,15 +16,14 @@ pub struct Catalogue {
     read: bool,
     /// Relation name → the schemas holding a relation of that name.
     relations: HashMap<String, Vec<String>>,
-    /// Function (and aggregate, procedure) name → schemas of the
-    /// user-defined ones.
-    functions: HashMap<String, Vec<String>>,
-    /// Operator symbol → schemas of the user-defined ones.
-    operators: HashMap<String, Vec<String>>,
+    /// Function (and aggregate, procedure) name → the user-defined ones.
+    functions: HashMap<String, Vec<UserObject>>,
+    /// Operator symbol → the user-defined ones.
+    operators: HashMap<String, Vec<UserObject>>,
     /// Type name → schemas, for types whose input or casts run user code
     /// (constrained domains and what is built on them, types with
     /// user-defined casts).
-    coded_types: HashMap<String, Vec<String>>,
+    coded_types: HashMap<String, Vec<UserObject>>,
     /// The same types by OID, for protocol parameter types.
     coded_type_oids: HashSet<u32>,
     /// `schema.name` of relations whose reading runs code the gateway
@@ -32,13 +31,23 @@ pub struct Catalogue {
     coded_relations: HashSet<String>,
 }
 
+/// A user-defined function or operator of some name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserObject {
+    pub schema: String,
+    /// It takes exactly the argument types of a built-in of the same name:
+    /// a call that fits it fits the built-in too, and the built-in wins
+    /// unless this one's schema comes before `pg_catalog` in the path.
+    pub same_as_builtin: bool,
+}
+
 /// Whether an object of some name can run user code, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserCode {
     /// Nothing user-defined of that name.
     None,
-    /// User-defined objects of that name live in these schemas.
-    In(Vec<String>),
+    /// User-defined objects of that name.
+    In(Vec<UserObject>),
     /// The catalogue was never read: it may be anything.
     Unknown,
 }
@@ -66,16 +75,16 @@ impl Catalogue {
         push(&mut self.relations, name, schema);
     }
 
-    pub fn add_function(&mut self, schema: &str, name: &str) {
-        push(&mut self.functions, name, schema);
+    pub fn add_function(&mut self, schema: &str, name: &str, same_as_builtin: bool) {
+        push_object(&mut self.functions, name, schema, same_as_builtin);
     }
 
-    pub fn add_operator(&mut self, schema: &str, symbol: &str) {
-        push(&mut self.operators, symbol, schema);
+    pub fn add_operator(&mut self, schema: &str, symbol: &str, same_as_builtin: bool) {
+        push_object(&mut self.operators, symbol, schema, same_as_builtin);
     }
 
     pub fn add_coded_type(&mut self, schema: &str, name: &str, oid: u32) {
-        push(&mut self.coded_types, name, schema);
+        push_object(&mut self.coded_types, name, schema, false);
         self.coded_type_oids.insert(oid);
     }
 
@@ -122,12 +131,12 @@ impl Catalogue {
         }
     }
 
-    fn lookup(&self, map: &HashMap<String, Vec<String>>, name: &str) -> UserCode {
+    fn lookup(&self, map: &HashMap<String, Vec<UserObject>>, name: &str) -> UserCode {
         if !self.read {
             return UserCode::Unknown;
         }
         match map.get(name) {
-            Some(schemas) => UserCode::In(schemas.clone()),
+            Some(objects) => UserCode::In(objects.clone()),
             None => UserCode::None,
         }
     }
@@ -135,17 +144,27 @@ impl Catalogue {
     /// Marks the catalogue as completely read.
     pub fn finish(&mut self) {
         self.read = true;
-        for map in [
-            &mut self.relations,
-            &mut self.functions,
-            &mut self.operators,
-            &mut self.coded_types,
-        ] {
-            for schemas in map.values_mut() {
-                schemas.sort();
-                schemas.dedup();
-            }
+        for schemas in self.relations.values_mut() {
+            schemas.sort();
+            schemas.dedup();
         }
+    }
+}
+
+fn push_object(
+    map: &mut HashMap<String, Vec<UserObject>>,
+    name: &str,
+    schema: &str,
+    same_as_builtin: bool,
+) {
+    let objects = map.entry(name.to_owned()).or_default();
+    match objects.iter_mut().find(|o| o.schema == schema) {
+        // One overload that differs from the built-ins is enough.
+        Some(o) => o.same_as_builtin &= same_as_builtin,
+        None => objects.push(UserObject {
+            schema: schema.to_owned(),
+            same_as_builtin,
+        }),
     }
 }
 
@@ -172,11 +191,18 @@ mod tests {
     #[test]
     fn a_read_catalogue_answers_from_what_it_holds() {
         let mut c = Catalogue::default();
-        c.add_function("public", "lower");
+        c.add_function("public", "lower", true);
+        c.add_function("public", "lower", false);
         c.add_relation("s", "t");
         c.add_coded_type("s", "d", 16400);
         c.finish();
-        assert_eq!(c.function("lower"), UserCode::In(vec!["public".into()]));
+        assert_eq!(
+            c.function("lower"),
+            UserCode::In(vec![UserObject {
+                schema: "public".into(),
+                same_as_builtin: false
+            }])
+        );
         assert_eq!(c.function("upper"), UserCode::None);
         assert_eq!(c.has_relation("s", "t"), Some(true));
         assert_eq!(c.has_relation("public", "t"), Some(false));

@@ -19,7 +19,7 @@ mod postgres;
 mod settings;
 mod walk;
 
-pub use catalogue::{Catalogue, UserCode};
+pub use catalogue::{Catalogue, UserCode, UserObject};
 pub use key::classification_key;
 pub use names::parse_identifier_list;
 pub use postgres::{MAX_SQL_BYTES, classify_postgres};

@@ -29,6 +29,9 @@ pub(crate) struct Resolver<'a> {
     /// The schemas of every possible path (`$user` replaced), in first
     /// appearance order; `None`: the path is unknown.
     schemas: Option<Vec<String>>,
+    /// Schemas written before `pg_catalog` in some possible path: there a
+    /// user object wins over a built-in of the same signature.
+    before_catalog: Vec<String>,
     catalogue: &'a Catalogue,
     /// Set when an unqualified name met an unknown path.
     unresolved: Cell<bool>,
@@ -59,11 +62,33 @@ impl<'a> Resolver<'a> {
             }
             schemas
         });
+        let mut before_catalog = Vec::new();
+        for path in search_paths {
+            if let Some(at) = path.iter().position(|s| s == "pg_catalog") {
+                for schema in &path[..at] {
+                    let schema = if schema == "$user" {
+                        user
+                    } else {
+                        schema.as_str()
+                    };
+                    if !before_catalog.iter().any(|s| s == schema) {
+                        before_catalog.push(schema.to_owned());
+                    }
+                }
+            }
+        }
         Resolver {
             schemas,
+            before_catalog,
             catalogue,
             unresolved: Cell::new(false),
         }
+    }
+
+    /// Whether schema `schema` comes before `pg_catalog` in some possible
+    /// path (`pg_catalog` is searched first unless a path names it).
+    pub(crate) fn before_catalog(&self, schema: &str) -> bool {
+        self.schemas.is_none() || self.before_catalog.iter().any(|s| s == schema)
     }
 
     /// Whether an unqualified name met an unknown path since the last call.
@@ -103,10 +128,12 @@ impl<'a> Resolver<'a> {
         let name = &relation.name;
         let catalog = name.starts_with("pg_")
             || self.catalogue.has_relation("pg_catalog", name) == Some(true);
-        let candidates = catalog
-            .then_some("pg_catalog")
-            .into_iter()
-            .chain(schemas.iter().map(String::as_str).filter(|s| *s != "pg_catalog" || !catalog));
+        let candidates = catalog.then_some("pg_catalog").into_iter().chain(
+            schemas
+                .iter()
+                .map(String::as_str)
+                .filter(|s| *s != "pg_catalog" || !catalog),
+        );
         let start = into.len();
         let mut all = Vec::new();
         for schema in candidates {

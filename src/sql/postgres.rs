@@ -10,9 +10,9 @@ use std::cell::Cell;
 use pg_query::NodeEnum;
 use pg_query::protobuf::{self, ObjectType, TransactionStmtKind, VariableSetKind, a_const};
 
-use super::catalogue::UserCode;
+use super::catalogue::{UserCode, UserObject};
 use super::functions::{self, Effect};
-use super::names::{Resolver, parse_identifier_list};
+use super::names::{Resolver, parse_identifier_list, truncate_identifier};
 use super::settings::{SettingValue, classify_setting};
 use super::walk::{Call, Findings, walk};
 use super::{Classified, Context, PathChange, Statement, builtins, stronger};
@@ -548,9 +548,21 @@ fn set(v: &protobuf::VariableSetStmt, scope: &Scope<'_>) -> Statement {
             s.reason = reason;
             if name == "search_path" {
                 s.search_path_is_local = v.is_local;
-                s.sets_search_path = match (kind, &value) {
-                    (K::VarSetValue, Some(v)) => Some(PathChange::To(parse_identifier_list(v))),
-                    (K::VarSetDefault | K::VarReset, _) => Some(PathChange::Default),
+                s.sets_search_path = match kind {
+                    // Each value is one schema name exactly as written (the
+                    // server quotes it as an identifier), commas and case
+                    // included; only its length is cut.
+                    K::VarSetValue => Some(PathChange::To(
+                        v.args
+                            .iter()
+                            .filter_map(|a| value_text(a, scope))
+                            .map(|mut schema| {
+                                truncate_identifier(&mut schema);
+                                schema
+                            })
+                            .collect(),
+                    )),
+                    K::VarSetDefault | K::VarReset => Some(PathChange::Default),
                     // FROM CURRENT: the path stays what it is.
                     _ => None,
                 };
@@ -628,7 +640,9 @@ fn apply_findings(s: &mut Statement, f: &Findings, scope: &Scope<'_>) {
     let catalogue = scope.names.catalogue();
     if let Some(table) = s.tables.iter().find(|t| catalogue.relation_runs_code(t)) {
         let why = if catalogue.is_read() {
-            format!("reading {table} runs code that is not a side-effect-free built-in (a view or row-level policy calling it)")
+            format!(
+                "reading {table} runs code that is not a side-effect-free built-in (a view or row-level policy calling it)"
+            )
         } else {
             "the target's catalogue has not been read, so what reading a relation runs is unknown"
                 .into()
@@ -644,7 +658,10 @@ fn judge_call(s: &mut Statement, call: &Call, scope: &Scope<'_>) {
     let Some((schema, function)) = functions::split_name(&call.name) else {
         s.raise(
             Action::Unknown,
-            format!("{}: not a function name PostgreSQL accepts", call.name.join(".")),
+            format!(
+                "{}: not a function name PostgreSQL accepts",
+                call.name.join(".")
+            ),
         );
         return;
     };
@@ -668,8 +685,8 @@ fn judge_call(s: &mut Statement, call: &Call, scope: &Scope<'_>) {
         s.raise(action, format!("{shown}() {why}"));
     }
     match user {
-        UserCode::In(schemas) => {
-            s.schemas.extend(schemas);
+        UserCode::In(objects) => {
+            s.schemas.extend(schemas_of(objects));
             s.runs_user_code(format!("{shown}() is a user-defined function"));
         }
         UserCode::Unknown => s.runs_user_code(format!(
@@ -687,31 +704,47 @@ fn judge_call(s: &mut Statement, call: &Call, scope: &Scope<'_>) {
     }
 }
 
-/// Where user-defined objects that an unqualified or `schema`-qualified
-/// `name` may resolve to live: only schemas the name can reach (a path
-/// schema, or the one written). An object in another schema, qualified,
-/// is user code however it is looked up.
+/// Which user-defined objects an unqualified or `schema`-qualified `name`
+/// may resolve to, as the server resolves it: qualified, only that schema's;
+/// unqualified, those in a schema of a possible path — except that one with
+/// exactly a built-in's argument types loses to the built-in unless its
+/// schema comes before `pg_catalog` in the path. An object in another
+/// schema, qualified, is user code however it is looked up.
 fn user_code(
     schema: Option<&str>,
     name: &str,
     scope: &Scope<'_>,
     lookup: impl Fn(&super::catalogue::Catalogue, &str) -> UserCode,
 ) -> UserCode {
+    let in_schema = |schema: &str| {
+        UserCode::In(vec![UserObject {
+            schema: schema.to_owned(),
+            same_as_builtin: false,
+        }])
+    };
     match schema {
-        Some(schema) if !schema.eq_ignore_ascii_case("pg_catalog") => {
-            UserCode::In(vec![schema.to_owned()])
-        }
+        Some(schema) if !schema.eq_ignore_ascii_case("pg_catalog") => in_schema(schema),
         _ => match lookup(scope.names.catalogue(), name) {
-            UserCode::In(schemas) => {
-                let reachable: Vec<String> = match (schema, scope.names.path_schemas()) {
-                    (Some(_), _) => schemas.into_iter().filter(|s| s == "pg_catalog").collect(),
-                    (None, Some(path)) => schemas
-                        .into_iter()
-                        .filter(|s| s == "pg_catalog" || path.contains(s))
-                        .collect(),
-                    // Unknown path: any schema may be on it.
-                    (None, None) => schemas,
+            UserCode::In(objects) => {
+                let path = if schema.is_some() {
+                    None
+                } else {
+                    scope.names.path_schemas()
                 };
+                let reachable: Vec<UserObject> = objects
+                    .into_iter()
+                    .filter(|o| match (schema, path) {
+                        (Some(_), _) => o.schema == "pg_catalog",
+                        (None, Some(path)) => {
+                            o.schema == "pg_catalog"
+                                || (path.contains(&o.schema)
+                                    && (!o.same_as_builtin
+                                        || scope.names.before_catalog(&o.schema)))
+                        }
+                        // Unknown path: any schema may be on it, anywhere.
+                        (None, None) => true,
+                    })
+                    .collect();
                 if reachable.is_empty() {
                     UserCode::None
                 } else {
@@ -723,14 +756,22 @@ fn user_code(
     }
 }
 
+/// The schemas of user objects, for schema policies.
+fn schemas_of(objects: Vec<UserObject>) -> impl Iterator<Item = String> {
+    objects.into_iter().map(|o| o.schema)
+}
+
 fn judge_operator(s: &mut Statement, op: &[String], scope: &Scope<'_>) {
     let Some((schema, symbol)) = functions::split_name(op) else {
-        s.raise(Action::Unknown, format!("operator {}: not a name PostgreSQL accepts", op.join(".")));
+        s.raise(
+            Action::Unknown,
+            format!("operator {}: not a name PostgreSQL accepts", op.join(".")),
+        );
         return;
     };
     match user_code(schema, symbol, scope, |c, n| c.operator(n)) {
-        UserCode::In(schemas) => {
-            s.schemas.extend(schemas);
+        UserCode::In(objects) => {
+            s.schemas.extend(schemas_of(objects));
             s.runs_user_code(format!("operator {symbol} is user-defined"));
         }
         UserCode::Unknown => s.runs_user_code(format!(
@@ -754,8 +795,11 @@ fn judge_cast(s: &mut Statement, type_name: &[String], scope: &Scope<'_>) {
         // Qualified: user code only if that schema's type of that name is.
         Some(written) if !written.eq_ignore_ascii_case("pg_catalog") => {
             match scope.names.catalogue().coded_type(name) {
-                UserCode::In(schemas) if schemas.iter().any(|sc| sc == written) => {
-                    UserCode::In(vec![written.to_owned()])
+                UserCode::In(objects) if objects.iter().any(|o| o.schema == written) => {
+                    UserCode::In(vec![UserObject {
+                        schema: written.to_owned(),
+                        same_as_builtin: false,
+                    }])
                 }
                 UserCode::In(_) => UserCode::None,
                 other => other,
@@ -765,8 +809,8 @@ fn judge_cast(s: &mut Statement, type_name: &[String], scope: &Scope<'_>) {
     };
     match coded {
         UserCode::None => {}
-        UserCode::In(schemas) => {
-            s.schemas.extend(schemas);
+        UserCode::In(objects) => {
+            s.schemas.extend(schemas_of(objects));
             s.runs_user_code(format!(
                 "a cast to {} runs user code (a constrained domain or a user-defined cast)",
                 type_name.join(".")
@@ -846,18 +890,25 @@ fn named_objects(node: &NodeEnum, scope: &Scope<'_>) -> (Vec<String>, Vec<String
         NodeEnum::DropStmt(d) if is_relation(d.remove_type) => {
             let mut tables = Vec::new();
             for o in &d.objects {
-                scope.names.resolve_name_list(&name_parts(o, scope), &mut tables);
+                scope
+                    .names
+                    .resolve_name_list(&name_parts(o, scope), &mut tables);
             }
             (tables, Vec::new())
         }
         NodeEnum::DropStmt(d) if d.remove_type == ObjectType::ObjectSchema as i32 => (
             Vec::new(),
-            d.objects.iter().filter_map(|o| value_text(o, scope)).collect(),
+            d.objects
+                .iter()
+                .filter_map(|o| value_text(o, scope))
+                .collect(),
         ),
         NodeEnum::CommentStmt(c) if is_relation(c.objtype) => {
             let mut tables = Vec::new();
             if let Some(o) = c.object.as_deref() {
-                scope.names.resolve_name_list(&name_parts(o, scope), &mut tables);
+                scope
+                    .names
+                    .resolve_name_list(&name_parts(o, scope), &mut tables);
             }
             (tables, Vec::new())
         }
@@ -871,7 +922,11 @@ fn named_objects(node: &NodeEnum, scope: &Scope<'_>) -> (Vec<String>, Vec<String
 /// `List[String a, String b]` → `["a", "b"]`.
 fn name_parts(node: &protobuf::Node, scope: &Scope<'_>) -> Vec<String> {
     match node.node.as_ref() {
-        Some(NodeEnum::List(l)) => l.items.iter().filter_map(|i| value_text(i, scope)).collect(),
+        Some(NodeEnum::List(l)) => l
+            .items
+            .iter()
+            .filter_map(|i| value_text(i, scope))
+            .collect(),
         Some(NodeEnum::String(s)) => vec![s.sval.clone()],
         _ => Vec::new(),
     }

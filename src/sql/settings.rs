@@ -158,15 +158,69 @@ fn is_true_spelling(v: &str) -> bool {
 /// second byte of 0x5C is a backslash to us and part of a character to the
 /// server.
 const SAFE_ENCODINGS: &[&str] = &[
-    "utf8", "unicode", "sqlascii", "eucjp", "euccn", "euckr", "euctw", "eucjis2004",
-    "muleinternal", "latin1", "latin2", "latin3", "latin4", "latin5", "latin6", "latin7",
-    "latin8", "latin9", "latin10", "iso88591", "iso88592", "iso88593", "iso88594", "iso88595",
-    "iso88596", "iso88597", "iso88598", "iso88599", "iso885910", "iso885913", "iso885914",
-    "iso885915", "iso885916", "win1250", "win1251", "win1252", "win1253", "win1254",
-    "win1255", "win1256", "win1257", "win1258", "windows1250", "windows1251", "windows1252",
-    "windows1253", "windows1254", "windows1255", "windows1256", "windows1257", "windows1258",
-    "win866", "alt", "win874", "windows866", "windows874", "koi8", "koi8r", "koi8u", "tcvn",
-    "tcvn5712", "abc", "vscii",
+    "utf8",
+    "unicode",
+    "sqlascii",
+    "eucjp",
+    "euccn",
+    "euckr",
+    "euctw",
+    "eucjis2004",
+    "muleinternal",
+    "latin1",
+    "latin2",
+    "latin3",
+    "latin4",
+    "latin5",
+    "latin6",
+    "latin7",
+    "latin8",
+    "latin9",
+    "latin10",
+    "iso88591",
+    "iso88592",
+    "iso88593",
+    "iso88594",
+    "iso88595",
+    "iso88596",
+    "iso88597",
+    "iso88598",
+    "iso88599",
+    "iso885910",
+    "iso885913",
+    "iso885914",
+    "iso885915",
+    "iso885916",
+    "win1250",
+    "win1251",
+    "win1252",
+    "win1253",
+    "win1254",
+    "win1255",
+    "win1256",
+    "win1257",
+    "win1258",
+    "windows1250",
+    "windows1251",
+    "windows1252",
+    "windows1253",
+    "windows1254",
+    "windows1255",
+    "windows1256",
+    "windows1257",
+    "windows1258",
+    "win866",
+    "alt",
+    "win874",
+    "windows866",
+    "windows874",
+    "koi8",
+    "koi8r",
+    "koi8u",
+    "tcvn",
+    "tcvn5712",
+    "abc",
+    "vscii",
 ];
 
 /// Whether the gateway reads text in client encoding `name` as the server
@@ -192,12 +246,12 @@ mod tests {
 
     #[test]
     fn harmless_settings_are_session() {
-        for name in [
-            "TimeZone",
-            "enable_seqscan",
-            "jit_above_cost",
-        ] {
-            assert_eq!(classify_setting(name, SettingValue::Default).0, Action::Session, "{name}");
+        for name in ["TimeZone", "enable_seqscan", "jit_above_cost"] {
+            assert_eq!(
+                classify_setting(name, SettingValue::Default).0,
+                Action::Session,
+                "{name}"
+            );
         }
     }
 
@@ -209,7 +263,11 @@ mod tests {
             "default_transaction_read_only",
             "application_name",
         ] {
-            assert_eq!(classify_setting(name, SettingValue::Default).0, Action::Admin, "{name}");
+            assert_eq!(
+                classify_setting(name, SettingValue::Default).0,
+                Action::Admin,
+                "{name}"
+            );
         }
     }
 
@@ -232,8 +290,20 @@ mod tests {
         let enc = "client_encoding";
         assert_eq!(classify_setting(enc, Literal("UTF-8")).0, Action::Session);
         assert_eq!(classify_setting(enc, Literal("latin1")).0, Action::Session);
-        for bad in ["SJIS", "Shift_JIS_2004", "big5", "GBK", "uhc", "gb18030", "johab"] {
-            assert_eq!(classify_setting(enc, Literal(bad)).0, Action::Admin, "{bad}");
+        for bad in [
+            "SJIS",
+            "Shift_JIS_2004",
+            "big5",
+            "GBK",
+            "uhc",
+            "gb18030",
+            "johab",
+        ] {
+            assert_eq!(
+                classify_setting(enc, Literal(bad)).0,
+                Action::Admin,
+                "{bad}"
+            );
         }
         assert_eq!(classify_setting(enc, Computed).0, Action::Admin);
     }

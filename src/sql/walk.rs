@@ -212,8 +212,15 @@ impl Walker {
                 // A construct comparing with `=` without naming it.
                 if matches!(
                     self.frames.last(),
-                    Some(Frame { name: "CaseExpr", field: "arg", .. })
-                        | Some(Frame { name: "JoinExpr", field: "using_clause", .. })
+                    Some(Frame {
+                        name: "CaseExpr",
+                        field: "arg",
+                        ..
+                    }) | Some(Frame {
+                        name: "JoinExpr",
+                        field: "using_clause",
+                        ..
+                    })
                 ) {
                     self.findings.operators.push(vec!["=".into()]);
                 }

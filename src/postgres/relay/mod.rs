@@ -994,7 +994,9 @@ impl Shared {
                     let pending = self.path_pending.take().expect("checked");
                     // Answered `SET` and idle: outside any transaction, so
                     // nothing can roll it back.
-                    if pending.ready_number == ready && pending.completed && self.ready_status == b'I'
+                    if pending.ready_number == ready
+                        && pending.completed
+                        && self.ready_status == b'I'
                     {
                         self.path_confirmed = Some(pending.path);
                     }
@@ -1019,7 +1021,8 @@ impl Shared {
                 "the server reports application_name changed to {value:?}, which the gateway sets to name the person"
             )),
             "default_transaction_read_only" if self.read_only && value != "on" => Some(
-                "the server reports default_transaction_read_only off in a read-only session".into(),
+                "the server reports default_transaction_read_only off in a read-only session"
+                    .into(),
             ),
             _ => super::session::unfollowable_setting(name, value),
         }
