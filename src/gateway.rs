@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditLog, AuditWriter};
+use crate::audit::{AuditKey, AuditLog, AuditWriter};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::identity::TokenValidator;
@@ -96,7 +96,14 @@ impl Gateway {
             upstream_tls.insert(t.name.clone(), c);
         }
         let (audit, audit_writer) = if audited {
-            AuditLog::open(&config.audit.file)
+            let key = config
+                .audit
+                .key
+                .as_ref()
+                .map(AuditKey::new)
+                .transpose()
+                .context("[audit] key")?;
+            AuditLog::open(&config.audit.file, key.as_ref())
                 .await
                 .with_context(|| format!("audit file {}", config.audit.file.display()))?
         } else {

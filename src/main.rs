@@ -208,8 +208,19 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of an audit file; fails on any edited, deleted or reordered line.
-    Verify { file: PathBuf },
+    /// Check the hash chain of an audit file and its seal; fails on any
+    /// edited, deleted, reordered or cut-off line, a forged seal, or the
+    /// wrong key.
+    Verify {
+        file: PathBuf,
+        /// File holding the audit key ([audit] key_file); required for a
+        /// keyed chain.
+        #[arg(long, value_name = "FILE", conflicts_with = "key_env")]
+        key_file: Option<PathBuf>,
+        /// Environment variable holding the audit key ([audit] key_env).
+        #[arg(long, value_name = "VAR")]
+        key_env: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -299,8 +310,15 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
         .await
         .map(|()| ExitCode::SUCCESS),
         Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => audit_verify(file).map(|()| ExitCode::SUCCESS),
+            command:
+                AuditCommand::Verify {
+                    file,
+                    key_file,
+                    key_env,
+                },
+        } => {
+            audit_verify(&file, key_file.as_deref(), key_env.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
         Command::Sessions { command, admin } => {
             let client = admin_client(&admin)?;
             let out = match command {
@@ -356,6 +374,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if config.audit.key.is_none() {
+        tracing::warn!("{}", idgate::audit::UNKEYED_WARNING);
+    }
     let running = Gateway::start(config).await?;
     let stop = running.shutdown_token();
     tokio::spawn(async move {
@@ -408,6 +429,9 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let policy = idgate::policy::PolicyEngine::load(&config.policy.file)?;
     for w in config.warnings.iter().chain(policy.warnings()) {
         println!("warning: {w}");
+    }
+    if config.audit.key.is_none() {
+        println!("warning: {}", idgate::audit::UNKEYED_WARNING);
     }
     if let Some(tls) = &config.gateway.tls {
         idgate::tls::server_config(&tls.cert_file, &tls.key_file)?;
@@ -484,13 +508,65 @@ async fn policy_explain(
     }
 }
 
-fn audit_verify(file: PathBuf) -> anyhow::Result<()> {
-    let report = idgate::audit::verify(&file)?;
+fn audit_verify(
+    file: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    key_env: Option<&str>,
+) -> anyhow::Result<()> {
+    let secret = match (key_file, key_env) {
+        (Some(path), _) => Some(
+            idgate::config::read_secret_file(path)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read audit key file {}: {e}\n  hint: check the path and its permissions",
+                        path.display()
+                    )
+                })?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "audit key file {} is empty\n  hint: give the file named by [audit] key_file",
+                        path.display()
+                    )
+                })?,
+        ),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(idgate::secret::Secret::new(v)),
+            _ => anyhow::bail!(
+                "environment variable `{var}` (the audit key) is not set\n  hint: export {var}=… first"
+            ),
+        },
+        (None, None) => None,
+    };
+    let key = secret
+        .as_ref()
+        .map(idgate::audit::AuditKey::new)
+        .transpose()?;
+    let report = idgate::audit::verify(file, key.as_ref())?;
+    let sealed = match report.sealed {
+        Some(n) => format!("sealed at {n}"),
+        None => "no seal (a file from before seals: lines cut off the end cannot be seen)".into(),
+    };
+    let state = if report.closed {
+        "closed cleanly"
+    } else {
+        "open (gateway running, or stopped without closing)"
+    };
     println!(
-        "{}: ok, {} events, chain head {}",
+        "{}: ok, {} events, {} chain, {sealed}, {state}, chain head {}",
         file.display(),
         report.lines,
+        report.kind,
         report.head
     );
+    if report.unfinished_tail {
+        eprintln!(
+            "warning: after the sealed lines the file ends in an incomplete line (a write in progress, or torn by a crash)"
+        );
+    }
+    if key.is_none() {
+        eprintln!(
+            "warning: an unkeyed chain shows accidental damage only: whoever can write the file can rehash it"
+        );
+    }
     Ok(())
 }

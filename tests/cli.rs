@@ -124,3 +124,91 @@ async fn audit_verify_detects_an_edited_line() {
     let bad = run(idgate().args(["audit", "verify"]).arg(&file)).await;
     assert_eq!(bad.status.code(), Some(1), "a deleted line went unnoticed");
 }
+
+#[tokio::test]
+async fn audit_verify_with_the_key_passes_then_names_the_truncation() {
+    let key = "a-test-audit-key-of-at-least-32-bytes";
+    let mut h = Harness::with(Options {
+        audit_key: Some(key.into()),
+        ..Options::default()
+    })
+    .await;
+    let out = h.psql(&h.analyst(), "reader", "select 1").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    h.stop_and_read_audit().await;
+    let file = h.audit_file();
+    let key_file = h.dir.path().join("audit.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let verify = || {
+        let mut cmd = idgate();
+        cmd.args(["audit", "verify"])
+            .arg(&file)
+            .arg("--key-file")
+            .arg(&key_file);
+        cmd
+    };
+    let ok = run(&mut verify()).await;
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("hmac-sha256"), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("closed cleanly"), "{}", stdout(&ok));
+
+    let no_key = run(idgate().args(["audit", "verify"]).arg(&file)).await;
+    assert_eq!(no_key.status.code(), Some(1));
+    assert!(
+        stderr(&no_key).contains("--key-file"),
+        "{}",
+        stderr(&no_key)
+    );
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let kept: String = lines[..lines.len() - 2]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, kept).unwrap();
+    let bad = run(&mut verify()).await;
+    assert_eq!(bad.status.code(), Some(1));
+    let expected = format!(
+        "truncated after line {}: the seal says {} events",
+        lines.len() - 2,
+        lines.len()
+    );
+    assert!(stderr(&bad).contains(&expected), "{}", stderr(&bad));
+    assert_eq!(stderr(&bad).trim().lines().count(), 1, "{}", stderr(&bad));
+}
+
+#[tokio::test]
+async fn check_config_warns_about_an_unkeyed_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idgate.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.cedar"),
+        dir.path().join("policy.cedar"),
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        "[gateway]\npostgres_listen = \"127.0.0.1:6432\"\nallow_plaintext_loopback = true\n\n[policy]\nfile = \"policy.cedar\"\n\n[audit]\nfile = \"audit.jsonl\"\n",
+    )
+    .unwrap();
+    let out = run(idgate().args(["check-config", "--config"]).arg(&path)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("warning: [audit] has no key_file or key_env"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("hint: set key_file"),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::write(dir.path().join("audit.key"), "k".repeat(48)).unwrap();
+    let keyed = std::fs::read_to_string(&path).unwrap() + "key_file = \"audit.key\"\n";
+    std::fs::write(&path, keyed).unwrap();
+    let out = run(idgate().args(["check-config", "--config"]).arg(&path)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("key_file"), "{}", stdout(&out));
+}

@@ -1,8 +1,9 @@
 //! The append-only, hash-chained audit trail (SPEC §9).
 //!
-//! Owns the event type (`event.rs`), the chain format (`chain.rs`), the file
-//! writer with group commit (`writer.rs`), the offline verifier
-//! (`verify.rs`) and password masking for statement text (`redact.rs`).
+//! Owns the event type (`event.rs`), the chain format (`chain.rs`), the
+//! seal that shows lines cut off the end (`seal.rs`), the file writer with
+//! group commit (`writer.rs`), the offline verifier (`verify.rs`) and
+//! password masking for statement text (`redact.rs`).
 //!
 //! # Life of an event
 //!
@@ -10,7 +11,8 @@
 //! JSON on the caller's task, straight into a bounded pending buffer (waiting
 //! for room rather than dropping). One writer thread takes everything
 //! pending at most every 20 ms (at once for a durable event), chains it,
-//! appends all lines with one `write` and `fdatasync`s (group commit).
+//! appends all lines with one `write` and `fdatasync`s (group commit), then
+//! replaces the seal.
 //! [`AuditLog::record_durable`] additionally waits until its batch is on
 //! disk. A failed write is retried with backoff, never dropped.
 //! [`AuditWriter::shutdown`] drains what is pending and syncs.
@@ -34,10 +36,18 @@
 //!   everything else — including `/` and non-ASCII — written as is);
 //!   integers in plain decimal; `duration_ms` as the shortest decimal that
 //!   round-trips, with at most three decimals (e.g. `12.5`, `3.0`).
-//! * `H = lowercase_hex(SHA-256(P || "\n" || BODY))`, where `P` is the
-//!   line's `prev_hash` as 64 ASCII characters.
+//! * `H = lowercase_hex(HMAC-SHA256(KEY, P || "\n" || BODY))` in a keyed
+//!   chain, `lowercase_hex(SHA-256(P || "\n" || BODY))` in an unkeyed one,
+//!   where `P` is the line's `prev_hash` as 64 ASCII characters and `KEY`
+//!   the bytes of the `[audit]` key.
 //! * `P` of line 1 is 64 `0`s; `P` of every later line equals `H` of the
 //!   line before it.
+//! * Line 1 is the header `{"chain":"hmac-sha256"|"sha256","event":"audit_start","time":…}`,
+//!   which says which `H` applies (a file without it is an unkeyed one
+//!   from before headers). A verifier holding the key must refuse a file
+//!   whose header is not `hmac-sha256`.
+//! * A clean shutdown writes `{"event":"audit_end","time":…}` last.
+//! * `FILE.seal` names the end of the chain; see `seal.rs` for its format.
 //!
 //! The writer emits each line in exactly that form — `BODY` with
 //! `,"prev_hash":"<P>","hash":"<H>"` inserted before its closing `}` — so an
@@ -51,25 +61,34 @@
 //!
 //! # What the chain cannot show
 //!
-//! Removing the *last* lines leaves a valid, shorter chain. Anchor the head
-//! hash that [`verify`] reports (or a later one) somewhere the gateway host
-//! cannot rewrite, and compare.
+//! Without the key, anything: whoever can write the file can rehash it.
+//! With it, a rollback of the file and its seal together to an earlier
+//! state, and the last batch before a crash (whose seal was never
+//! written). Ship the seal off the box to close those.
 
 mod chain;
 mod event;
 mod redact;
 mod render;
+mod seal;
 mod verify;
 mod writer;
 
 use std::path::PathBuf;
 
-pub use chain::GENESIS_HASH;
+pub use chain::{AuditKey, ChainKind, GENESIS_HASH, KeyTooShort, MIN_KEY_LEN};
 pub use event::{AuditEvent, Decision, EventKind};
 pub use redact::redact_statement;
 pub use render::{EventDetails, EventTemplate};
+pub use seal::{SealProblem, seal_path};
 pub use verify::{VerifyReport, verify};
 pub use writer::{AuditLog, AuditWriter};
+
+/// What `check-config` and `serve` say when `[audit]` has no key.
+pub const UNKEYED_WARNING: &str = "[audit] has no key_file or key_env: the audit trail is only tamper-evident against accidents \
+     (anyone who can write the file can change an event and recompute every hash, or cut lines and the seal together)\n  \
+     hint: set key_file = \"audit.key\" in [audit], with a key of at least 32 bytes \
+     (`openssl rand -base64 48 > audit.key; chmod 600 audit.key`), and start a new audit file";
 
 /// Errors of the audit module. [`AuditError::kind`] is a stable label for
 /// metrics and logs.
@@ -101,6 +120,29 @@ pub enum AuditError {
         line: usize,
         problem: ChainBreak,
     },
+    #[error("audit log {}: {}", path.display(), chain_kind_text(*found, *expected))]
+    ChainKind {
+        path: PathBuf,
+        /// What the file's first line says (no header: sha256).
+        found: ChainKind,
+        /// What the key given (or its absence) calls for.
+        expected: ChainKind,
+    },
+    #[error("audit log {}: seal {}: {problem}", path.display(), seal_path(path).display())]
+    Seal { path: PathBuf, problem: SealProblem },
+    #[error("audit log {}: truncated after line {lines}: the seal says {sealed} events", path.display())]
+    Truncated {
+        path: PathBuf,
+        /// Complete lines in the file.
+        lines: usize,
+        /// Lines the seal names.
+        sealed: u64,
+    },
+    #[error(
+        "audit log {}: line {line}: not the line the seal names (its hash or where it ends differs; lines rewritten)",
+        path.display()
+    )]
+    SealMismatch { path: PathBuf, line: usize },
     #[error("audit event could not be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("audit event time could not be formatted: {0}")]
@@ -117,6 +159,10 @@ impl AuditError {
             AuditError::TornTail { .. } => "torn_tail",
             AuditError::BadTail { .. } => "bad_tail",
             AuditError::Broken { .. } => "broken_chain",
+            AuditError::ChainKind { .. } => "chain_kind",
+            AuditError::Seal { .. } => "seal",
+            AuditError::Truncated { .. } => "truncated",
+            AuditError::SealMismatch { .. } => "seal_mismatch",
             AuditError::Serialize(_) => "serialize",
             AuditError::Clock(_) => "clock",
             AuditError::Closed => "closed",
@@ -133,6 +179,10 @@ pub enum ChainBreak {
     MissingHash,
     #[error("hash mismatch (edited)")]
     HashMismatch,
+    #[error("MAC mismatch (edited, or not this key)")]
+    MacMismatch,
+    #[error("the first line names a chain kind this version does not know")]
+    UnknownChain,
     #[error("not in the exact form the writer produces (edited)")]
     NotCanonical,
     /// `previous` is the number of the line before, 0 for the first line.
@@ -140,6 +190,19 @@ pub enum ChainBreak {
     PrevMismatch { previous: usize },
     #[error("incomplete last line without newline (write torn by a crash?)")]
     Torn,
+}
+
+fn chain_kind_text(found: ChainKind, expected: ChainKind) -> String {
+    match (found, expected) {
+        (ChainKind::Sha256, ChainKind::HmacSha256) => "line 1: the chain is unkeyed (sha256), but a key was given: \
+             a gateway with a key writes only hmac-sha256 chains, so this file was rewritten without the key \
+             or comes from a gateway without one (to start a keyed trail, move the file aside; it still verifies without a key)"
+            .to_owned(),
+        (ChainKind::HmacSha256, ChainKind::Sha256) => "the chain is keyed (hmac-sha256): give its key \
+             (idgate audit verify --key-file FILE or --key-env VAR; the gateway reads [audit] key_file or key_env)"
+            .to_owned(),
+        (found, _) => format!("unexpected chain kind {found}"),
+    }
 }
 
 fn prev_mismatch_text(previous: usize) -> String {

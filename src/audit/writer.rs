@@ -11,6 +11,11 @@
 //! channel operation per event, and both buffers stay warm in cache. The
 //! lock is held only to append or to swap, never across I/O or an await.
 //!
+//! After each batch is on disk the writer replaces the seal (`seal.rs`)
+//! with one naming the new end of the chain: one small extra write and
+//! fsync per group commit, none per event. A clean shutdown ends the file
+//! with an `audit_end` line, sealed like the rest.
+//!
 //! Single writer per file: two processes appending to the same file would
 //! fork the chain, and retrying a failed batch truncates back to the last
 //! committed length, which assumes nobody else appends.
@@ -25,8 +30,10 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, oneshot};
 
-use super::chain::{GENESIS_HASH, check_line, event_body, seal_into};
-use super::{AuditError, AuditEvent, EventDetails, EventTemplate};
+use super::chain::{Chain, FirstLine, GENESIS_HASH, end_body, event_body, start_body};
+use super::seal::{Seal, SealFile, SealProblem};
+use super::verify::header_check;
+use super::{AuditError, AuditEvent, AuditKey, EventDetails, EventTemplate};
 
 /// Pending bytes beyond which recorders wait for the writer instead of
 /// appending (an event is always taken by an empty queue, however large).
@@ -223,19 +230,29 @@ impl std::fmt::Debug for WriterThread {
 
 impl AuditLog {
     /// Opens `path` for appending (creating it with mode 0600) and starts
-    /// the writer thread. An existing file is continued: its last line must
-    /// be complete and check out on its own, and its `hash` becomes the
-    /// chain head. The rest of the file is not re-verified here (that would
-    /// make start-up cost grow with the file); use [`super::verify`].
-    pub async fn open(path: &Path) -> Result<(AuditLog, AuditWriter), AuditError> {
+    /// the writer thread. Lines are HMAC'd under `key` when given, plain
+    /// SHA-256 otherwise.
+    ///
+    /// A new file starts with its `audit_start` header line (naming the
+    /// chain kind) and its seal. An existing file is continued only if its
+    /// header names the same kind, its seal checks out and the line the
+    /// seal names is still there, and its last line is complete and checks
+    /// out on its own (its `hash` becomes the chain head). The rest of the
+    /// file is not re-verified here (that would make start-up cost grow
+    /// with the file); use [`super::verify`].
+    pub async fn open(
+        path: &Path,
+        key: Option<&AuditKey>,
+    ) -> Result<(AuditLog, AuditWriter), AuditError> {
         let owned = path.to_path_buf();
-        let (file, head, len) = tokio::task::spawn_blocking(move || open_blocking(&owned))
+        let chain = Chain::new(key);
+        let (file, tail) = tokio::task::spawn_blocking(move || open_blocking(&owned, chain))
             .await
             .map_err(|e| AuditError::Io {
                 path: path.to_path_buf(),
                 source: io::Error::other(e),
             })??;
-        Self::start(Arc::new(file), head, len).map_err(|source| AuditError::Io {
+        Self::start(Arc::new(file), tail).map_err(|source| AuditError::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -249,18 +266,14 @@ impl AuditLog {
         (AuditLog { shared: None }, AuditWriter { thread: None })
     }
 
-    fn start<T: AppendTarget>(
-        target: Arc<T>,
-        head: String,
-        len: u64,
-    ) -> io::Result<(AuditLog, AuditWriter)> {
+    fn start<T: AppendTarget>(target: Arc<T>, tail: Tail) -> io::Result<(AuditLog, AuditWriter)> {
         let (done_tx, done) = oneshot::channel();
         let shared = Arc::new(Shared::default());
         let theirs = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("idgate-audit".into())
             .spawn(move || {
-                run_writer(&theirs, &target, head, len);
+                run_writer(&theirs, &target, tail);
                 let _ = done_tx.send(());
             })?;
         Ok((
@@ -417,20 +430,52 @@ fn format_time(t: OffsetDateTime, buf: &mut [u8; TIME_LEN]) -> Result<&str, time
     Ok(std::str::from_utf8(buf).expect("ASCII digits"))
 }
 
-fn run_writer<T: AppendTarget>(
-    shared: &Shared,
-    target: &Arc<T>,
-    mut head: String,
-    mut committed: u64,
-) {
+/// `2025-01-02T03:04:05.678Z` now, for the writer's own records (empty
+/// in the year 10000).
+fn now_text() -> String {
+    let mut time = [0; TIME_LEN];
+    format_time(OffsetDateTime::now_utc(), &mut time).map_or_else(|_| String::new(), str::to_owned)
+}
+
+/// Where the chain stands: what the next line links to and what the seal
+/// will say.
+struct Tail {
+    chain: Chain,
+    /// `hash` of the last line.
+    head: String,
+    /// Lines in the file.
+    events: u64,
+    /// File length (all of it committed).
+    bytes: u64,
+}
+
+impl Tail {
+    fn seal_record(&self) -> Vec<u8> {
+        Seal {
+            events: self.events,
+            bytes: self.bytes,
+            hash: self.head.clone(),
+            time: now_text(),
+        }
+        .render(&self.chain)
+    }
+}
+
+fn run_writer<T: AppendTarget>(shared: &Shared, target: &Arc<T>, mut tail: Tail) {
     // The batch being written; its buffers are swapped with the pending
     // ones, so the two take turns.
     let mut batch = Pending::default();
     // Reused: a fresh buffer per batch cost page faults on every batch.
     let mut lines = Vec::new();
+    let mut seal_failing = false;
     loop {
         let stopping = take_batch(shared, &mut batch);
         shared.room.notify_waiters();
+        if stopping {
+            // A clean end, in the same write as the last events.
+            batch.bodies.extend_from_slice(&end_body(&now_text()));
+            batch.push_end();
+        }
         if !batch.ends.is_empty() {
             lines.clear();
             if lines.capacity() > MAX_KEPT_BUFFER {
@@ -439,15 +484,36 @@ fn run_writer<T: AppendTarget>(
             lines.reserve(batch.bodies.len() + batch.ends.len() * 160);
             let mut start = 0;
             for &end in &batch.ends {
-                seal_into(&mut head, &batch.bodies[start..end], &mut lines);
+                tail.chain
+                    .append_line(&mut tail.head, &batch.bodies[start..end], &mut lines);
                 start = end;
             }
-            persist(target.as_ref(), &lines, committed, batch.ends.len());
-            committed += lines.len() as u64;
+            persist(target.as_ref(), &lines, tail.bytes, batch.ends.len());
+            tail.bytes += lines.len() as u64;
+            tail.events += batch.ends.len() as u64;
             for synced in batch.synced.drain(..) {
                 // The recorder may have given up waiting; the event is on
                 // disk regardless.
                 let _ = synced.send(());
+            }
+            // After the lines are durable, never before: a seal may lag
+            // the file but must not run ahead of it. A failure only lets
+            // it lag (the next batch tries again), so it is reported, not
+            // retried here.
+            match target.replace_seal(&tail.seal_record()) {
+                Ok(()) if seal_failing => {
+                    seal_failing = false;
+                    tracing::info!("audit seal written again");
+                }
+                Ok(()) => {}
+                Err(e) if !seal_failing => {
+                    seal_failing = true;
+                    tracing::error!(
+                        error = %e,
+                        "audit seal could not be replaced; lines cut off the end after its last update would go unnoticed until it is"
+                    );
+                }
+                Err(_) => {}
             }
             batch.bodies.clear();
             batch.ends.clear();
@@ -536,21 +602,34 @@ trait AppendTarget: Send + Sync + 'static {
     /// Optionally truncates to `truncate_to`, then appends `data` and makes
     /// it durable.
     fn append_synced(&self, data: &[u8], truncate_to: Option<u64>) -> io::Result<()>;
+    /// Replaces the seal with `record`, durably.
+    fn replace_seal(&self, record: &[u8]) -> io::Result<()>;
 }
 
-impl AppendTarget for File {
+/// The audit file and its seal.
+struct AuditFile {
+    file: File,
+    seal: SealFile,
+}
+
+impl AppendTarget for AuditFile {
     fn append_synced(&self, data: &[u8], truncate_to: Option<u64>) -> io::Result<()> {
         if let Some(len) = truncate_to {
-            self.set_len(len)?;
+            self.file.set_len(len)?;
         }
         // One write call per batch (write_all loops only on short writes).
-        (&*self).write_all(data)?;
-        self.sync_data()
+        (&self.file).write_all(data)?;
+        self.file.sync_data()
+    }
+
+    fn replace_seal(&self, record: &[u8]) -> io::Result<()> {
+        self.seal.replace(record)
     }
 }
 
-/// Opens or creates the file and finds the chain head: (file, head, length).
-fn open_blocking(path: &Path) -> Result<(File, String, u64), AuditError> {
+/// Opens or creates the file and finds where its chain stands (see
+/// [`AuditLog::open`] for what an existing file must satisfy).
+fn open_blocking(path: &Path, chain: Chain) -> Result<(AuditFile, Tail), AuditError> {
     let io_err = |source| AuditError::Io {
         path: path.to_path_buf(),
         source,
@@ -560,7 +639,7 @@ fn open_blocking(path: &Path) -> Result<(File, String, u64), AuditError> {
     options.read(true).append(true).create(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io_err)?;
+    let file = options.open(path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     warn_if_readable_by_others(path, &meta);
     if !existed {
@@ -569,25 +648,157 @@ fn open_blocking(path: &Path) -> Result<(File, String, u64), AuditError> {
         sync_parent_dir(path);
     }
     let len = meta.len();
+    let seal = Seal::load(path, &chain).map_err(io_err)?;
+    let target = AuditFile {
+        file,
+        seal: SealFile::beside(path),
+    };
     if len == 0 {
-        return Ok((file, GENESIS_HASH.to_owned(), 0));
+        return match seal {
+            // Emptied after it was sealed: starting afresh would hide that.
+            Ok(s) => Err(AuditError::Truncated {
+                path: path.to_path_buf(),
+                lines: 0,
+                sealed: s.events,
+            }),
+            Err(SealProblem::Missing) => start_file(target, chain).map_err(io_err),
+            Err(problem) => Err(AuditError::Seal {
+                path: path.to_path_buf(),
+                problem,
+            }),
+        };
     }
-    let last = read_last_line(&mut file, len).map_err(io_err)?;
-    let Some(last) = last else {
+    let mut file = &target.file;
+    let first = read_first_line(&mut file).map_err(io_err)?;
+    let first = header_check(path, &first, &chain)?;
+    let Some(last) = read_last_line(&mut file, len).map_err(io_err)? else {
         return Err(AuditError::TornTail {
             path: path.to_path_buf(),
         });
     };
-    let checked = check_line(&last).map_err(|problem| AuditError::BadTail {
-        path: path.to_path_buf(),
-        problem,
-    })?;
-    Ok((file, checked.hash, len))
+    let checked = chain
+        .check_line(&last)
+        .map_err(|problem| AuditError::BadTail {
+            path: path.to_path_buf(),
+            problem,
+        })?;
+    // Count the lines: those the seal names plus those after it (a batch
+    // whose seal a crash prevented); a file from before seals, once, all.
+    let (sealed_events, sealed_bytes) = match (seal, first) {
+        (Ok(s), _) => {
+            check_sealed_line(path, &mut file, len, &s, &chain)?;
+            (s.events, s.bytes)
+        }
+        (Err(SealProblem::Missing), FirstLine::Legacy) => (0, 0),
+        (Err(problem), _) => {
+            return Err(AuditError::Seal {
+                path: path.to_path_buf(),
+                problem,
+            });
+        }
+    };
+    let after = count_lines(&mut file, sealed_bytes, len).map_err(io_err)?;
+    let tail = Tail {
+        chain,
+        head: checked.hash,
+        events: sealed_events + after,
+        bytes: len,
+    };
+    // Seal what is there now, so a file continued from before seals (or
+    // after a crash) is covered before the first batch.
+    target.replace_seal(&tail.seal_record()).map_err(io_err)?;
+    Ok((target, tail))
+}
+
+/// Writes the header line of a new file and its first seal.
+fn start_file(target: AuditFile, chain: Chain) -> io::Result<(AuditFile, Tail)> {
+    let mut head = GENESIS_HASH.to_owned();
+    let mut line = Vec::new();
+    chain.append_line(&mut head, &start_body(chain.kind(), &now_text()), &mut line);
+    target.append_synced(&line, None)?;
+    let tail = Tail {
+        chain,
+        head,
+        events: 1,
+        bytes: line.len() as u64,
+    };
+    target.replace_seal(&tail.seal_record())?;
+    Ok((target, tail))
+}
+
+/// The line the seal names must still end where it says, with its hash:
+/// otherwise lines were cut (or rewritten) while the gateway was down, and
+/// continuing would seal over it.
+fn check_sealed_line(
+    path: &Path,
+    file: &mut &File,
+    len: u64,
+    seal: &Seal,
+    chain: &Chain,
+) -> Result<(), AuditError> {
+    let line = usize::try_from(seal.events).unwrap_or(usize::MAX);
+    if len < seal.bytes {
+        // Only on this error path is the whole file read, to say where.
+        let lines = count_lines(file, 0, len).map_err(|source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        return Err(AuditError::Truncated {
+            path: path.to_path_buf(),
+            lines: usize::try_from(lines).unwrap_or(usize::MAX),
+            sealed: seal.events,
+        });
+    }
+    let sealed_line = if seal.bytes == 0 {
+        None
+    } else {
+        read_last_line(file, seal.bytes).map_err(|source| AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+    };
+    let matches = sealed_line
+        .and_then(|l| chain.check_line(&l).ok())
+        .is_some_and(|c| c.hash == seal.hash);
+    if matches {
+        Ok(())
+    } else {
+        Err(AuditError::SealMismatch {
+            path: path.to_path_buf(),
+            line,
+        })
+    }
+}
+
+/// Complete lines (newlines) in `[from, to)` of the file.
+fn count_lines(file: &mut &File, from: u64, to: u64) -> io::Result<u64> {
+    file.seek(SeekFrom::Start(from))?;
+    let mut left = to.saturating_sub(from);
+    let mut buf = vec![0u8; usize::try_from(TAIL_CHUNK.min(left)).map_err(io::Error::other)?];
+    let mut lines = 0u64;
+    while left > 0 {
+        let n = usize::try_from(TAIL_CHUNK.min(left)).map_err(io::Error::other)?;
+        file.read_exact(&mut buf[..n])?;
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        left -= n as u64;
+    }
+    Ok(lines)
+}
+
+/// The file's first line without its newline (up to the end if none).
+fn read_first_line(file: &mut &File) -> io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut line = Vec::new();
+    io::BufRead::read_until(&mut io::BufReader::new(&mut *file), b'\n', &mut line)?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(line)
 }
 
 /// The last line without its newline, or None if the file does not end in
 /// a newline (torn write). `len` must be > 0.
-fn read_last_line(file: &mut File, len: u64) -> io::Result<Option<Vec<u8>>> {
+fn read_last_line(file: &mut &File, len: u64) -> io::Result<Option<Vec<u8>>> {
     let mut last_byte = [0u8; 1];
     file.seek(SeekFrom::Start(len - 1))?;
     file.read_exact(&mut last_byte)?;
@@ -705,6 +916,19 @@ mod tests {
             content.extend_from_slice(data);
             Ok(())
         }
+
+        fn replace_seal(&self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn fresh() -> Tail {
+        Tail {
+            chain: Chain::Unkeyed,
+            head: GENESIS_HASH.to_owned(),
+            events: 0,
+            bytes: 0,
+        }
     }
 
     #[tokio::test]
@@ -713,8 +937,7 @@ mod tests {
             failures: Mutex::new(3),
             content: Mutex::new(Vec::new()),
         });
-        let (log, writer) =
-            AuditLog::start(Arc::clone(&disk), GENESIS_HASH.to_owned(), 0).expect("start");
+        let (log, writer) = AuditLog::start(Arc::clone(&disk), fresh()).expect("start");
         for i in 0..50u64 {
             let ev = AuditEvent {
                 rows: Some(i),
@@ -731,8 +954,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
         std::fs::write(&path, &content).expect("write copy");
-        let report = crate::audit::verify(&path).expect("chain verifies after retries");
-        assert_eq!(report.lines, 51);
+        // Without a seal: these disks keep none.
+        let report = crate::audit::verify(&path, None).expect("chain verifies after retries");
+        assert_eq!(report.lines, 52, "50 + 1 durable + audit_end");
+        assert!(report.closed);
     }
 
     /// A disk that holds every append until the test opens it.
@@ -759,13 +984,16 @@ mod tests {
             content.extend_from_slice(data);
             Ok(())
         }
+
+        fn replace_seal(&self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     #[tokio::test]
     async fn a_full_queue_makes_recorders_wait_and_loses_nothing() {
         let disk = Arc::new(HeldDisk::default());
-        let (log, writer) =
-            AuditLog::start(Arc::clone(&disk), GENESIS_HASH.to_owned(), 0).expect("start");
+        let (log, writer) = AuditLog::start(Arc::clone(&disk), fresh()).expect("start");
         let big = "x".repeat(1 << 20);
         let event = |i| AuditEvent {
             rows: Some(i),
@@ -799,11 +1027,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
         std::fs::write(&path, &content).expect("write copy");
-        let lines = crate::audit::verify(&path).expect("verifies").lines;
-        assert_eq!(lines as u64, recorded);
+        let lines = crate::audit::verify(&path, None).expect("verifies").lines;
+        assert_eq!(lines as u64, recorded + 1, "and audit_end");
         let rows: Vec<u64> = content
             .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && !crate::audit::chain::is_end_line(l))
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_slice(l).expect("json");
                 v["rows"].as_u64().expect("rows")
@@ -816,7 +1044,7 @@ mod tests {
     async fn durable_event_sent_while_a_batch_gathers_returns_and_keeps_its_place() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
-        let (log, writer) = AuditLog::open(&path).await.expect("open");
+        let (log, writer) = AuditLog::open(&path, None).await.expect("open");
         let statement = |i| AuditEvent {
             rows: Some(i),
             ..AuditEvent::new(EventKind::Statement)
@@ -829,7 +1057,10 @@ mod tests {
         log.record(statement(2)).await.expect("record");
         writer.shutdown().await;
 
-        assert_eq!(crate::audit::verify(&path).expect("verifies").lines, 4);
+        assert_eq!(
+            crate::audit::verify(&path, None).expect("verifies").lines,
+            6
+        );
         let text = std::fs::read_to_string(&path).expect("read");
         let order: Vec<(String, Option<u64>)> = text
             .lines()
@@ -842,10 +1073,12 @@ mod tests {
             })
             .collect();
         let expected = [
+            ("audit_start", None),
             ("statement", Some(0)),
             ("statement", Some(1)),
             ("auth_ok", None),
             ("statement", Some(2)),
+            ("audit_end", None),
         ]
         .map(|(event, rows)| (event.to_owned(), rows));
         assert_eq!(order, expected);
@@ -867,13 +1100,14 @@ mod tests {
     async fn record_fills_in_millisecond_utc_time() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
-        let (log, writer) = AuditLog::open(&path).await.expect("open");
+        let (log, writer) = AuditLog::open(&path, None).await.expect("open");
         log.record(AuditEvent::new(EventKind::SessionStart))
             .await
             .expect("record");
         writer.shutdown().await;
         let text = std::fs::read_to_string(&path).expect("read");
-        let v: serde_json::Value = serde_json::from_str(text.trim_end()).expect("json");
+        let line = text.lines().nth(1).expect("after the header");
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
         let time = v["time"].as_str().expect("time is a string");
         // 2025-01-02T03:04:05.678Z
         assert_eq!(time.len(), 24, "{time}");
@@ -886,9 +1120,9 @@ mod tests {
         let path = dir.path().join("f");
         let long = "x".repeat(usize::try_from(TAIL_CHUNK).expect("fits") * 2 + 7);
         std::fs::write(&path, format!("first\n{long}\n")).expect("write");
-        let mut f = File::open(&path).expect("open");
+        let f = File::open(&path).expect("open");
         let len = f.metadata().expect("meta").len();
-        let last = read_last_line(&mut f, len)
+        let last = read_last_line(&mut &f, len)
             .expect("read")
             .expect("complete");
         assert_eq!(last, long.as_bytes());

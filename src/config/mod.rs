@@ -276,6 +276,10 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub file: PathBuf,
+    /// The key of the chain's HMAC and the seal's MAC (`key_file` /
+    /// `key_env`), at least [`crate::audit::MIN_KEY_LEN`] bytes. Without
+    /// one the chain is plain SHA-256, which shows accidents, not tampering.
+    pub key: Option<Secret>,
 }
 
 impl Config {
@@ -444,6 +448,9 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     file: String,
+    key: Option<Spanned<toml::Value>>,
+    key_env: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
     postgres: Option<Spanned<String>>,
 }
 
@@ -522,9 +529,7 @@ impl Validator<'_> {
             policy: PolicyConfig {
                 file: self.resolve(&raw.policy.file),
             },
-            audit: AuditConfig {
-                file: self.resolve(&raw.audit.file),
-            },
+            audit: self.audit(raw.audit)?,
             cluster: match raw.cluster {
                 None => None,
                 Some(c) => {
@@ -916,58 +921,127 @@ impl Validator<'_> {
                 "put the password in an environment variable and write password_env = \"NAME\", or in a file and write password_file = \"PATH\"",
             );
         }
-        let password = match (&r.password_env, &r.password_file) {
-            (Some(_), Some(f)) => {
-                return self.err(
-                    f.span(),
-                    "password_env and password_file are both set",
-                    "keep one of them",
-                );
-            }
-            (Some(var), None) => match std::env::var(var.get_ref()) {
-                Ok(v) if !v.is_empty() => Some(Secret::new(v)),
-                _ => {
-                    return self.err(
-                        var.span(),
-                        format!(
-                            "environment variable `{}` (password of role `{}`) is not set",
-                            var.get_ref(),
-                            r.name.get_ref()
-                        ),
-                        format!("export {}=… before starting idgate", var.get_ref()),
-                    );
-                }
+        let password = self.secret(
+            r.password_env.as_ref(),
+            r.password_file.as_ref(),
+            &SecretKeys {
+                prefix: "password",
+                what: &format!("password of role `{}`", r.name.get_ref()),
+                file_noun: "password file",
+                fill: "write the upstream password into it",
             },
-            (None, Some(file)) => {
-                let path = self.resolve(file.get_ref());
-                match std::fs::read_to_string(&path) {
-                    Ok(v) if !v.trim_end().is_empty() => {
-                        Some(Secret::new(v.trim_end_matches(['\r', '\n'])))
-                    }
-                    Ok(_) => {
-                        return self.err(
-                            file.span(),
-                            format!("password file {} is empty", path.display()),
-                            "write the upstream password into it",
-                        );
-                    }
-                    Err(e) => {
-                        return self.err(
-                            file.span(),
-                            format!("cannot read password file {}: {e}", path.display()),
-                            "check the path and its permissions",
-                        );
-                    }
-                }
-            }
-            (None, None) => None,
-        };
+        )?;
         Ok(RoleConfig {
             name: r.name.into_inner(),
             user: r.user,
-            password,
+            password: password.map(|(secret, _)| secret),
         })
     }
+
+    fn audit(&self, a: RawAudit) -> Result<AuditConfig, ConfigError> {
+        if let Some(k) = &a.key {
+            return self.err(
+                k.span(),
+                "an inline audit key is not accepted",
+                "put the key in a file and write key_file = \"PATH\" (e.g. `openssl rand -base64 48 > audit.key; chmod 600 audit.key`), or in an environment variable and write key_env = \"NAME\"",
+            );
+        }
+        let key = self.secret(
+            a.key_env.as_ref(),
+            a.key_file.as_ref(),
+            &SecretKeys {
+                prefix: "key",
+                what: "the audit key",
+                file_noun: "audit key file",
+                fill: "write a key of at least 32 bytes into it, e.g. `openssl rand -base64 48 > audit.key`",
+            },
+        )?;
+        let key = match key {
+            Some((secret, span)) => {
+                if let Err(e) = crate::audit::AuditKey::new(&secret) {
+                    return self.err(
+                        span,
+                        e.to_string(),
+                        "generate a longer one, e.g. `openssl rand -base64 48 > audit.key` (64 characters)",
+                    );
+                }
+                Some(secret)
+            }
+            None => None,
+        };
+        Ok(AuditConfig {
+            file: self.resolve(&a.file),
+            key,
+        })
+    }
+
+    /// A secret named by `PREFIX_env` or `PREFIX_file` (at most one), with
+    /// the span of the key that named it; `None` if neither is set. A
+    /// file's trailing line break is not part of the secret.
+    fn secret(
+        &self,
+        env: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        keys: &SecretKeys<'_>,
+    ) -> Result<Option<(Secret, std::ops::Range<usize>)>, ConfigError> {
+        let prefix = keys.prefix;
+        match (env, file) {
+            (Some(_), Some(f)) => self.err(
+                f.span(),
+                format!("{prefix}_env and {prefix}_file are both set"),
+                "keep one of them",
+            ),
+            (Some(var), None) => match std::env::var(var.get_ref()) {
+                Ok(v) if !v.is_empty() => Ok(Some((Secret::new(v), var.span()))),
+                _ => self.err(
+                    var.span(),
+                    format!(
+                        "environment variable `{}` ({}) is not set",
+                        var.get_ref(),
+                        keys.what
+                    ),
+                    format!("export {}=… before starting idgate", var.get_ref()),
+                ),
+            },
+            (None, Some(file)) => {
+                let path = self.resolve(file.get_ref());
+                match read_secret_file(&path) {
+                    Ok(Some(v)) => Ok(Some((v, file.span()))),
+                    Ok(None) => self.err(
+                        file.span(),
+                        format!("{} {} is empty", keys.file_noun, path.display()),
+                        keys.fill,
+                    ),
+                    Err(e) => self.err(
+                        file.span(),
+                        format!("cannot read {} {}: {e}", keys.file_noun, path.display()),
+                        "check the path and its permissions",
+                    ),
+                }
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// How a secret's keys are named in errors.
+struct SecretKeys<'a> {
+    /// `password` for `password_env` / `password_file`.
+    prefix: &'a str,
+    /// What the secret is, e.g. "password of role `reader`".
+    what: &'a str,
+    /// "password file".
+    file_noun: &'a str,
+    /// Hint for an empty file.
+    fill: &'a str,
+}
+
+/// Reads a secret from a file: its text without trailing line breaks;
+/// `None` if that is empty. Also used by `idgate audit verify --key-file`.
+pub fn read_secret_file(path: &Path) -> std::io::Result<Option<Secret>> {
+    let text = std::fs::read_to_string(path)?;
+    let value = text.trim_end_matches(['\r', '\n']);
+    Ok((!value.trim_end().is_empty()).then(|| Secret::new(value)))
 }
 
 /// Issuers must be https; plain http is tolerated only on loopback, for

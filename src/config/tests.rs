@@ -255,3 +255,70 @@ fn unknown_choices_are_named_with_the_ones_there_are() {
     assert!(e.contains("use \"session\" or \"transaction\""), "{e}");
     assert!(e.contains("idgate.toml:15:"), "{e}");
 }
+
+#[test]
+fn audit_key_file_is_read_and_resolved_against_the_config_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("audit.key"),
+        format!("{}\n", "k".repeat(40)),
+    )
+    .unwrap();
+    let text = MINIMAL.replace(
+        "file = \"audit.jsonl\"",
+        "file = \"audit.jsonl\"\nkey_file = \"audit.key\"",
+    );
+    let c = Config::parse(&text, &dir.path().join("idgate.toml")).unwrap();
+    let key = c.audit.key.expect("key");
+    assert_eq!(key.expose(), "k".repeat(40), "without the line break");
+    assert!(!format!("{key:?}").contains("kkk"));
+}
+
+#[test]
+fn a_short_audit_key_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("audit.key"), "short\n").unwrap();
+    let text = MINIMAL.replace(
+        "file = \"audit.jsonl\"",
+        "file = \"audit.jsonl\"\nkey_file = \"audit.key\"",
+    );
+    let e = Config::parse(&text, &dir.path().join("idgate.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("idgate.toml:25:"), "{e}");
+    assert!(e.contains("at least 32"), "{e}");
+    assert!(e.contains("openssl rand"), "{e}");
+}
+
+#[test]
+fn inline_audit_key_is_refused() {
+    let text = MINIMAL.replace(
+        "file = \"audit.jsonl\"",
+        "file = \"audit.jsonl\"\nkey = \"0123456789abcdef0123456789abcdef\"",
+    );
+    let e = error_of(&text);
+    assert!(e.contains("inline audit key"), "{e}");
+    assert!(e.contains("key_file"), "{e}");
+}
+
+#[test]
+fn missing_audit_key_env_names_the_variable_and_line() {
+    let text = MINIMAL.replace(
+        "file = \"audit.jsonl\"",
+        "file = \"audit.jsonl\"\nkey_env = \"IDGATE_TEST_SURELY_UNSET_KEY\"",
+    );
+    let e = error_of(&text);
+    assert!(e.contains("idgate.toml:25:"), "{e}");
+    assert!(e.contains("IDGATE_TEST_SURELY_UNSET_KEY"), "{e}");
+    assert!(e.contains("the audit key"), "{e}");
+}
+
+#[test]
+fn audit_key_env_and_file_together_are_refused() {
+    let text = MINIMAL.replace(
+        "file = \"audit.jsonl\"",
+        "file = \"audit.jsonl\"\nkey_env = \"A\"\nkey_file = \"b\"",
+    );
+    let e = error_of(&text);
+    assert!(e.contains("key_env and key_file are both set"), "{e}");
+}

@@ -212,6 +212,9 @@ pub fn write_config(
         policy: PolicyConfig { file: policy_file },
         audit: AuditConfig {
             file: dir.join("audit.jsonl"),
+            // A trial's trail shows accidents only; `serve` warns about
+            // that, the trial says it is not for production at all.
+            key: None,
         },
         cluster: None,
         warnings: Vec::new(),

@@ -82,6 +82,8 @@ pub struct Options {
     pub admin: bool,
     pub on_expiry: OnExpiry,
     pub upstream_tls: UpstreamTls,
+    /// `[audit]` key (at least 32 bytes): a keyed chain.
+    pub audit_key: Option<String>,
 }
 
 impl Default for Options {
@@ -98,6 +100,7 @@ impl Default for Options {
             admin: false,
             on_expiry: OnExpiry::Disconnect,
             upstream_tls: UpstreamTls::Prefer,
+            audit_key: None,
         }
     }
 }
@@ -272,17 +275,21 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
         },
         audit: AuditConfig {
             file: dir.join("audit.jsonl"),
+            key: options.audit_key.clone().map(Secret::new),
         },
         cluster: None,
         warnings: Vec::new(),
     }
 }
 
+/// The events of the audit file, without the chain's own records (the
+/// `audit_start` header and the `audit_end` of a clean shutdown).
 pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .expect("audit file")
         .lines()
-        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("audit line is JSON"))
+        .filter(|e| e["event"] != "audit_start" && e["event"] != "audit_end")
         .collect()
 }
 
