@@ -63,7 +63,8 @@
 //!    SET LOCAL in a transaction, another table (`notes`), `TABLE keys`;
 //!    a forbidden schema named after the login, found through `"$user"`
 //!    with no SET at all; (guard) `F, public`.
-//! *. A client naming itself as the gateway names people
+//!
+//! Also: a client naming itself as the gateway names people
 //!    (`application_name = 'idgate:…'`): SET, SET TO a quoted identifier,
 //!    set_config, a Parse with `$1`, SET SESSION; checked in
 //!    pg_stat_activity from outside.
