@@ -15,19 +15,23 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{AuditLog, AuditWriter};
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::identity::TokenValidator;
+use crate::identity::{Identity, LogoutError, LogoutToken, TokenError, TokenValidator, unix_now};
 use crate::metrics::Metrics;
 use crate::policy::{Clock, PolicyEngine};
 use crate::postgres::cancel::CancelMap;
 use crate::postgres::pool::Pools;
 use crate::sessions::{
     EndReason, ExpiryWatcher, Registry, Revocation, RevocationMatch, Revocations,
+    revocation::TokenFacts,
 };
 
 /// State shared by every session. Built once; sessions hold an `Arc`.
 pub struct Gateway {
     pub config: Config,
-    pub validator: TokenValidator,
+    /// Private on purpose: a person's token is judged only through
+    /// `authenticate`, which adds the revocation check, so no entry point
+    /// can accept a revoked token by asking the validator alone.
+    validator: TokenValidator,
     pub policy: PolicyEngine,
     pub audit: AuditLog,
     pub tls: Option<Arc<ServerConfig>>,
@@ -173,7 +177,63 @@ impl Gateway {
     }
 }
 
+/// Why a token presented to the gateway does not let its bearer in.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The validator refused the token.
+    #[error("token rejected: {0}")]
+    Invalid(#[from] TokenError),
+    /// The token is valid, but a revocation covers it. The identity is
+    /// kept for the audit trail, never shown.
+    #[error("token rejected: access was revoked ({what}) after this token was issued")]
+    Revoked {
+        what: RevocationMatch,
+        identity: Box<Identity>,
+    },
+}
+
+impl AuthError {
+    /// The label for audit `error` and metrics.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthError::Invalid(e) => e.kind(),
+            AuthError::Revoked { .. } => "revoked",
+        }
+    }
+}
+
 impl Gateway {
+    /// The one check of a person's token, shared by every entry point
+    /// (database login, admin API): valid per the validator, and not
+    /// covered by a revocation (by subject, `sid` or `jti`).
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let identity = self.validator.validate(token).await?;
+        match self
+            .revocations
+            .refusing(&TokenFacts::of(&identity), unix_now())
+        {
+            Some(what) => Err(AuthError::Revoked {
+                what,
+                identity: Box::new(identity),
+            }),
+            None => Ok(identity),
+        }
+    }
+
+    /// Validates an OIDC back-channel logout token. Not subject to
+    /// revocations: it is the issuer's word, can only revoke, and is
+    /// applied as of its `iat`, so refusing it would only keep sessions
+    /// alive that the issuer ended.
+    pub async fn validate_logout(&self, token: &str) -> Result<LogoutToken, LogoutError> {
+        self.validator.validate_logout(token).await
+    }
+
+    /// JWKS downloads per issuer name: (succeeded, failed).
+    pub fn jwks_fetches(&self) -> Vec<(&str, u64, u64)> {
+        self.validator.jwks_fetches()
+    }
+
     /// Applies a revocation, made here or on another gateway: matching live
     /// sessions end at once, and (unless it names one session) older tokens
     /// are refused at login until it lapses. The ids of the ended sessions.

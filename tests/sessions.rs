@@ -295,6 +295,145 @@ async fn admin_api_wants_a_valid_token_with_the_administer_permit() {
     assert_eq!(status, 200);
 }
 
+/// An administrator's token with extra claims (`sid`, a fixed `jti`).
+fn admin_token_with(h: &Harness, sub: &str, extra: Value) -> String {
+    let mut claims = h.issuer.claims_for(
+        sub,
+        &["security"],
+        support::AUDIENCE,
+        Duration::from_secs(300),
+    );
+    for (k, v) in extra.as_object().expect("an object") {
+        claims[k] = v.clone();
+    }
+    h.issuer.mint(claims)
+}
+
+/// Every `/api` call a holder of `token` might make, with its status.
+async fn every_api_call(h: &Harness, token: &str, victim_session: &str) -> Vec<(String, u16)> {
+    use reqwest::Method;
+    let calls = [
+        (Method::GET, "/api/sessions".to_owned(), None),
+        (Method::GET, "/api/revocations".to_owned(), None),
+        (
+            Method::DELETE,
+            format!("/api/sessions/{victim_session}"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/revocations".to_owned(),
+            Some(json!({"subject": "sec@example.com"})),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (method, path, body) in calls {
+        let (status, answer) = api(h, method.clone(), &path, Some(token), body).await;
+        if status == 401 {
+            assert!(
+                answer["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("revoked")),
+                "{method} {path}: {answer}"
+            );
+            assert!(!answer.to_string().contains(token), "the token is echoed");
+        }
+        out.push((format!("{method} {path}"), status));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_revoked_administrator_is_refused_by_every_admin_api_call() {
+    let h = harness().await;
+    let pg = direct().await;
+    let admin = admin_token(&h);
+    // An innocent session, running a statement.
+    let (innocent, _) = sleeping(&h, &h.analyst(), &pg).await;
+    let innocent_id = live_sessions(&h).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // Three administrators, each revoked a different way.
+    let by_subject = h.token("fired-admin", &["security"]);
+    let by_sid = admin_token_with(&h, "sid-admin", json!({"sid": "idp-login-1"}));
+    let by_jti = admin_token_with(&h, "jti-admin", json!({"jti": "stolen-token-1"}));
+    for token in [&by_subject, &by_sid, &by_jti] {
+        let (status, body) =
+            api(&h, reqwest::Method::GET, "/api/sessions", Some(token), None).await;
+        assert_eq!(status, 200, "valid before the revocation: {body}");
+    }
+    for revocation in [
+        json!({"subject": "fired-admin"}),
+        json!({"sid": "idp-login-1"}),
+        json!({"jti": "stolen-token-1"}),
+    ] {
+        let (status, body) = api(
+            &h,
+            reqwest::Method::POST,
+            "/api/revocations",
+            Some(&admin),
+            Some(revocation),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    for (who, token) in [("subject", &by_subject), ("sid", &by_sid), ("jti", &by_jti)] {
+        for (call, status) in every_api_call(&h, token, &innocent_id).await {
+            assert_eq!(status, 401, "revoked by {who}: {call} answered {status}");
+        }
+        // As at the database.
+        let db = h.psql(token, "reader", "select 1").await;
+        assert!(!db.status.success());
+        assert!(stderr(&db).contains("revoked"), "{}", stderr(&db));
+    }
+
+    // The innocent session survived every attempt, the real administrator
+    // was not revoked and still works.
+    let listed = live_sessions(&h).await;
+    assert!(
+        listed.iter().any(|s| s["id"] == innocent_id.as_str()),
+        "{listed:?}"
+    );
+    let (status, revocations) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/revocations",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        revocations.as_array().map(Vec::len),
+        Some(3),
+        "{revocations}"
+    );
+    assert!(
+        !revocations.to_string().contains("sec@example.com"),
+        "{revocations}"
+    );
+    // A token of the same person with another jti is not covered by the
+    // jti revocation.
+    let other_jti = admin_token_with(&h, "jti-admin", json!({}));
+    let (status, _) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/sessions",
+        Some(&other_jti),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let path = format!("/api/sessions/{innocent_id}");
+    let (status, _) = api(&h, reqwest::Method::DELETE, &path, Some(&admin), None).await;
+    assert_eq!(status, 204, "the real administrator can still kill it");
+    let out = support::ends_within(innocent, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
+}
+
 #[tokio::test]
 async fn a_session_ends_when_its_token_expires() {
     let h = harness().await;
@@ -497,13 +636,17 @@ async fn the_command_line_lists_kills_and_revokes_through_the_admin_api() {
         support::stdout(&revoke)
     );
 
-    let refused = idgate(&h, &["sessions", "list"], &h.analyst()).await;
+    let refused = idgate(&h, &["sessions", "list"], &h.developer()).await;
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("may not administer"),
         "{}",
         stderr(&refused)
     );
+    // The subject just revoked is refused before its permits are asked.
+    let revoked = idgate(&h, &["sessions", "list"], &h.analyst()).await;
+    assert!(!revoked.status.success());
+    assert!(stderr(&revoked).contains("revoked"), "{}", stderr(&revoked));
 }
 
 #[tokio::test]

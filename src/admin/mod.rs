@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, EventKind};
-use crate::gateway::Gateway;
+use crate::gateway::{AuthError, Gateway};
 use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext};
 use crate::sessions::{Revocation, RevocationMatch, SessionSnapshot};
@@ -133,11 +133,17 @@ impl FromRequestParts<Arc<Gateway>> for Admin {
                     "a bearer token from a configured issuer is required",
                 )
             })?;
-        let identity = gw
-            .validator
-            .validate(token)
-            .await
-            .map_err(|e| error(StatusCode::UNAUTHORIZED, format!("token rejected: {e}")))?;
+        // The same check as a database login: a revoked administrator is
+        // refused here exactly as at the database.
+        let identity = gw.authenticate(token).await.map_err(|e| {
+            if let AuthError::Revoked { what, identity } = &e {
+                tracing::warn!(
+                    principal = %identity.principal_id(),
+                    "admin API refused a revoked token ({what})"
+                );
+            }
+            error(StatusCode::UNAUTHORIZED, e.to_string())
+        })?;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -381,7 +387,7 @@ async fn backchannel_logout(State(gw): State<Arc<Gateway>>, body: axum::body::By
     let Some(token) = token else {
         return logout_error("the form has no logout_token");
     };
-    let logout = match gw.validator.validate_logout(&token).await {
+    let logout = match gw.validate_logout(&token).await {
         Ok(l) => l,
         Err(e) => {
             tracing::info!("back-channel logout refused: {e}");
