@@ -234,10 +234,26 @@ impl Gateway {
         self.validator.jwks_fetches()
     }
 
+    /// When a revocation of `what` made at `at` lapses: once no token it
+    /// covers can still be accepted (`Config::revocation_horizon`). A
+    /// session revocation refuses no login; it only ends that session now.
+    #[must_use]
+    pub fn revocation_until(&self, what: &RevocationMatch, at: i64) -> i64 {
+        match what {
+            RevocationMatch::Session(_) => at,
+            _ => at.saturating_add(
+                i64::try_from(self.config.revocation_horizon().as_secs()).unwrap_or(i64::MAX),
+            ),
+        }
+    }
+
     /// Applies a revocation, made here or on another gateway: matching live
     /// sessions end at once, and (unless it names one session) older tokens
     /// are refused at login until it lapses. The ids of the ended sessions.
-    pub fn apply_revocation(&self, r: Revocation) -> Vec<String> {
+    pub fn apply_revocation(&self, mut r: Revocation) -> Vec<String> {
+        // Kept at least as long as a token it covers can be accepted here,
+        // even if the gateway that made it has shorter lifetimes configured.
+        r.until = r.until.max(self.revocation_until(&r.what, r.at));
         let reason = EndReason::Revoked(r.what.to_string());
         let ended = self.sessions.end_matching(&r.what, &reason);
         if !matches!(r.what, RevocationMatch::Session(_)) {

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 const AUD: &str = "idgate";
 const HOUR: Duration = Duration::from_secs(3600);
+/// 3000-01-01T00:00:00Z.
+const YEAR_3000: i64 = 32_503_680_000;
 
 /// Three issuers: `dev` publishes an EC key and two RSA keys; `ec_only`
 /// publishes just its EC key; `enc_rsa` publishes, beside its EC key, an
@@ -438,11 +440,26 @@ fn negative_cases() -> Vec<Case> {
         case("lifetime over max_lifetime", "lifetime", |f| {
             f.mint(&f.with("exp", json!(now() + 7200)))
         })
-        .config(|_, c| c.max_lifetime = Some(HOUR)),
-        case("max_lifetime set, no iat", "claim_missing", |f| {
-            f.mint(&f.without("iat"))
+        .config(|_, c| c.max_lifetime = HOUR),
+        case("no iat, exp - now over max_lifetime", "lifetime", |f| {
+            let mut c = f.without("iat");
+            c["exp"] = json!(now() + 7200);
+            f.mint(&c)
         })
-        .config(|_, c| c.max_lifetime = Some(HOUR)),
+        .config(|_, c| c.max_lifetime = HOUR),
+        // No max_lifetime configured: the default cap (24 h) applies.
+        case("exp in the year 3000, default cap", "lifetime", |f| {
+            f.mint(&f.with("exp", json!(YEAR_3000)))
+        }),
+        case(
+            "exp in the year 3000 without iat, default cap",
+            "lifetime",
+            |f| {
+                let mut c = f.without("iat");
+                c["exp"] = json!(YEAR_3000);
+                f.mint(&c)
+            },
+        ),
         // Audience and authorized party.
         case("wrong audience", "audience", |f| {
             f.mint(&f.with("aud", json!("api://x")))
@@ -515,7 +532,7 @@ fn positive_cases() -> Vec<Case> {
             f.mint(&c)
         })
         .config(|_, c| {
-            c.max_lifetime = Some(HOUR);
+            c.max_lifetime = HOUR;
             c.required_claims = vec!["email".into()];
             c.authorized_parties = Some(vec!["client-a".into()]);
             c.group_mappings = vec![GroupMapping {
@@ -523,6 +540,13 @@ fn positive_cases() -> Vec<Case> {
                 value: "acme/app".into(),
                 groups: vec!["deployers".into()],
             }];
+        }),
+        case("no iat, exp within max_lifetime", "", |f| {
+            f.mint(&f.without("iat"))
+        })
+        .config(|_, c| c.max_lifetime = HOUR),
+        case("a lifetime of 23 h under the default cap", "", |f| {
+            f.mint(&f.with("exp", json!(now() + 23 * 3600)))
         }),
         case("groups as a string when allowed", "", |f| {
             f.mint(&f.with("groups", json!("admins")))

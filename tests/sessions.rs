@@ -435,6 +435,100 @@ async fn a_revoked_administrator_is_refused_by_every_admin_api_call() {
 }
 
 #[tokio::test]
+async fn revocations_are_kept_as_long_as_the_tokens_they_cover_can_live() {
+    for max_lifetime in [None, Some(Duration::from_secs(2 * 3600))] {
+        let h = Harness::with(Options {
+            policy: ADMIN_POLICY.into(),
+            admin: true,
+            max_lifetime,
+            ..Options::default()
+        })
+        .await;
+        let admin = admin_token(&h);
+        let (status, body) = api(
+            &h,
+            reqwest::Method::POST,
+            "/api/revocations",
+            Some(&admin),
+            Some(json!({"subject": "someone"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let (_, list) = api(
+            &h,
+            reqwest::Method::GET,
+            "/api/revocations",
+            Some(&admin),
+            None,
+        )
+        .await;
+        let r = &list[0];
+        let kept = r["until"].as_i64().expect("until") - r["at"].as_i64().expect("at");
+        // The harness's issuer has a clock skew of 30 s.
+        let expected = max_lifetime.map_or(24 * 3600, |d| d.as_secs() as i64) + 30;
+        assert_eq!(kept, expected, "max_lifetime {max_lifetime:?}: {r}");
+
+        // One shared by a gateway configured with shorter lifetimes is
+        // kept as long as this gateway accepts the tokens it covers.
+        let gw = &h.running.as_ref().expect("running").gateway;
+        let at = r["at"].as_i64().expect("at");
+        gw.apply_revocation(idgate::sessions::Revocation {
+            what: idgate::sessions::RevocationMatch::Subject {
+                issuer: "test".into(),
+                subject: "elsewhere".into(),
+            },
+            at,
+            until: at + 60,
+        });
+        let (_, list) = api(
+            &h,
+            reqwest::Method::GET,
+            "/api/revocations",
+            Some(&admin),
+            None,
+        )
+        .await;
+        let shared = list
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|r| r["what"]["subject"]["subject"] == "elsewhere")
+            .unwrap_or_else(|| panic!("{list}"));
+        assert_eq!(shared["until"].as_i64(), Some(at + expected), "{shared}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_valid_until_the_year_3000_is_refused_with_its_reason() {
+    let h = harness().await;
+    let mut claims = h.issuer.claims_for(
+        "forever@example.com",
+        &["analysts", "security"],
+        support::AUDIENCE,
+        Duration::from_secs(300),
+    );
+    claims["exp"] = json!(32_503_680_000_i64); // 3000-01-01
+    let token = h.issuer.mint(claims);
+    let db = h.psql(&token, "reader", "select 1").await;
+    assert!(!db.status.success());
+    assert!(
+        stderr(&db).contains("exceeds max_lifetime 86400 s"),
+        "{}",
+        stderr(&db)
+    );
+    let (status, body) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/sessions",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.to_string().contains("max_lifetime"), "{body}");
+}
+
+#[tokio::test]
 async fn a_session_ends_when_its_token_expires() {
     let h = harness().await;
     let claims = h.issuer.claims_for(

@@ -25,10 +25,6 @@ use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext};
 use crate::sessions::{Revocation, RevocationMatch, SessionSnapshot};
 
-/// Longest a token without a configured `max_lifetime` is assumed to live:
-/// how long a subject or `sid` revocation is kept.
-const DEFAULT_TOKEN_HORIZON: i64 = 24 * 3600;
-
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -314,25 +310,10 @@ pub async fn revoke_at(
     what: RevocationMatch,
     at: i64,
 ) -> (Vec<String>, Option<String>) {
-    let horizon = match &what {
-        RevocationMatch::Subject { issuer, .. }
-        | RevocationMatch::Sid { issuer, .. }
-        | RevocationMatch::Jti { issuer, .. } => {
-            gw.config.issuers.iter().find(|i| i.name == *issuer).map_or(
-                DEFAULT_TOKEN_HORIZON,
-                |i| {
-                    i.max_lifetime.map_or(DEFAULT_TOKEN_HORIZON, |d| {
-                        i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-                    }) + i64::try_from(i.clock_skew.as_secs()).unwrap_or(0)
-                },
-            )
-        }
-        RevocationMatch::Session(_) => 0,
-    };
     let revocation = Revocation {
+        until: gw.revocation_until(&what, at),
         what,
         at,
-        until: at.saturating_add(horizon),
     };
     gw.metrics.revocation();
     let ended = gw.apply_revocation(revocation.clone());

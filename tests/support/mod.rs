@@ -82,6 +82,8 @@ pub struct Options {
     pub admin: bool,
     pub on_expiry: OnExpiry,
     pub upstream_tls: UpstreamTls,
+    /// The issuer's `max_lifetime`; its default when `None`.
+    pub max_lifetime: Option<Duration>,
 }
 
 impl Default for Options {
@@ -98,6 +100,7 @@ impl Default for Options {
             admin: false,
             on_expiry: OnExpiry::Disconnect,
             upstream_tls: UpstreamTls::Prefer,
+            max_lifetime: None,
         }
     }
 }
@@ -242,11 +245,17 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             expiry_grace: Duration::ZERO,
             max_session_age: None,
         },
-        issuers: vec![IssuerConfig {
-            algorithms: vec![Algorithm::ES256, Algorithm::RS256],
-            clock_skew: Duration::from_secs(30),
-            identity_claim: options.identity_claim.clone(),
-            ..IssuerConfig::new("test", issuer_url, &[AUDIENCE])
+        issuers: vec![{
+            let mut issuer = IssuerConfig {
+                algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+                clock_skew: Duration::from_secs(30),
+                identity_claim: options.identity_claim.clone(),
+                ..IssuerConfig::new("test", issuer_url, &[AUDIENCE])
+            };
+            if let Some(max) = options.max_lifetime {
+                issuer.max_lifetime = max;
+            }
+            issuer
         }],
         targets: vec![TargetConfig {
             name: TARGET.into(),
