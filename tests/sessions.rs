@@ -207,12 +207,21 @@ async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_t
         "revoke-to-disconnect, one gateway: running statement {ended_running:?}, both sessions {ended_both:?}"
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", h.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", h.admin_url()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    // psql exits once it has sent Terminate; the gateway deregisters the
+    // session when it has read it, a moment later.
+    eventually("the last session to deregister", || async {
+        metrics().await.lines().any(|l| l == "idgate_sessions 0")
+    })
+    .await;
+    let metrics = metrics().await;
     for line in [
         "idgate_sessions 0",
         "idgate_sessions_ended_total{reason=\"revoked\"} 2",
