@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{AuditKey, AuditLog, AuditWriter};
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::identity::TokenValidator;
+use crate::identity::{Identity, LogoutError, LogoutToken, TokenError, TokenValidator, unix_now};
 use crate::metrics::Metrics;
 use crate::policy::{Clock, PolicyEngine};
 use crate::postgres::cancel::CancelMap;
@@ -23,12 +23,16 @@ use crate::postgres::catalogue::TargetCatalogue;
 use crate::postgres::pool::Pools;
 use crate::sessions::{
     EndReason, ExpiryWatcher, Registry, Revocation, RevocationMatch, Revocations,
+    revocation::TokenFacts,
 };
 
 /// State shared by every session. Built once; sessions hold an `Arc`.
 pub struct Gateway {
     pub config: Config,
-    pub validator: TokenValidator,
+    /// Private on purpose: a person's token is judged only through
+    /// `authenticate`, which adds the revocation check, so no entry point
+    /// can accept a revoked token by asking the validator alone.
+    validator: TokenValidator,
     pub policy: PolicyEngine,
     pub audit: AuditLog,
     pub tls: Option<Arc<ServerConfig>>,
@@ -198,11 +202,83 @@ impl Gateway {
     }
 }
 
+/// Why a token presented to the gateway does not let its bearer in.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The validator refused the token.
+    #[error("token rejected: {0}")]
+    Invalid(#[from] TokenError),
+    /// The token is valid, but a revocation covers it. The identity is
+    /// kept for the audit trail, never shown.
+    #[error("token rejected: access was revoked ({what}) after this token was issued")]
+    Revoked {
+        what: RevocationMatch,
+        identity: Box<Identity>,
+    },
+}
+
+impl AuthError {
+    /// The label for audit `error` and metrics.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthError::Invalid(e) => e.kind(),
+            AuthError::Revoked { .. } => "revoked",
+        }
+    }
+}
+
 impl Gateway {
+    /// The one check of a person's token, shared by every entry point
+    /// (database login, admin API): valid per the validator, and not
+    /// covered by a revocation (by subject, `sid` or `jti`).
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let identity = self.validator.validate(token).await?;
+        match self
+            .revocations
+            .refusing(&TokenFacts::of(&identity), unix_now())
+        {
+            Some(what) => Err(AuthError::Revoked {
+                what,
+                identity: Box::new(identity),
+            }),
+            None => Ok(identity),
+        }
+    }
+
+    /// Validates an OIDC back-channel logout token. Not subject to
+    /// revocations: it is the issuer's word, can only revoke, and is
+    /// applied as of its `iat`, so refusing it would only keep sessions
+    /// alive that the issuer ended.
+    pub async fn validate_logout(&self, token: &str) -> Result<LogoutToken, LogoutError> {
+        self.validator.validate_logout(token).await
+    }
+
+    /// JWKS downloads per issuer name: (succeeded, failed).
+    pub fn jwks_fetches(&self) -> Vec<(&str, u64, u64)> {
+        self.validator.jwks_fetches()
+    }
+
+    /// When a revocation of `what` made at `at` lapses: once no token it
+    /// covers can still be accepted (`Config::revocation_horizon`). A
+    /// session revocation refuses no login; it only ends that session now.
+    #[must_use]
+    pub fn revocation_until(&self, what: &RevocationMatch, at: i64) -> i64 {
+        match what {
+            RevocationMatch::Session(_) => at,
+            _ => at.saturating_add(
+                i64::try_from(self.config.revocation_horizon().as_secs()).unwrap_or(i64::MAX),
+            ),
+        }
+    }
+
     /// Applies a revocation, made here or on another gateway: matching live
     /// sessions end at once, and (unless it names one session) older tokens
     /// are refused at login until it lapses. The ids of the ended sessions.
-    pub fn apply_revocation(&self, r: Revocation) -> Vec<String> {
+    pub fn apply_revocation(&self, mut r: Revocation) -> Vec<String> {
+        // Kept at least as long as a token it covers can be accepted here,
+        // even if the gateway that made it has shorter lifetimes configured.
+        r.until = r.until.max(self.revocation_until(&r.what, r.at));
         let reason = EndReason::Revoked(r.what.to_string());
         let ended = self.sessions.end_matching(&r.what, &reason);
         if !matches!(r.what, RevocationMatch::Session(_)) {

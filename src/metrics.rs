@@ -166,7 +166,7 @@ pub fn render(gw: &Gateway) -> String {
         "counter",
         "JWKS downloads by issuer and result.",
     );
-    for (issuer, ok, failed) in gw.validator.jwks_fetches() {
+    for (issuer, ok, failed) in gw.jwks_fetches() {
         let i = label(issuer);
         for (result, n) in [("ok", ok), ("error", failed)] {
             let _ = writeln!(

@@ -88,6 +88,7 @@ issuer = "{issuer}"
 audiences = ["{AUDIENCE}"]
 algorithms = ["ES256"]
 identity_claim = "email"
+max_lifetime = "2h"
 
 [[targets]]
 name = "{TARGET}"
@@ -209,6 +210,28 @@ async fn a_revocation_or_kill_on_one_gateway_ends_a_session_on_the_other_within_
     .await;
     assert_eq!(status, 201, "{body}");
     assert!(body.get("not_shared").is_none(), "{body}");
+    // Stored for as long as a token it covers can live: the configured
+    // max_lifetime (2 h) plus the default clock skew (60 s).
+    let mut conn = redis::Client::open(redis)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{namespace}:revocation:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .expect("TTL");
+    assert!(
+        (2 * 3600 + 60 - 10..=2 * 3600 + 60).contains(&ttl),
+        "TTL {ttl}"
+    );
     let out = support::ends_within(running, Duration::from_secs(5)).await;
     let across = revoked.elapsed();
     assert!(String::from_utf8_lossy(&out.stderr).contains("access was revoked"));

@@ -14,14 +14,19 @@ use serde_json::{Value, json};
 
 const AUD: &str = "idgate";
 const HOUR: Duration = Duration::from_secs(3600);
+/// 3000-01-01T00:00:00Z.
+const YEAR_3000: i64 = 32_503_680_000;
 
-/// Two issuers: `dev` publishes an EC key and two RSA keys; `ec_only`
-/// publishes just its EC key.
+/// Three issuers: `dev` publishes an EC key and two RSA keys; `ec_only`
+/// publishes just its EC key; `enc_rsa` publishes, beside its EC key, an
+/// RSA key marked for encryption by `key_ops` alone (no `use`).
 struct Fixture {
     dev: DevIssuer,
     rsa_a: String,
     rsa_b: String,
     ec_only: DevIssuer,
+    enc_rsa: DevIssuer,
+    enc_kid: String,
 }
 
 impl Fixture {
@@ -34,11 +39,20 @@ impl Fixture {
             .add_rsa_key(include_bytes!("fixtures/rsa2048-b.pk8"))
             .unwrap();
         let ec_only = DevIssuer::start().await.unwrap();
+        let enc_rsa = DevIssuer::start().await.unwrap();
+        let enc_kid = enc_rsa
+            .add_rsa_key_published_as(
+                include_bytes!("fixtures/rsa2048.pk8"),
+                &json!({"use": null, "alg": null, "key_ops": ["encrypt"]}),
+            )
+            .unwrap();
         Fixture {
             dev,
             rsa_a,
             rsa_b,
             ec_only,
+            enc_rsa,
+            enc_kid,
         }
     }
 
@@ -52,6 +66,11 @@ impl Fixture {
     fn claims(&self) -> Value {
         self.dev
             .claims_for("alice@example.com", &["analysts"], AUD, HOUR)
+    }
+
+    /// `claims()` as issued by `enc_rsa`.
+    fn enc_claims(&self) -> Value {
+        self.with("iss", json!(self.enc_rsa.issuer_url()))
     }
 
     fn with(&self, claim: &str, value: Value) -> Value {
@@ -218,6 +237,26 @@ fn negative_cases() -> Vec<Case> {
         case("header kid not a string", "malformed", |f| {
             f.es(&f.header_with("kid", json!(7)), &f.claims())
         }),
+        // Keys the issuer did not publish for verifying signatures.
+        case(
+            "kid of a key_ops [encrypt] key without `use`",
+            "unknown_kid",
+            |f| {
+                let c = f.enc_claims();
+                f.enc_rsa.mint_rs256(&f.enc_kid, &c).unwrap()
+            },
+        )
+        .config(|f, c| c.issuer = f.enc_rsa.issuer_url()),
+        case(
+            "no kid, only a key_ops [encrypt] RSA key",
+            "no_key_for_alg",
+            |f| {
+                let h = json!({"alg":"RS256","typ":"JWT"});
+                let c = f.enc_claims();
+                f.enc_rsa.sign_raw_rs256(&f.enc_kid, &h, &c).unwrap()
+            },
+        )
+        .config(|f, c| c.issuer = f.enc_rsa.issuer_url()),
         case("embedded jwk", "header", |f| {
             let jwk = f.ec_only.jwks()["keys"][0].clone();
             f.ec_only.sign_raw(&f.header_with("jwk", jwk), &f.claims())
@@ -401,11 +440,26 @@ fn negative_cases() -> Vec<Case> {
         case("lifetime over max_lifetime", "lifetime", |f| {
             f.mint(&f.with("exp", json!(now() + 7200)))
         })
-        .config(|_, c| c.max_lifetime = Some(HOUR)),
-        case("max_lifetime set, no iat", "claim_missing", |f| {
-            f.mint(&f.without("iat"))
+        .config(|_, c| c.max_lifetime = HOUR),
+        case("no iat, exp - now over max_lifetime", "lifetime", |f| {
+            let mut c = f.without("iat");
+            c["exp"] = json!(now() + 7200);
+            f.mint(&c)
         })
-        .config(|_, c| c.max_lifetime = Some(HOUR)),
+        .config(|_, c| c.max_lifetime = HOUR),
+        // No max_lifetime configured: the default cap (24 h) applies.
+        case("exp in the year 3000, default cap", "lifetime", |f| {
+            f.mint(&f.with("exp", json!(YEAR_3000)))
+        }),
+        case(
+            "exp in the year 3000 without iat, default cap",
+            "lifetime",
+            |f| {
+                let mut c = f.without("iat");
+                c["exp"] = json!(YEAR_3000);
+                f.mint(&c)
+            },
+        ),
         // Audience and authorized party.
         case("wrong audience", "audience", |f| {
             f.mint(&f.with("aud", json!("api://x")))
@@ -443,6 +497,12 @@ fn negative_cases() -> Vec<Case> {
 fn positive_cases() -> Vec<Case> {
     vec![
         case("plain ES256 ID token", "", |f| f.mint(&f.claims())),
+        case(
+            "ES256 from an issuer that also publishes an encryption key",
+            "",
+            |f| f.enc_rsa.mint(f.enc_claims()),
+        )
+        .config(|f, c| c.issuer = f.enc_rsa.issuer_url()),
         case("RS256 with kid", "", |f| {
             f.dev.mint_rs256(&f.rsa_b, &f.claims()).unwrap()
         }),
@@ -472,7 +532,7 @@ fn positive_cases() -> Vec<Case> {
             f.mint(&c)
         })
         .config(|_, c| {
-            c.max_lifetime = Some(HOUR);
+            c.max_lifetime = HOUR;
             c.required_claims = vec!["email".into()];
             c.authorized_parties = Some(vec!["client-a".into()]);
             c.group_mappings = vec![GroupMapping {
@@ -480,6 +540,13 @@ fn positive_cases() -> Vec<Case> {
                 value: "acme/app".into(),
                 groups: vec!["deployers".into()],
             }];
+        }),
+        case("no iat, exp within max_lifetime", "", |f| {
+            f.mint(&f.without("iat"))
+        })
+        .config(|_, c| c.max_lifetime = HOUR),
+        case("a lifetime of 23 h under the default cap", "", |f| {
+            f.mint(&f.with("exp", json!(now() + 23 * 3600)))
         }),
         case("groups as a string when allowed", "", |f| {
             f.mint(&f.with("groups", json!("admins")))

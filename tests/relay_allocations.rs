@@ -7,6 +7,18 @@
 //! the client runs on the test's thread, uncounted. The upstream is
 //! plaintext, as in the benchmark: rustls allocates a buffer per TLS
 //! record it encrypts, which is not the relay's to avoid.
+//!
+//! What is counted is what could recur per statement: every new block
+//! (`alloc`, `alloc_zeroed`) and every realloc that does not at least
+//! double a block. A realloc that doubles it or more is a buffer growing
+//! its capacity (`Vec`, `BytesMut`): it happens a logarithmic number of
+//! times, whenever a buffer meets a bigger peak than before, and never per
+//! statement. How big those peaks get depends on timing, not on the relay:
+//! the recorders render audit events into the pending buffers the writer
+//! thread swaps out once per batch, so when the machine is busy and fsync
+//! slow, a batch holds more events than during the warm-up and its
+//! buffers grow again (a fresh clone on a busy machine saw 17 such
+//! growths in one round). Those are counted apart and only reported.
 
 mod support;
 
@@ -19,15 +31,18 @@ use support::*;
 
 struct Counting;
 
+/// New blocks and reallocs short of doubling, on the gateway thread.
 static GATEWAY_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Reallocs that at least double a block: capacity growth.
+static GATEWAY_GROWTHS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static COUNTED: Cell<bool> = const { Cell::new(false) };
 }
 
-fn count() {
+fn count(counter: &AtomicU64) {
     if COUNTED.get() {
-        GATEWAY_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -35,17 +50,21 @@ fn count() {
 // touches only an atomic and a const-initialised thread-local.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(&GATEWAY_ALLOCATIONS);
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(&GATEWAY_ALLOCATIONS);
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
+        if new_size >= layout.size().saturating_mul(2) && layout.size() > 0 {
+            count(&GATEWAY_GROWTHS);
+        } else {
+            count(&GATEWAY_ALLOCATIONS);
+        }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
@@ -59,9 +78,6 @@ static ALLOCATOR: Counting = Counting;
 
 /// Statements per measured round, after as many to warm up.
 const ROUND: u64 = 400;
-/// Growth the audit queue's buffers may still make while they reach the
-/// size of a round's events; anything per statement would be ≥ `ROUND`.
-const SLACK: u64 = 16;
 
 #[test]
 fn steady_statements_allocate_nothing_in_the_gateway() {
@@ -112,9 +128,12 @@ fn steady_statements_allocate_nothing_in_the_gateway() {
         // counted.
         let mut per_kind = Vec::new();
         for kind in ["simple", "named", "unnamed"] {
-            let mut counted = 0;
+            let mut counted = (0, 0);
             for round in 0..2 {
-                let before = GATEWAY_ALLOCATIONS.load(Ordering::Relaxed);
+                let before = (
+                    GATEWAY_ALLOCATIONS.load(Ordering::Relaxed),
+                    GATEWAY_GROWTHS.load(Ordering::Relaxed),
+                );
                 for i in 0..ROUND as i32 {
                     match kind {
                         "simple" => {
@@ -138,7 +157,10 @@ fn steady_statements_allocate_nothing_in_the_gateway() {
                     }
                 }
                 if round == 1 {
-                    counted = GATEWAY_ALLOCATIONS.load(Ordering::Relaxed) - before;
+                    counted = (
+                        GATEWAY_ALLOCATIONS.load(Ordering::Relaxed) - before.0,
+                        GATEWAY_GROWTHS.load(Ordering::Relaxed) - before.1,
+                    );
                 }
             }
             per_kind.push((kind, counted));
@@ -148,11 +170,13 @@ fn steady_statements_allocate_nothing_in_the_gateway() {
     let _ = stop_tx.send(());
     let events = gateway.join().expect("gateway thread");
 
-    for (kind, allocations) in &per_kind {
-        assert!(
-            *allocations <= SLACK,
+    // (kind, (allocations, capacity growths)) per round of ROUND statements.
+    eprintln!("gateway thread, {ROUND} statements per kind: {per_kind:?}");
+    for (kind, (allocations, _)) in &per_kind {
+        assert_eq!(
+            *allocations, 0,
             "{kind}: {allocations} allocations in the gateway for {ROUND} statements \
-             (all kinds: {per_kind:?})"
+             (all kinds, with capacity growths: {per_kind:?})"
         );
     }
     // The statements were audited all the same.

@@ -207,12 +207,21 @@ async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_t
         "revoke-to-disconnect, one gateway: running statement {ended_running:?}, both sessions {ended_both:?}"
     );
 
-    let metrics = reqwest::get(format!("{}/metrics", h.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = || async {
+        reqwest::get(format!("{}/metrics", h.admin_url()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    // psql exits once it has sent Terminate; the gateway deregisters the
+    // session when it has read it, a moment later.
+    eventually("the last session to deregister", || async {
+        metrics().await.lines().any(|l| l == "idgate_sessions 0")
+    })
+    .await;
+    let metrics = metrics().await;
     for line in [
         "idgate_sessions 0",
         "idgate_sessions_ended_total{reason=\"revoked\"} 2",
@@ -293,6 +302,239 @@ async fn admin_api_wants_a_valid_token_with_the_administer_permit() {
     assert_eq!(status, 400, "{body}");
     let (status, _) = api(&h, reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(status, 200);
+}
+
+/// An administrator's token with extra claims (`sid`, a fixed `jti`).
+fn admin_token_with(h: &Harness, sub: &str, extra: Value) -> String {
+    let mut claims = h.issuer.claims_for(
+        sub,
+        &["security"],
+        support::AUDIENCE,
+        Duration::from_secs(300),
+    );
+    for (k, v) in extra.as_object().expect("an object") {
+        claims[k] = v.clone();
+    }
+    h.issuer.mint(claims)
+}
+
+/// Every `/api` call a holder of `token` might make, with its status.
+async fn every_api_call(h: &Harness, token: &str, victim_session: &str) -> Vec<(String, u16)> {
+    use reqwest::Method;
+    let calls = [
+        (Method::GET, "/api/sessions".to_owned(), None),
+        (Method::GET, "/api/revocations".to_owned(), None),
+        (
+            Method::DELETE,
+            format!("/api/sessions/{victim_session}"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/revocations".to_owned(),
+            Some(json!({"subject": "sec@example.com"})),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (method, path, body) in calls {
+        let (status, answer) = api(h, method.clone(), &path, Some(token), body).await;
+        if status == 401 {
+            assert!(
+                answer["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("revoked")),
+                "{method} {path}: {answer}"
+            );
+            assert!(!answer.to_string().contains(token), "the token is echoed");
+        }
+        out.push((format!("{method} {path}"), status));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_revoked_administrator_is_refused_by_every_admin_api_call() {
+    let h = harness().await;
+    let pg = direct().await;
+    let admin = admin_token(&h);
+    // An innocent session, running a statement.
+    let (innocent, _) = sleeping(&h, &h.analyst(), &pg).await;
+    let innocent_id = live_sessions(&h).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    // Three administrators, each revoked a different way.
+    let by_subject = h.token("fired-admin", &["security"]);
+    let by_sid = admin_token_with(&h, "sid-admin", json!({"sid": "idp-login-1"}));
+    let by_jti = admin_token_with(&h, "jti-admin", json!({"jti": "stolen-token-1"}));
+    for token in [&by_subject, &by_sid, &by_jti] {
+        let (status, body) =
+            api(&h, reqwest::Method::GET, "/api/sessions", Some(token), None).await;
+        assert_eq!(status, 200, "valid before the revocation: {body}");
+    }
+    for revocation in [
+        json!({"subject": "fired-admin"}),
+        json!({"sid": "idp-login-1"}),
+        json!({"jti": "stolen-token-1"}),
+    ] {
+        let (status, body) = api(
+            &h,
+            reqwest::Method::POST,
+            "/api/revocations",
+            Some(&admin),
+            Some(revocation),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    for (who, token) in [("subject", &by_subject), ("sid", &by_sid), ("jti", &by_jti)] {
+        for (call, status) in every_api_call(&h, token, &innocent_id).await {
+            assert_eq!(status, 401, "revoked by {who}: {call} answered {status}");
+        }
+        // As at the database.
+        let db = h.psql(token, "reader", "select 1").await;
+        assert!(!db.status.success());
+        assert!(stderr(&db).contains("revoked"), "{}", stderr(&db));
+    }
+
+    // The innocent session survived every attempt, the real administrator
+    // was not revoked and still works.
+    let listed = live_sessions(&h).await;
+    assert!(
+        listed.iter().any(|s| s["id"] == innocent_id.as_str()),
+        "{listed:?}"
+    );
+    let (status, revocations) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/revocations",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        revocations.as_array().map(Vec::len),
+        Some(3),
+        "{revocations}"
+    );
+    assert!(
+        !revocations.to_string().contains("sec@example.com"),
+        "{revocations}"
+    );
+    // A token of the same person with another jti is not covered by the
+    // jti revocation.
+    let other_jti = admin_token_with(&h, "jti-admin", json!({}));
+    let (status, _) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/sessions",
+        Some(&other_jti),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let path = format!("/api/sessions/{innocent_id}");
+    let (status, _) = api(&h, reqwest::Method::DELETE, &path, Some(&admin), None).await;
+    assert_eq!(status, 204, "the real administrator can still kill it");
+    let out = support::ends_within(innocent, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ended by an administrator"));
+}
+
+#[tokio::test]
+async fn revocations_are_kept_as_long_as_the_tokens_they_cover_can_live() {
+    for max_lifetime in [None, Some(Duration::from_secs(2 * 3600))] {
+        let h = Harness::with(Options {
+            policy: ADMIN_POLICY.into(),
+            admin: true,
+            max_lifetime,
+            ..Options::default()
+        })
+        .await;
+        let admin = admin_token(&h);
+        let (status, body) = api(
+            &h,
+            reqwest::Method::POST,
+            "/api/revocations",
+            Some(&admin),
+            Some(json!({"subject": "someone"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let (_, list) = api(
+            &h,
+            reqwest::Method::GET,
+            "/api/revocations",
+            Some(&admin),
+            None,
+        )
+        .await;
+        let r = &list[0];
+        let kept = r["until"].as_i64().expect("until") - r["at"].as_i64().expect("at");
+        // The harness's issuer has a clock skew of 30 s.
+        let expected = max_lifetime.map_or(24 * 3600, |d| d.as_secs() as i64) + 30;
+        assert_eq!(kept, expected, "max_lifetime {max_lifetime:?}: {r}");
+
+        // One shared by a gateway configured with shorter lifetimes is
+        // kept as long as this gateway accepts the tokens it covers.
+        let gw = &h.running.as_ref().expect("running").gateway;
+        let at = r["at"].as_i64().expect("at");
+        gw.apply_revocation(idgate::sessions::Revocation {
+            what: idgate::sessions::RevocationMatch::Subject {
+                issuer: "test".into(),
+                subject: "elsewhere".into(),
+            },
+            at,
+            until: at + 60,
+        });
+        let (_, list) = api(
+            &h,
+            reqwest::Method::GET,
+            "/api/revocations",
+            Some(&admin),
+            None,
+        )
+        .await;
+        let shared = list
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|r| r["what"]["subject"]["subject"] == "elsewhere")
+            .unwrap_or_else(|| panic!("{list}"));
+        assert_eq!(shared["until"].as_i64(), Some(at + expected), "{shared}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_valid_until_the_year_3000_is_refused_with_its_reason() {
+    let h = harness().await;
+    let mut claims = h.issuer.claims_for(
+        "forever@example.com",
+        &["analysts", "security"],
+        support::AUDIENCE,
+        Duration::from_secs(300),
+    );
+    claims["exp"] = json!(32_503_680_000_i64); // 3000-01-01
+    let token = h.issuer.mint(claims);
+    let db = h.psql(&token, "reader", "select 1").await;
+    assert!(!db.status.success());
+    assert!(
+        stderr(&db).contains("exceeds max_lifetime 86400 s"),
+        "{}",
+        stderr(&db)
+    );
+    let (status, body) = api(
+        &h,
+        reqwest::Method::GET,
+        "/api/sessions",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.to_string().contains("max_lifetime"), "{body}");
 }
 
 #[tokio::test]
@@ -497,13 +739,17 @@ async fn the_command_line_lists_kills_and_revokes_through_the_admin_api() {
         support::stdout(&revoke)
     );
 
-    let refused = idgate(&h, &["sessions", "list"], &h.analyst()).await;
+    let refused = idgate(&h, &["sessions", "list"], &h.developer()).await;
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("may not administer"),
         "{}",
         stderr(&refused)
     );
+    // The subject just revoked is refused before its permits are asked.
+    let revoked = idgate(&h, &["sessions", "list"], &h.analyst()).await;
+    assert!(!revoked.status.success());
+    assert!(stderr(&revoked).contains("revoked"), "{}", stderr(&revoked));
 }
 
 #[tokio::test]

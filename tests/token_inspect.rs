@@ -183,3 +183,41 @@ async fn no_token_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no token given"));
 }
+
+#[tokio::test]
+async fn a_token_valid_until_the_year_3000_fails_the_default_lifetime_cap() {
+    let s = setup().await;
+    // The config sets no max_lifetime: the default cap of 24 h applies.
+    let ok = inspect(
+        &s.dev.mint_for("alice", &[], "idgate", HOUR),
+        Some(&s.config),
+    )
+    .await;
+    let text = stdout(&ok);
+    assert!(
+        text.lines().any(|l| l.starts_with("  pass")
+            && l.contains("max_lifetime")
+            && l.ends_with("exp - iat = 3600 s, at most 86400 s")),
+        "{text}"
+    );
+    let mut c = s.dev.claims_for("alice", &[], "idgate", HOUR);
+    c["exp"] = json!(32_503_680_000_i64); // 3000-01-01
+    let out = inspect(&s.dev.mint(c.clone()), Some(&s.config)).await;
+    let text = stdout(&out);
+    eprintln!("{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL     max_lifetime"), "{text}");
+    assert!(text.contains("exceeds max_lifetime 86400 s"), "{text}");
+    assert!(text.contains("result: REFUSED (lifetime)"), "{text}");
+    // Without iat it is judged by what is left of it.
+    c.as_object_mut().unwrap().remove("iat");
+    let out = inspect(&s.dev.mint(c), Some(&s.config)).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "token without iat expires 3000-01-01 00:00:00 UTC, more than max_lifetime 86400 s from now"
+        ),
+        "{text}"
+    );
+}

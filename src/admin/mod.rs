@@ -20,14 +20,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, EventKind};
-use crate::gateway::Gateway;
+use crate::gateway::{AuthError, Gateway};
 use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext};
 use crate::sessions::{Revocation, RevocationMatch, SessionSnapshot};
-
-/// Longest a token without a configured `max_lifetime` is assumed to live:
-/// how long a subject or `sid` revocation is kept.
-const DEFAULT_TOKEN_HORIZON: i64 = 24 * 3600;
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
@@ -133,11 +129,17 @@ impl FromRequestParts<Arc<Gateway>> for Admin {
                     "a bearer token from a configured issuer is required",
                 )
             })?;
-        let identity = gw
-            .validator
-            .validate(token)
-            .await
-            .map_err(|e| error(StatusCode::UNAUTHORIZED, format!("token rejected: {e}")))?;
+        // The same check as a database login: a revoked administrator is
+        // refused here exactly as at the database.
+        let identity = gw.authenticate(token).await.map_err(|e| {
+            if let AuthError::Revoked { what, identity } = &e {
+                tracing::warn!(
+                    principal = %identity.principal_id(),
+                    "admin API refused a revoked token ({what})"
+                );
+            }
+            error(StatusCode::UNAUTHORIZED, e.to_string())
+        })?;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -308,25 +310,10 @@ pub async fn revoke_at(
     what: RevocationMatch,
     at: i64,
 ) -> (Vec<String>, Option<String>) {
-    let horizon = match &what {
-        RevocationMatch::Subject { issuer, .. }
-        | RevocationMatch::Sid { issuer, .. }
-        | RevocationMatch::Jti { issuer, .. } => {
-            gw.config.issuers.iter().find(|i| i.name == *issuer).map_or(
-                DEFAULT_TOKEN_HORIZON,
-                |i| {
-                    i.max_lifetime.map_or(DEFAULT_TOKEN_HORIZON, |d| {
-                        i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-                    }) + i64::try_from(i.clock_skew.as_secs()).unwrap_or(0)
-                },
-            )
-        }
-        RevocationMatch::Session(_) => 0,
-    };
     let revocation = Revocation {
+        until: gw.revocation_until(&what, at),
         what,
         at,
-        until: at.saturating_add(horizon),
     };
     gw.metrics.revocation();
     let ended = gw.apply_revocation(revocation.clone());
@@ -381,7 +368,7 @@ async fn backchannel_logout(State(gw): State<Arc<Gateway>>, body: axum::body::By
     let Some(token) = token else {
         return logout_error("the form has no logout_token");
     };
-    let logout = match gw.validator.validate_logout(&token).await {
+    let logout = match gw.validate_logout(&token).await {
         Ok(l) => l,
         Err(e) => {
             tracing::info!("back-channel logout refused: {e}");

@@ -22,6 +22,12 @@ pub use duration::parse_duration;
 /// tokens useful again.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
+/// The longest token lifetime accepted when an issuer sets no
+/// `max_lifetime`. Every issuer has a cap: revocations are kept only as
+/// long as a token they cover can live, so an uncapped token would outlive
+/// its revocation and work again.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
@@ -130,8 +136,10 @@ pub struct IssuerConfig {
     pub groups_claim_string: bool,
     /// Which kinds of token (`typ`) this issuer may present.
     pub token_types: TokenTypes,
-    /// Longest accepted `exp - iat`; `iat` becomes required when set.
-    pub max_lifetime: Option<Duration>,
+    /// Longest accepted `exp - iat` (`exp - now` for a token without
+    /// `iat`); `DEFAULT_MAX_LIFETIME` unless configured. Also bounds how
+    /// long revocations are kept (`Config::revocation_horizon`).
+    pub max_lifetime: Duration,
     /// Claims that must be present and non-null.
     pub required_claims: Vec<String>,
     /// When set, `azp` must be present and one of these.
@@ -155,7 +163,7 @@ impl IssuerConfig {
             groups_claim: "groups".into(),
             groups_claim_string: false,
             token_types: TokenTypes::default(),
-            max_lifetime: None,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
             required_claims: Vec::new(),
             authorized_parties: None,
             group_mappings: Vec::new(),
@@ -311,6 +319,20 @@ impl Config {
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// How long a revocation is kept: until no token it covers can still
+    /// be accepted. A covered token was issued at or before the revocation
+    /// and lives at most `max_lifetime`, accepted up to `clock_skew` past
+    /// its `exp`; the longest of every issuer's, so one figure serves
+    /// every revocation, here and in the cluster's Redis TTLs.
+    #[must_use]
+    pub fn revocation_horizon(&self) -> Duration {
+        self.issuers
+            .iter()
+            .map(|i| i.max_lifetime.saturating_add(i.clock_skew))
+            .max()
+            .unwrap_or(DEFAULT_MAX_LIFETIME + MAX_CLOCK_SKEW)
     }
 }
 
@@ -744,18 +766,19 @@ impl Validator<'_> {
                 types
             }
         };
-        let max_lifetime = i
-            .max_lifetime
-            .as_ref()
-            .map(|d| self.duration(d))
-            .transpose()?;
-        if let (Some(Duration::ZERO), Some(raw)) = (max_lifetime, &i.max_lifetime) {
-            return self.err(
-                raw.span(),
-                "max_lifetime of zero refuses every token",
-                "use the longest token lifetime you accept, e.g. \"1h\"",
-            );
-        }
+        let max_lifetime = match &i.max_lifetime {
+            None => DEFAULT_MAX_LIFETIME,
+            Some(raw) => match self.duration(raw)? {
+                Duration::ZERO => {
+                    return self.err(
+                        raw.span(),
+                        "max_lifetime of zero refuses every token",
+                        "use the longest token lifetime you accept, e.g. \"1h\"",
+                    );
+                }
+                d => d,
+            },
+        };
         if let Some(list) = i
             .authorized_parties
             .as_ref()

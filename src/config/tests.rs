@@ -164,13 +164,13 @@ fn with_issuer_keys(extra: &str) -> String {
 }
 
 #[test]
-fn issuer_token_rules_default_to_permissive() {
+fn issuer_token_rules_default_to_permissive_but_lifetimes_are_capped() {
     let c = parse(MINIMAL).unwrap();
     let i = &c.issuers[0];
     assert_eq!(i.token_types, TokenTypes::default());
     assert!(i.token_types.access && i.token_types.id);
     assert!(!i.groups_claim_string);
-    assert!(i.max_lifetime.is_none());
+    assert_eq!(i.max_lifetime, crate::config::DEFAULT_MAX_LIFETIME);
     assert!(i.required_claims.is_empty());
     assert!(i.authorized_parties.is_none());
     assert!(i.group_mappings.is_empty());
@@ -199,7 +199,7 @@ groups = ["deployers"]"#,
             id: false
         }
     );
-    assert_eq!(i.max_lifetime, Some(Duration::from_secs(3600)));
+    assert_eq!(i.max_lifetime, Duration::from_secs(3600));
     assert_eq!(i.required_claims, vec!["email"]);
     assert_eq!(
         i.authorized_parties.as_deref(),
@@ -321,4 +321,24 @@ fn audit_key_env_and_file_together_are_refused() {
     );
     let e = error_of(&text);
     assert!(e.contains("key_env and key_file are both set"), "{e}");
+}
+
+#[test]
+fn revocations_are_kept_for_the_longest_token_lifetime_plus_skew() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(
+        c.revocation_horizon(),
+        DEFAULT_MAX_LIFETIME + Duration::from_secs(60)
+    );
+    let mut c = parse(&with_issuer_keys(
+        "max_lifetime = \"8h\"\nclock_skew = \"2m\"",
+    ))
+    .unwrap();
+    assert_eq!(c.revocation_horizon(), Duration::from_secs(8 * 3600 + 120));
+    let mut longer = c.issuers[0].clone();
+    longer.name = "other".into();
+    longer.max_lifetime = Duration::from_secs(30 * 3600);
+    longer.clock_skew = Duration::ZERO;
+    c.issuers.push(longer);
+    assert_eq!(c.revocation_horizon(), Duration::from_secs(30 * 3600));
 }

@@ -32,6 +32,9 @@ struct RsaKey {
     pair: RsaKeyPair,
     /// Listed in the JWKS; a withdrawn key can still sign (for tests).
     published: AtomicBool,
+    /// JWK members that replace the defaults (`use`, `alg`, ...) in the
+    /// JWKS; a null removes one. Empty for ordinary keys.
+    members: serde_json::Map<String, Value>,
 }
 
 struct DevState {
@@ -180,6 +183,22 @@ impl DevIssuer {
 
     /// Publishes an RSA key (PKCS#8 DER) in the JWKS; returns its kid.
     pub fn add_rsa_key(&self, pkcs8_der: &[u8]) -> anyhow::Result<String> {
+        self.add_rsa_key_published_as(pkcs8_der, &json!({}))
+    }
+
+    /// As `add_rsa_key`, with the JWK's members overridden by `members`
+    /// (an object; a null value drops that member), so tests can publish
+    /// a key the way a careless issuer would, e.g. an encryption key
+    /// described only by `key_ops`.
+    pub fn add_rsa_key_published_as(
+        &self,
+        pkcs8_der: &[u8],
+        members: &Value,
+    ) -> anyhow::Result<String> {
+        let members = members
+            .as_object()
+            .cloned()
+            .ok_or_else(|| anyhow!("JWK members must be a JSON object"))?;
         let pair =
             RsaKeyPair::from_pkcs8(pkcs8_der).map_err(|e| anyhow!("not an RSA PKCS#8 key: {e}"))?;
         let kid = random_id(8);
@@ -191,6 +210,7 @@ impl DevIssuer {
                 kid: kid.clone(),
                 pair,
                 published: AtomicBool::new(true),
+                members,
             }));
         Ok(kid)
     }
@@ -282,12 +302,22 @@ impl DevState {
             .filter(|k| k.published.load(Ordering::SeqCst))
         {
             let public = PublicKeyComponents::<Vec<u8>>::from(key.pair.public());
-            keys.push(json!({
+            let mut jwk = json!({
                 "kty": "RSA", "use": "sig", "alg": "RS256",
                 "kid": key.kid,
                 "n": URL_SAFE_NO_PAD.encode(&public.n),
                 "e": URL_SAFE_NO_PAD.encode(&public.e),
-            }));
+            });
+            if let Value::Object(members) = &mut jwk {
+                for (name, value) in &key.members {
+                    if value.is_null() {
+                        members.remove(name);
+                    } else {
+                        members.insert(name.clone(), value.clone());
+                    }
+                }
+            }
+            keys.push(jwk);
         }
         json!({ "keys": keys })
     }

@@ -229,7 +229,7 @@ fn parse_jwk(k: &Map<String, Value>) -> Result<Option<Jwk>, String> {
         let v = text(name)?.ok_or_else(|| format!("missing `{name}`"))?;
         b64url_decode(v, "key member").map_err(|_| format!("`{name}` is not canonical base64url"))
     };
-    if text("use")?.is_some_and(|u| u != "sig") {
+    if !for_signatures(text("use")?, k.get("key_ops"))? {
         return Ok(None);
     }
     let kid = text("kid")?.map(str::to_owned);
@@ -277,6 +277,35 @@ fn parse_jwk(k: &Map<String, Value>) -> Result<Option<Jwk>, String> {
     Ok(Some(Jwk { kid, alg, material }))
 }
 
+/// Whether a key may verify signatures (RFC 7517 §4.2, §4.3): `use`
+/// absent or `sig`, and `key_ops` absent or listing `verify`. A key that
+/// declares neither is taken as a signing key (issuers commonly omit both);
+/// a key that declares anything else, in either member, is not one: an
+/// encryption key (`key_ops: ["encrypt"]`, no `use`) must never verify a
+/// token. `key_ops` that is not an array of distinct strings is an error.
+fn for_signatures(use_: Option<&str>, key_ops: Option<&Value>) -> Result<bool, String> {
+    let ops = match key_ops {
+        None => None,
+        Some(Value::Array(ops)) => {
+            let mut names = Vec::with_capacity(ops.len());
+            for op in ops {
+                let Value::String(op) = op else {
+                    return Err("`key_ops` is not an array of strings".into());
+                };
+                if names.contains(&op.as_str()) {
+                    return Err(format!("`key_ops` lists `{}` twice", shown(op)));
+                }
+                names.push(op.as_str());
+            }
+            Some(names)
+        }
+        Some(_) => return Err("`key_ops` is not an array".into()),
+    };
+    let use_ok = use_.is_none_or(|u| u == "sig");
+    let ops_ok = ops.is_none_or(|ops| ops.contains(&"verify"));
+    Ok(use_ok && ops_ok)
+}
+
 fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
     let zeros = v.iter().take_while(|b| **b == 0).count();
     v.drain(..zeros);
@@ -287,6 +316,7 @@ fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::identity::jose::b64url_encode;
+    use serde_json::json;
 
     fn ec_key(kid: &str) -> Value {
         let c = b64url_encode(&[7u8; 32]);
@@ -313,6 +343,40 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), "key_mismatch");
         assert!(e.to_string().contains("EC P-384"), "{e}");
+    }
+
+    #[test]
+    fn only_keys_declared_for_verification_are_kept() {
+        let with = |members: Value| {
+            let mut k = ec_key("k");
+            k.as_object_mut().unwrap().remove("use");
+            for (name, value) in members.as_object().unwrap() {
+                k[name] = value.clone();
+            }
+            set(vec![k]).has_kid("k")
+        };
+        // Neither member: a signing key, as most issuers publish them.
+        assert!(with(json!({})));
+        assert!(with(json!({"use": "sig"})));
+        assert!(with(json!({"key_ops": ["verify"]})));
+        assert!(with(json!({"use": "sig", "key_ops": ["verify", "sign"]})));
+        // The issue #13 key: meant for encryption, says so only in key_ops.
+        assert!(!with(json!({"key_ops": ["encrypt"]})));
+        assert!(!with(json!({"key_ops": []})));
+        assert!(!with(json!({"key_ops": ["sign"]})), "private-key op only");
+        assert!(!with(json!({"use": "enc"})));
+        assert!(
+            !with(json!({"use": "enc", "key_ops": ["verify"]})),
+            "inconsistent"
+        );
+        assert!(
+            !with(json!({"use": "sig", "key_ops": ["encrypt"]})),
+            "inconsistent"
+        );
+        // Malformed key_ops: the key is skipped, never trusted.
+        assert!(!with(json!({"key_ops": "verify"})));
+        assert!(!with(json!({"key_ops": ["verify", 1]})));
+        assert!(!with(json!({"key_ops": ["verify", "verify"]})));
     }
 
     #[test]

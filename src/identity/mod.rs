@@ -56,4 +56,9 @@ impl Identity {
     pub fn principal_id(&self) -> String {
         format!("{}/{}", self.issuer_name, self.sub)
     }
+
+    /// The `sid` claim: the issuer's login session, when it names one.
+    pub fn sid(&self) -> Option<&str> {
+        self.claims.get("sid").and_then(serde_json::Value::as_str)
+    }
 }

@@ -20,10 +20,11 @@ use super::relay;
 use super::upstream::UpstreamError;
 use crate::audit::{AuditError, AuditEvent, Decision, EventKind};
 use crate::config::{OnExpiry, PoolMode, TargetConfig};
-use crate::gateway::Gateway;
+use crate::gateway::{AuthError, Gateway};
 use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext, RoleChoice};
 use crate::secret::Secret;
+use crate::sessions::revocation::TokenFacts;
 use crate::sessions::{EndReason, SessionHandle, SessionInfo};
 use crate::tls::Stream;
 
@@ -389,36 +390,31 @@ impl Session {
         }
 
         let token = self.read_token(client).await?;
-        let identity = match gw.validator.validate(token.expose()).await {
+        let identity = match gw.authenticate(token.expose()).await {
             Ok(identity) => identity,
             Err(err) => {
+                let (message, kind) = (err.to_string(), err.kind());
+                let (reason, hint) = match err {
+                    AuthError::Invalid(e) => (
+                        e.to_string(),
+                        "get a fresh token from your identity provider and pass it as the password",
+                    ),
+                    AuthError::Revoked { what, identity } => {
+                        // Audited under the person it names.
+                        self.identity = Some(Arc::new(*identity));
+                        (
+                            format!("revoked: {what}"),
+                            "log in to your identity provider again and use the new token",
+                        )
+                    }
+                };
                 let mut e = self.event(EventKind::AuthFailed);
-                e.reason = Some(err.to_string());
-                e.error = Some(err.kind().to_owned());
+                e.reason = Some(reason);
+                e.error = Some(kind.to_owned());
                 self.audit_or_refuse(e).await?;
-                return Err(Refusal::new(
-                    sqlstate::INVALID_PASSWORD,
-                    format!("token rejected: {err}"),
-                )
-                .hint(
-                    "get a fresh token from your identity provider and pass it as the password",
-                ));
+                return Err(Refusal::new(sqlstate::INVALID_PASSWORD, message).hint(hint));
             }
         };
-        if let Some(revoked) = gw.revocations.refusing(&token_facts(&identity), unix_now()) {
-            self.identity = Some(Arc::new(identity));
-            let mut e = self.event(EventKind::AuthFailed);
-            e.reason = Some(format!("revoked: {revoked}"));
-            e.error = Some("revoked".to_owned());
-            self.audit_or_refuse(e).await?;
-            return Err(Refusal::new(
-                sqlstate::INVALID_PASSWORD,
-                format!(
-                    "token rejected: access was revoked ({revoked}) after this token was issued"
-                ),
-            )
-            .hint("log in to your identity provider again and use the new token"));
-        }
         self.identity = Some(Arc::new(identity));
         let identity = self.identity.as_ref().expect("just set");
 
@@ -747,7 +743,7 @@ impl Session {
                 issuer: identity.issuer_name.clone(),
                 subject: identity.sub.clone(),
                 identity: identity.identity.clone(),
-                sid: sid(identity).map(Into::into),
+                sid: identity.sid().map(Into::into),
                 jti: identity.jti.clone(),
                 target: target.name.clone(),
                 role: self.role.clone().unwrap_or_default(),
@@ -762,7 +758,7 @@ impl Session {
         if let Some(what) = self
             .gw
             .revocations
-            .refusing(&token_facts(identity), unix_now())
+            .refusing(&TokenFacts::of(identity), unix_now())
         {
             handle.session.end(EndReason::Revoked(what.to_string()));
         }
@@ -792,24 +788,6 @@ impl Session {
     pub(super) fn audit_log(&self) -> &crate::audit::AuditLog {
         &self.gw.audit
     }
-}
-
-/// What revocations look at in a validated token.
-fn token_facts(identity: &Identity) -> crate::sessions::revocation::TokenFacts<'_> {
-    crate::sessions::revocation::TokenFacts {
-        issuer: &identity.issuer_name,
-        subject: &identity.sub,
-        sid: sid(identity),
-        jti: identity.jti.as_deref(),
-        issued_at: identity.issued_at,
-    }
-}
-
-fn sid(identity: &Identity) -> Option<&str> {
-    identity
-        .claims
-        .get("sid")
-        .and_then(serde_json::Value::as_str)
 }
 
 fn truncate(s: &str, max: usize) -> String {

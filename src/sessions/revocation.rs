@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::Identity;
+
 /// What a revocation covers. Issuers are the configured issuer names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,6 +59,20 @@ pub struct TokenFacts<'a> {
     pub sid: Option<&'a str>,
     pub jti: Option<&'a str>,
     pub issued_at: Option<i64>,
+}
+
+impl<'a> TokenFacts<'a> {
+    /// What revocations look at in a validated token.
+    #[must_use]
+    pub fn of(identity: &'a Identity) -> Self {
+        TokenFacts {
+            issuer: &identity.issuer_name,
+            subject: &identity.sub,
+            sid: identity.sid(),
+            jti: identity.jti.as_deref(),
+            issued_at: identity.issued_at,
+        }
+    }
 }
 
 #[derive(Debug, Default)]

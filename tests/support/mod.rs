@@ -84,6 +84,8 @@ pub struct Options {
     pub upstream_tls: UpstreamTls,
     /// `[audit]` key (at least 32 bytes): a keyed chain.
     pub audit_key: Option<String>,
+    /// The issuer's `max_lifetime`; its default when `None`.
+    pub max_lifetime: Option<Duration>,
 }
 
 impl Default for Options {
@@ -101,6 +103,7 @@ impl Default for Options {
             on_expiry: OnExpiry::Disconnect,
             upstream_tls: UpstreamTls::Prefer,
             audit_key: None,
+            max_lifetime: None,
         }
     }
 }
@@ -245,11 +248,17 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             expiry_grace: Duration::ZERO,
             max_session_age: None,
         },
-        issuers: vec![IssuerConfig {
-            algorithms: vec![Algorithm::ES256, Algorithm::RS256],
-            clock_skew: Duration::from_secs(30),
-            identity_claim: options.identity_claim.clone(),
-            ..IssuerConfig::new("test", issuer_url, &[AUDIENCE])
+        issuers: vec![{
+            let mut issuer = IssuerConfig {
+                algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+                clock_skew: Duration::from_secs(30),
+                identity_claim: options.identity_claim.clone(),
+                ..IssuerConfig::new("test", issuer_url, &[AUDIENCE])
+            };
+            if let Some(max) = options.max_lifetime {
+                issuer.max_lifetime = max;
+            }
+            issuer
         }],
         targets: vec![TargetConfig {
             name: TARGET.into(),
