@@ -240,19 +240,34 @@ impl StatementPolicy {
             Some(_) => self.check(text, false),
         };
         if verdict.allowed {
-            let parsed = Parsed {
-                text: Arc::from(text),
-                generation: self.generation(),
-            };
-            let definitions = self.parsed.entry(name.to_owned()).or_default();
-            if name.is_empty() {
-                // The unnamed statement: a Parse replaces it, unless the
-                // Parse is skipped after an error; then the old one stays.
-                definitions.drain(..definitions.len().saturating_sub(1));
-            }
-            definitions.push(parsed);
+            self.remember_parse(name, text);
         }
         verdict
+    }
+
+    /// `name` may now stand for `text` too. The same text again (a driver
+    /// re-parsing its unnamed statement) allocates nothing.
+    fn remember_parse(&mut self, name: &str, text: &str) {
+        let generation = self.generation();
+        if !self.parsed.contains_key(name) {
+            self.parsed.insert(name.to_owned(), Vec::new());
+        }
+        let definitions = self.parsed.get_mut(name).expect("inserted above");
+        if let Some(last) = definitions.last_mut()
+            && *last.text == *text
+        {
+            last.generation = generation;
+            return;
+        }
+        if name.is_empty() {
+            // The unnamed statement: a Parse replaces it, unless the Parse
+            // is skipped after an error; then the old one stays.
+            definitions.drain(..definitions.len().saturating_sub(1));
+        }
+        definitions.push(Parsed {
+            text: Arc::from(text),
+            generation,
+        });
     }
 
     /// A Bind of statement `name`: judged again when the path or the
