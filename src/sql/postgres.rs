@@ -524,18 +524,12 @@ fn set(v: &protobuf::VariableSetStmt, scope: &Scope<'_>) -> Statement {
             };
             let setting = match (kind, &value) {
                 (K::VarSetValue, Some(v)) => SettingValue::Literal(v),
-                (K::VarSetDefault | K::VarReset, _) => SettingValue::Default,
-                // FROM CURRENT keeps the value as it is: a literal no-op,
-                // judged like any other change of that setting.
+                // FROM CURRENT keeps the value as it is: no safer or worse
+                // than going back to the session's start value.
+                (K::VarSetDefault | K::VarReset | K::VarSetCurrent, _) => SettingValue::Default,
                 _ => SettingValue::Computed,
             };
-            let (action, reason) = match kind {
-                K::VarSetCurrent if !matches!(name.as_str(), "role" | "session_authorization") => {
-                    let (action, reason) = classify_setting(&name, SettingValue::Default);
-                    (action, reason)
-                }
-                _ => classify_setting(&name, setting),
-            };
+            let (action, reason) = classify_setting(&name, setting);
             let label = match (name.as_str(), reset) {
                 ("role", false) => "set_role",
                 ("role", true) => "reset_role",
