@@ -177,6 +177,15 @@ impl Gateway {
             }
         }
         tokio::spawn(Arc::clone(&gateway.expiry).run(shutdown.clone()));
+        let weak = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            let Some(gw) = weak.upgrade() else { return };
+            for w in
+                crate::postgres::grants::read_only_roles_that_can_write(&gw.pools, &gw.policy).await
+            {
+                tracing::warn!("{w}");
+            }
+        });
         if let Some(cluster) = &gateway.cluster {
             let weak = Arc::downgrade(&gateway);
             tokio::spawn(Arc::clone(cluster).run(weak.clone(), shutdown.clone()));

@@ -286,7 +286,7 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
             };
             serve(config).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::CheckConfig { config } => check_config(config).map(|()| ExitCode::SUCCESS),
+        Command::CheckConfig { config } => check_config(config).await.map(|()| ExitCode::SUCCESS),
         Command::Dev {
             upstream,
             listen,
@@ -424,7 +424,9 @@ fn admin_client(args: &AdminArgs) -> anyhow::Result<idgate::admin::AdminClient> 
     Ok(idgate::admin::AdminClient::new(&args.admin, token))
 }
 
-fn check_config(path: PathBuf) -> anyhow::Result<()> {
+/// Also asks each read-only role's upstream user whether it can write
+/// (a warning, never a failure: the database may be out of reach here).
+async fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let policy = idgate::policy::PolicyEngine::load(&config.policy.file)?;
     for w in config.warnings.iter().chain(policy.warnings()) {
@@ -435,6 +437,16 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     }
     if let Some(tls) = &config.gateway.tls {
         idgate::tls::server_config(&tls.cert_file, &tls.key_file)?;
+    }
+    let mut upstream_tls = std::collections::HashMap::new();
+    for t in &config.targets {
+        let c = idgate::tls::upstream_config(t.upstream_tls, t.upstream_ca_file.as_deref())
+            .map_err(|e| anyhow::anyhow!("target {}: {e:#}", t.name))?;
+        upstream_tls.insert(t.name.clone(), c);
+    }
+    let pools = idgate::postgres::pool::Pools::new(&config.targets, &upstream_tls);
+    for w in idgate::postgres::grants::read_only_roles_that_can_write(&pools, &policy).await {
+        println!("warning: {w}");
     }
     println!(
         "{}: ok ({} issuer(s), {} target(s))",

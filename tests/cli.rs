@@ -14,6 +14,15 @@ fn idgate() -> tokio::process::Command {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_idgate"))
 }
 
+/// Runs a printed psql line with `sql` through bash, as a user pastes it.
+async fn psql(line: &str, sql: &str) -> std::process::Output {
+    run(tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{line} -X -A -t -c '{sql}'"))
+        .stdin(Stdio::null()))
+    .await
+}
+
 #[tokio::test]
 async fn dev_prints_a_psql_line_that_connects() {
     let mut child = idgate()
@@ -26,23 +35,39 @@ async fn dev_prints_a_psql_line_that_connects() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let psql_line = tokio::time::timeout(Duration::from_secs(60), async {
+    let mut psql_lines = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if line.starts_with("PGPASSWORD=") {
-                return line;
+                psql_lines.push(line);
+                if psql_lines.len() == 2 {
+                    return;
+                }
             }
         }
-        panic!("idgate dev exited without printing a psql line");
+        panic!("idgate dev exited without printing two psql lines");
     })
     .await
     .expect("idgate dev became ready");
-    let out = run(tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("{psql_line} -X -A -t -c 'select current_user'"))
-        .stdin(Stdio::null()))
-    .await;
+    let out = psql(&psql_lines[0], "select current_user").await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "postgres");
+    // The read-only line: a SELECT-only user upstream, and a policy that
+    // grants reads only.
+    let out = psql(
+        &psql_lines[1],
+        "select current_user, count(*) > 0 from pg_class",
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "idgate_dev_reader|t");
+    let out = psql(&psql_lines[1], "create table dev_reader_was_here (x int)").await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("permission denied"),
+        "{}",
+        stderr(&out)
+    );
 
     let mut err = String::new();
     child.kill().await.unwrap();
@@ -69,6 +94,77 @@ async fn check_config_accepts_the_example() {
         .env("ORDERS_ADMIN_PASSWORD", "x"))
     .await;
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+/// Defence in depth (#21): a role no policy lets write, whose upstream user
+/// can write, is pointed out; a SELECT-only user and a writer role are not.
+#[tokio::test]
+async fn check_config_points_out_read_only_roles_whose_upstream_user_can_write() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.cedar"),
+        r#"permit(principal, action in [Action::"connect", Action::"read"], resource in Target::"t");
+           permit(principal, action, resource == Role::"t/writer");"#,
+    )
+    .unwrap();
+    let path = dir.path().join("idgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[gateway]
+postgres_listen = "127.0.0.1:0"
+allow_plaintext_loopback = true
+
+[[issuers]]
+name = "dev"
+issuer = "https://login.example.com"
+audiences = ["idgate"]
+
+[[targets]]
+name = "t"
+upstream = "{}"
+database = "idgate_test"
+upstream_tls = "disable"
+
+[[targets.roles]]
+name = "select_only"
+user = "idgate_ro"
+
+[[targets.roles]]
+name = "superuser"
+user = "postgres"
+
+[[targets.roles]]
+name = "writer"
+user = "postgres"
+
+[policy]
+file = "policy.cedar"
+
+[audit]
+file = "audit.jsonl"
+"#,
+            pg_addr()
+        ),
+    )
+    .unwrap();
+    let out = run(idgate().args(["check-config", "--config"]).arg(&path)).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let about = |role: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("role `{role}`")))
+            .collect::<Vec<_>>()
+    };
+    let superuser = about("superuser");
+    assert_eq!(superuser.len(), 1, "{text}");
+    assert!(superuser[0].contains("`postgres` is a superuser"), "{text}");
+    assert!(
+        text.contains("hint: give the role an upstream user that can only read"),
+        "{text}"
+    );
+    assert!(about("select_only").is_empty(), "{text}");
+    assert!(about("writer").is_empty(), "{text}");
 }
 
 #[tokio::test]

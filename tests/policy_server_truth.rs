@@ -675,3 +675,90 @@ async fn ordinary_reads_are_not_refused_with_or_without_the_fixture_objects() {
         failures.join("\n")
     );
 }
+
+/// Defence in depth (#21): the same grant over an upstream user that can
+/// only read (`pg_read_all_data`) loses nothing a reader would miss, and
+/// the writes the gateway refuses fail at the server too.
+#[tokio::test]
+async fn ordinary_reads_pass_over_a_select_only_upstream_user() {
+    let (db, extra) = fixture().await;
+    db.as_owner(CODE_PATHS).await;
+    let h = Harness::with(Options {
+        policy: policy_with(&db, &extra),
+        database: db.name.clone(),
+        roles: vec![TestRole {
+            name: "writer",
+            user: "idgate_ro",
+            password: None,
+        }],
+        ..Options::default()
+    })
+    .await;
+    let failures = reads_pass(&db, &h).await;
+    assert!(
+        failures.is_empty(),
+        "{} reads refused or failed over a SELECT-only user:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let before = db.state().await;
+    let client = h.driver(&h.analyst(), "writer").await.expect("login");
+    for sql in [
+        "SELECT %a%.w(1)",
+        "INSERT INTO %a%.audit VALUES (1)",
+        "SELECT nextval('%a%.seq')",
+    ] {
+        assert!(client.simple_query(&db.fill(sql)).await.is_err(), "{sql}");
+    }
+    assert_eq!(db.state().await, before);
+}
+
+/// Whether `sql` through `client` is the gateway's refusal (42501).
+async fn refused(client: &tokio_postgres::Client, sql: &str) -> bool {
+    match client.simple_query(sql).await {
+        Err(e) => e.as_db_error().is_some_and(|d| {
+            d.code().code() == "42501" && d.message().starts_with("permission denied for")
+        }),
+        Ok(_) => false,
+    }
+}
+
+/// The catalogue is read again when it changes: a table or function made
+/// after the gateway started is judged as if it had been there before.
+#[tokio::test]
+async fn objects_created_after_the_gateway_started_are_noticed() {
+    let db = Db::create().await;
+    let h = read_only_gateway(&db, false).await;
+    let client = h.driver(&h.analyst(), "writer").await.expect("login");
+    client
+        .simple_query(&db.fill("SET search_path = %f%, %a%"))
+        .await
+        .expect("set path");
+    db.as_owner("create table %a%.late (v text); insert into %a%.late values ('open')")
+        .await;
+    eventually("the allowed schema's new table to be readable", || {
+        let client = &client;
+        async move { client.simple_query("SELECT v FROM late").await.is_ok() }
+    })
+    .await;
+    // The same name, now first on the path in the forbidden schema.
+    db.as_owner("create table %f%.late (v text); insert into %f%.late values ('%secret%')")
+        .await;
+    eventually("the forbidden schema's new table to shadow it", || {
+        let client = &client;
+        async move { refused(client, "SELECT v FROM late").await }
+    })
+    .await;
+    // A built-in name overloaded after start: upper(int) is the user's.
+    assert!(!refused(&client, "SELECT upper('x')").await);
+    db.as_owner(
+        "create function %a%.upper(int) returns text language sql as $$ select 'user code' $$",
+    )
+    .await;
+    eventually("a new overload of a built-in to count as user code", || {
+        let client = &client;
+        async move { refused(client, "SELECT upper(5)").await }
+    })
+    .await;
+    assert!(!refused(&client, "SELECT pg_catalog.upper('x')").await);
+}

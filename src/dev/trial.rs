@@ -14,6 +14,7 @@ use crate::config::{
     PoolConfig, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
 };
 use crate::gateway::Gateway;
+use crate::postgres::pool::{Pools, Variant};
 use crate::secret::Secret;
 
 pub const DEV_AUDIENCE: &str = "idgate";
@@ -69,12 +70,58 @@ pub fn parse_upstream(url: &str) -> anyhow::Result<Upstream> {
     })
 }
 
-pub fn policy_text() -> String {
+/// The upstream user of the trial's `reader` role: it may only read, so
+/// the read-only grant holds at the server as well as in the gateway.
+pub const READER_USER: &str = "idgate_dev_reader";
+
+/// Developers may do anything as `dev`; everyone may read as `reader`.
+pub fn policy_text(target: &str) -> String {
     format!(
-        "// idgate dev: members of {DEV_GROUP} may connect and do anything.\n\
+        "// idgate dev: members of {DEV_GROUP} may connect and do anything as `dev`.\n\
          @id(\"dev-allow-all\")\n\
-         permit(principal in Group::\"{DEV_GROUP}\", action, resource);\n"
+         permit(principal in Group::\"{DEV_GROUP}\", action, resource == Role::\"{target}/dev\");\n\n\
+         // Everyone may read as `reader`, whose upstream user can only read.\n\
+         @id(\"dev-read-only\")\n\
+         permit(principal, action in [Action::\"connect\", Action::\"read\", Action::\"session\", Action::\"transaction\"], \
+         resource == Role::\"{target}/reader\");\n"
     )
+}
+
+/// Create (or refresh) the SELECT-only user of the `reader` role through
+/// the trial's own upstream login. A fresh password each run: a second
+/// trial against the same server takes the role over from the first.
+async fn reader_role(target: &TargetConfig) -> anyhow::Result<RoleConfig> {
+    let tls = crate::tls::upstream_config(target.upstream_tls, None)?;
+    let pools = Pools::new(
+        std::slice::from_ref(target),
+        &std::iter::once((target.name.clone(), tls)).collect(),
+    );
+    let pool = pools
+        .get(&target.name, "dev")
+        .context("the trial's dev role")?;
+    let variant = pool.intern(Variant {
+        read_only: false,
+        params: Vec::new(),
+    });
+    let mut lease = pool.checkout(&variant).await?;
+    let mut secret = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut secret);
+    let password = hex::encode(secret);
+    let sql = format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{READER_USER}') \
+         THEN CREATE ROLE {READER_USER}; END IF; END $$; \
+         ALTER ROLE {READER_USER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT PASSWORD '{password}'; \
+         GRANT pg_read_all_data TO {READER_USER}"
+    );
+    crate::postgres::pool::query_rows(lease.conn(), &sql)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    pool.checkin(lease);
+    Ok(RoleConfig {
+        name: "reader".into(),
+        user: READER_USER.into(),
+        password: Some(Secret::new(password)),
+    })
 }
 
 /// What `idgate dev` was asked for on the command line.
@@ -123,6 +170,17 @@ pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
         options.pool,
     )?;
     config.gateway.threads = options.threads;
+    let target = &mut config.targets[0];
+    let reader = match reader_role(target).await {
+        Ok(role) => {
+            target.roles.push(role);
+            true
+        }
+        Err(e) => {
+            eprintln!("  note: no read-only `reader` role ({e:#}); only `dev` is offered\n");
+            false
+        }
+    };
     let running = if options.audit {
         Gateway::start(config).await?
     } else {
@@ -141,12 +199,19 @@ pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
     };
     println!("files ({files}; kept after exit): {}", dir.display());
     println!("token for {DEV_USER} (valid 1h) is the password; connect with:\n");
-    println!(
-        "PGPASSWORD='{token}' psql \"host={} port={} dbname={} user=dev sslmode=require\"\n",
-        addr.ip(),
-        addr.port(),
-        upstream.database
-    );
+    let psql = |role: &str| {
+        format!(
+            "PGPASSWORD='{token}' psql \"host={} port={} dbname={} user={role} sslmode=require\"",
+            addr.ip(),
+            addr.port(),
+            upstream.database
+        )
+    };
+    println!("{}\n", psql("dev"));
+    if reader {
+        println!("read-only (policy and a SELECT-only upstream user):\n");
+        println!("{}\n", psql("reader"));
+    }
     let stop = running.shutdown_token();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
@@ -172,7 +237,7 @@ pub fn write_config(
     std::fs::write(&cert_file, cert)?;
     std::fs::write(&key_file, key)?;
     let policy_file = dir.join("policy.cedar");
-    std::fs::write(&policy_file, policy_text())?;
+    std::fs::write(&policy_file, policy_text(&upstream.database))?;
     Ok(Config {
         gateway: GatewayConfig {
             postgres_listen: listen,

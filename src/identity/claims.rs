@@ -75,19 +75,17 @@ impl<'a> Claims<'a> {
         }
     }
 
-    /// The token's lifetime within `max` seconds: `exp - iat`, or for a
-    /// token without `iat` what is left of it, `exp - now`, so that no
-    /// accepted token outlives `max` from the moment it is presented.
-    pub fn check_lifetime(&self, max: u64, now: i64) -> Result<Lifetime, TokenError> {
-        let lifetime = match self.iat {
-            Some(iat) => Lifetime::Issued(self.exp.saturating_sub(iat)),
-            None => Lifetime::Remaining(self.exp.saturating_sub(now)),
-        };
-        if u64::try_from(lifetime.seconds()).is_ok_and(|l| l > max) {
-            return Err(match lifetime {
-                Lifetime::Issued(lifetime) => TokenError::Lifetime { lifetime, max },
-                Lifetime::Remaining(_) => TokenError::RemainingLifetime { exp: self.exp, max },
-            });
+    /// The token's lifetime, `exp - iat`, within `max` seconds. `iat` is
+    /// required: without it a token issued before a revocation could not be
+    /// told from one issued after, and a long-lived one would outlast the
+    /// revocation (which is kept only `max_lifetime` plus skew).
+    pub fn check_lifetime(&self, max: u64) -> Result<i64, TokenError> {
+        let iat = self
+            .iat
+            .ok_or_else(|| TokenError::MissingClaim("iat".into()))?;
+        let lifetime = self.exp.saturating_sub(iat);
+        if u64::try_from(lifetime).is_ok_and(|l| l > max) {
+            return Err(TokenError::Lifetime { lifetime, max });
         }
         Ok(lifetime)
     }
@@ -117,23 +115,6 @@ impl<'a> Claims<'a> {
 /// A token is valid while `now < exp + skew` (RFC 7519 §4.1.4). Shared with
 /// the validated-token cache, so a cache hit expires exactly like a fresh
 /// validation would.
-/// A token's lifetime as the `max_lifetime` check measured it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lifetime {
-    /// `exp - iat`.
-    Issued(i64),
-    /// `exp - now`, for a token without `iat`.
-    Remaining(i64),
-}
-
-impl Lifetime {
-    pub fn seconds(self) -> i64 {
-        match self {
-            Lifetime::Issued(s) | Lifetime::Remaining(s) => s,
-        }
-    }
-}
-
 pub(crate) fn check_expiry(exp: i64, skew: i64, now: i64) -> Result<(), TokenError> {
     if now >= exp.saturating_add(skew) {
         return Err(TokenError::Expired(now.saturating_sub(exp)));
@@ -341,41 +322,26 @@ mod tests {
     }
 
     #[test]
-    fn lifetime_is_exp_minus_iat_or_what_is_left_without_iat() {
+    fn lifetime_is_exp_minus_iat_and_iat_is_required() {
         let m = map(json!({"sub":"a","aud":"x","exp":1000,"iat":100}));
         let c = Claims::parse(&m).unwrap();
-        assert_eq!(c.check_lifetime(900, 500).unwrap(), Lifetime::Issued(900));
-        assert_eq!(c.check_lifetime(899, 500).unwrap_err().kind(), "lifetime");
+        assert_eq!(c.check_lifetime(900).unwrap(), 900);
+        assert_eq!(c.check_lifetime(899).unwrap_err().kind(), "lifetime");
         let m = map(json!({"sub":"a","aud":"x","exp":1000}));
         let c = Claims::parse(&m).unwrap();
-        assert_eq!(
-            c.check_lifetime(900, 100).unwrap(),
-            Lifetime::Remaining(900)
-        );
-        let e = c.check_lifetime(900, 99).unwrap_err();
-        assert_eq!(
-            e,
-            TokenError::RemainingLifetime {
-                exp: 1000,
-                max: 900
-            }
-        );
-        assert_eq!(e.kind(), "lifetime");
+        let e = c.check_lifetime(900).unwrap_err();
+        assert_eq!(e, TokenError::MissingClaim("iat".into()));
+        assert_eq!(e.kind(), "claim_missing");
     }
 
     #[test]
     fn a_token_valid_until_the_year_3000_exceeds_any_sane_cap() {
-        // 3000-01-01, with and without iat.
         let exp = 32_503_680_000_i64;
-        for m in [
-            map(json!({"sub":"a","aud":"x","exp":exp,"iat":1_700_000_000})),
-            map(json!({"sub":"a","aud":"x","exp":exp})),
-        ] {
-            let c = Claims::parse(&m).unwrap();
-            let e = c.check_lifetime(86_400, 1_700_000_000).unwrap_err();
-            assert_eq!(e.kind(), "lifetime", "{e}");
-            assert!(e.to_string().contains("max_lifetime 86400 s"), "{e}");
-        }
+        let m = map(json!({"sub":"a","aud":"x","exp":exp,"iat":1_700_000_000}));
+        let c = Claims::parse(&m).unwrap();
+        let e = c.check_lifetime(86_400).unwrap_err();
+        assert_eq!(e.kind(), "lifetime", "{e}");
+        assert!(e.to_string().contains("max_lifetime 86400 s"), "{e}");
     }
 
     fn config(groups_claim: &str) -> IssuerConfig {

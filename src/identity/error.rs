@@ -110,11 +110,6 @@ pub enum TokenError {
     #[error("token lifetime {lifetime} s (exp - iat) exceeds max_lifetime {max} s")]
     Lifetime { lifetime: i64, max: u64 },
 
-    /// Names `exp` rather than the seconds left, so that the message does
-    /// not change from one second to the next.
-    #[error("token without iat expires {}, more than max_lifetime {max} s from now", super::checks::utc(*.exp))]
-    RemainingLifetime { exp: i64, max: u64 },
-
     #[error("required claim `{0}` is missing")]
     MissingClaim(String),
 
@@ -161,7 +156,7 @@ impl TokenError {
             TokenError::Expired(_) => "expired",
             TokenError::NotYetValid(_) => "not_yet_valid",
             TokenError::IssuedInFuture(_) => "issued_in_future",
-            TokenError::Lifetime { .. } | TokenError::RemainingLifetime { .. } => "lifetime",
+            TokenError::Lifetime { .. } => "lifetime",
             TokenError::MissingClaim(_) => "claim_missing",
             TokenError::EmptySubject => "sub_empty",
             TokenError::ClaimType { .. } => "claim_type",

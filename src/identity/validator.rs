@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::Identity;
 use super::checks::{Check, Recorder, human_delta, utc};
-use super::claims::{self, Claims, Lifetime};
+use super::claims::{self, Claims};
 use super::discovery::IssuerHttp;
 use super::error::{TokenError, shown};
 use super::jose::{self, MAX_TOKEN_BYTES, TokenKind};
@@ -275,11 +275,8 @@ impl TokenValidator {
         // Always checked: revocations are kept only as long as a token
         // within this cap can live (`Config::revocation_horizon`).
         let max = config.max_lifetime.as_secs();
-        rec.check(Check::Lifetime, c.check_lifetime(max, now), |l| match l {
-            Lifetime::Issued(l) => format!("exp - iat = {l} s, at most {max} s"),
-            Lifetime::Remaining(l) => {
-                format!("no iat: exp - now = {l} s, at most {max} s")
-            }
+        rec.check(Check::Lifetime, c.check_lifetime(max), |l| {
+            format!("exp - iat = {l} s, at most {max} s")
         })?;
         rec.check(Check::Audience, c.check_audience(&config.audiences), |()| {
             format!(

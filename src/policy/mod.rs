@@ -30,7 +30,8 @@ use std::str::FromStr;
 
 use cedar_policy::ffi::DetailedError;
 use cedar_policy::{
-    Authorizer, Decision as CedarDecision, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Decision as CedarDecision, Effect, EntityUid, PolicyId,
+    PolicySet, ResourceConstraint, Schema, ValidationMode, Validator,
 };
 
 use time::{OffsetDateTime, UtcOffset};
@@ -412,6 +413,36 @@ impl PolicyEngine {
             1 => RoleChoice::OnlyPermitted(permitted.remove(0)),
             _ => RoleChoice::Ambiguous(permitted),
         }
+    }
+
+    /// Whether no policy could ever permit `write` on `target`/`role`,
+    /// for anyone: judged from the policies' scopes alone (a permit whose
+    /// action scope may include `write` and whose resource scope may
+    /// include the role counts, whatever its `when`), so a role it names
+    /// is read-only for certain. `check-config` and `serve` use it to
+    /// point out read-only roles whose upstream user can write.
+    pub fn never_permits_write(&self, target: &str, role: &str) -> bool {
+        let (Ok(write), Ok(role_uid), Ok(target_uid)) = (
+            entities::uid("Action", Action::Write.as_str()),
+            entities::uid("Role", &format!("{target}/{role}")),
+            entities::uid("Target", target),
+        ) else {
+            return false;
+        };
+        let covers_role = |uid: &EntityUid| *uid == role_uid || *uid == target_uid;
+        !self.policies.policies().any(|p| {
+            let action = match p.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => a == write,
+                ActionConstraint::In(actions) => actions.contains(&write),
+            };
+            let resource = match p.resource_constraint() {
+                ResourceConstraint::Any | ResourceConstraint::Is(_) => true,
+                ResourceConstraint::Eq(uid) => uid == role_uid,
+                ResourceConstraint::In(uid) | ResourceConstraint::IsIn(_, uid) => covers_role(&uid),
+            };
+            p.effect() == Effect::Permit && action && resource
+        })
     }
 
     /// Whether this caller could be permitted `write` on the role at all,

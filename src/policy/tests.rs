@@ -322,3 +322,19 @@ fn role_choice_follows_the_gateway_rules() {
     assert_eq!(choose(&identity("eve", &[]), ""), RoleChoice::NonePermitted);
     assert_eq!(choose(&analyst, "ann").role(), Some("reader"));
 }
+
+#[test]
+fn never_permits_write_reads_the_scopes_of_permits_only() {
+    let e = engine(
+        r#"@id("readers") permit(principal, action in [Action::"connect", Action::"read"], resource == Role::"orders/reader");
+           @id("writers") permit(principal in Group::"dev", action, resource == Role::"orders/rw") when { context.hour_utc < 18 };
+           @id("billing") permit(principal, action == Action::"write", resource in Target::"billing");
+           @id("no-write") forbid(principal, action == Action::"write", resource == Role::"orders/reader");"#,
+    );
+    assert!(e.never_permits_write("orders", "reader"));
+    // A condition may be false for some callers, but not for all.
+    assert!(!e.never_permits_write("orders", "rw"));
+    assert!(!e.never_permits_write("billing", "any"));
+    let open = engine(r#"permit(principal, action, resource);"#);
+    assert!(!open.never_permits_write("orders", "reader"));
+}

@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod catalogue;
 pub mod codec;
 mod enforce;
+pub mod grants;
 pub mod pool;
 mod relay;
 pub mod scram;

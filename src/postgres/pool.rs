@@ -417,6 +417,11 @@ impl Pool {
     pub fn target_name(&self) -> &str {
         &self.target.name
     }
+
+    /// The upstream user this pool logs in as.
+    pub fn user(&self) -> &str {
+        &self.role.user
+    }
 }
 
 /// Every pool of the gateway, by (target, role); built once at start.
