@@ -762,3 +762,94 @@ async fn objects_created_after_the_gateway_started_are_noticed() {
     .await;
     assert!(!refused(&client, "SELECT pg_catalog.upper('x')").await);
 }
+
+/// Defence in depth (#21): every transaction of a session without `write`
+/// starts read-only at the server, whatever way it starts, and nothing the
+/// client may send makes it read-write (after its first query PostgreSQL
+/// itself refuses to).
+#[tokio::test]
+async fn every_transaction_starts_read_only_and_stays_so() {
+    let db = Db::create().await;
+    for pooled in [false, true] {
+        let h = read_only_gateway(&db, pooled).await;
+        let client = h.driver(&h.analyst(), "writer").await.expect("login");
+        for (start, end) in [
+            ("", ""),
+            ("BEGIN", "COMMIT"),
+            ("BEGIN ISOLATION LEVEL SERIALIZABLE", "ROLLBACK"),
+            ("START TRANSACTION", "COMMIT"),
+            ("BEGIN DEFERRABLE", "COMMIT"),
+        ] {
+            if !start.is_empty() {
+                client.simple_query(start).await.expect(start);
+            }
+            let rows = client
+                .simple_query("SHOW transaction_read_only")
+                .await
+                .expect("show");
+            let value = rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            });
+            assert_eq!(
+                value.as_deref(),
+                Some("on"),
+                "after `{start}` (pooled {pooled})"
+            );
+            if !end.is_empty() {
+                client.simple_query(end).await.expect(end);
+            }
+        }
+        let variants = vec![
+            v(
+                "BEGIN; SET TRANSACTION READ WRITE",
+                vec![
+                    q(Any, "BEGIN"),
+                    q(Refused, "SET TRANSACTION READ WRITE"),
+                    q(Any, "ROLLBACK"),
+                ],
+            ),
+            v("BEGIN READ WRITE", vec![q(Refused, "BEGIN READ WRITE")]),
+            v(
+                "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+                vec![q(
+                    Refused,
+                    "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+                )],
+            ),
+            v(
+                "SET LOCAL transaction_read_only",
+                vec![
+                    q(Any, "BEGIN"),
+                    q(Refused, "SET LOCAL transaction_read_only = off"),
+                    q(Any, "ROLLBACK"),
+                ],
+            ),
+            v(
+                "set_config('transaction_read_only', …, true)",
+                vec![
+                    q(Any, "BEGIN"),
+                    q(
+                        Refused,
+                        "SELECT set_config('transaction_read_only', 'off', true)",
+                    ),
+                    q(Any, "ROLLBACK"),
+                ],
+            ),
+            v(
+                "SET SESSION CHARACTERISTICS … READ WRITE",
+                vec![q(
+                    Refused,
+                    "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+                )],
+            ),
+            v(
+                "SET default_transaction_read_only",
+                vec![q(Refused, "SET default_transaction_read_only = off")],
+            ),
+            v("RESET ALL", vec![q(Refused, "RESET ALL")]),
+            v("DISCARD ALL", vec![q(Refused, "DISCARD ALL")]),
+        ];
+        check_all(&h, &db, pooled, "read-only transactions", &variants).await;
+    }
+}
