@@ -12,6 +12,7 @@
 
 pub mod builtins;
 mod catalogue;
+mod code;
 mod functions;
 mod key;
 mod names;
