@@ -68,6 +68,7 @@
 
 mod chain;
 mod event;
+mod file;
 mod redact;
 mod render;
 mod seal;
