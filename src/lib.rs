@@ -9,6 +9,7 @@ pub mod dev;
 pub mod gateway;
 pub mod identity;
 pub mod metrics;
+pub mod mysql;
 pub mod policy;
 pub mod postgres;
 pub mod secret;
