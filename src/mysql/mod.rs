@@ -1,6 +1,7 @@
-//! The MySQL/MariaDB front end (SPEC §5): the wire codec and the upstream
-//! auth plugins so far; sessions, the relay and upstream logins follow on
-//! the shared core.
+//! The MySQL/MariaDB front end (SPEC §5): so far the wire codec, the
+//! upstream auth plugins and the upstream login; sessions and the relay
+//! follow on the shared core.
 
 pub mod auth;
 pub mod codec;
+pub mod upstream;
