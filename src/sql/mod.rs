@@ -3,6 +3,10 @@
 //! with PostgreSQL's own parser (pg_query); anything it cannot parse is
 //! `Action::Unknown`, which policies deny unless they permit `unknown`.
 //!
+//! MySQL/MariaDB statements are parsed with sqlparser's MySQL dialect
+//! (`mysql`), after `mysql_lex` has opened the executable comments the
+//! server would run, into the same actions and kinds.
+//!
 //! `postgres` classifies; `walk` finds what is inside a statement;
 //! `builtins` is the shipped list of PostgreSQL's built-in functions and
 //! operators and which are free of side effects; `functions` names the
@@ -15,6 +19,8 @@ mod catalogue;
 mod code;
 mod functions;
 mod key;
+mod mysql;
+mod mysql_lex;
 mod names;
 mod postgres;
 mod settings;
@@ -22,6 +28,7 @@ mod walk;
 
 pub use catalogue::{Catalogue, UserCode, UserObject};
 pub use key::classification_key;
+pub use mysql::{charset_is_safe, classify_mysql};
 pub use names::parse_identifier_list;
 pub use postgres::{MAX_SQL_BYTES, classify_postgres};
 pub use settings::{client_encoding_is_safe, standard_conforming_strings_is_safe};

@@ -1,0 +1,785 @@
+//! MySQL/MariaDB statements into the same actions and kinds as PostgreSQL's
+//! (SPEC §5), parsed with sqlparser's MySQL dialect after `mysql_lex` has
+//! opened the executable comments the server would run. Deny by default:
+//! a statement sqlparser cannot read, or one this file does not know, is
+//! `unknown`; a function that is not a known side-effect-free built-in
+//! makes a statement need `write`; a setting not known to be harmless is
+//! `admin`.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    self, ContextModifier, Expr, ObjectName, ObjectNamePart, Set, TransactionAccessMode,
+    TransactionMode, visit_expressions, visit_relations,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+use super::mysql_lex;
+use super::{Classified, Statement, stronger};
+use crate::policy::Action;
+
+/// Longer input is refused unparsed, as for PostgreSQL.
+pub const MAX_SQL_BYTES: usize = 1024 * 1024;
+
+/// Classifies every statement `sql` may run in `database` (the session's
+/// current database, which unqualified table names belong to). A `USE`
+/// statement's kind is `use`: the front end must re-check the target.
+pub fn classify_mysql(sql: &str, database: &str) -> Classified {
+    let statements = if sql.len() > MAX_SQL_BYTES {
+        vec![unparsed(format!(
+            "statement text of {} bytes exceeds the {MAX_SQL_BYTES}-byte limit",
+            sql.len()
+        ))]
+    } else {
+        match mysql_lex::readings(sql) {
+            Ok(readings) => readings
+                .iter()
+                .flat_map(|text| match Parser::parse_sql(&MySqlDialect {}, text) {
+                    Ok(parsed) => parsed.iter().map(|s| classify(s, database)).collect(),
+                    Err(e) => vec![unparsed(e.to_string())],
+                })
+                .collect(),
+            Err(e) => vec![unparsed(e.to_string())],
+        }
+    };
+    Classified {
+        statements,
+        // No verdict here reads the value of a number.
+        numbers_matter: false,
+    }
+}
+
+fn unparsed(message: String) -> Statement {
+    let mut s = statement(Action::Unknown, "unparsed");
+    s.reason = Some(message);
+    s
+}
+
+fn statement(action: Action, kind: &str) -> Statement {
+    Statement::new(action, kind)
+}
+
+fn classify(node: &ast::Statement, database: &str) -> Statement {
+    let mut s = base(node);
+    let mut tables = BTreeSet::new();
+    let mut unqualifiable = false;
+    let _ = visit_relations(node, |name| {
+        match qualify(name, database) {
+            Some(t) => {
+                tables.insert(t);
+            }
+            None => unqualifiable = true,
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if unqualifiable {
+        s.raise(
+            Action::Unknown,
+            "a table name the gateway cannot read".into(),
+        );
+    }
+    s.schemas = tables
+        .iter()
+        .filter_map(|t: &String| t.split_once('.').map(|(db, _)| db.to_owned()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    s.tables = tables.into_iter().collect();
+    let _ = visit_expressions(node, |e| {
+        if let Expr::Function(f) = e {
+            judge_function(&mut s, &f.name);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    s
+}
+
+/// `db.table` for a table name in `database`; `None` for a shape the
+/// server would read otherwise.
+fn qualify(name: &ObjectName, database: &str) -> Option<String> {
+    let parts: Vec<&str> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(i.value.as_str()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [table] => Some(format!("{database}.{table}")),
+        [db, table] => Some(format!("{db}.{table}")),
+        _ => None,
+    }
+}
+
+/// The action a statement needs before what is inside it is looked at.
+fn base(node: &ast::Statement) -> Statement {
+    use ast::Statement as S;
+    match node {
+        S::Query(q) => {
+            let mut s = statement(Action::Read, "select");
+            if !q.locks.is_empty() {
+                s.raise(Action::Write, "FOR UPDATE/SHARE takes row locks".into());
+            }
+            if let ast::SetExpr::Select(select) = q.body.as_ref()
+                && let Some(into) = &select.into
+                && !into.name.to_string().starts_with('@')
+            {
+                s.raise(
+                    Action::Unknown,
+                    "SELECT … INTO other than a variable".into(),
+                );
+            }
+            s
+        }
+        S::Insert(_) => statement(Action::Write, "insert"),
+        S::Update { .. } => statement(Action::Write, "update"),
+        S::Delete(_) => statement(Action::Write, "delete"),
+        S::Merge { .. } => statement(Action::Write, "merge"),
+        S::Truncate { .. } => statement(Action::Write, "truncate"),
+        S::LockTables { .. } => {
+            let mut s = statement(Action::Write, "lock_tables");
+            s.reason = Some("LOCK TABLES holds locks beyond the statement".into());
+            s
+        }
+        S::UnlockTables => statement(Action::Session, "unlock_tables"),
+        S::Call(_) => {
+            let mut s = statement(Action::Write, "call");
+            s.runs_user_code = true;
+            s.reason = Some("CALL runs a stored procedure".into());
+            s
+        }
+        S::CreateTable(_) => statement(Action::Ddl, "create_table"),
+        S::CreateView { .. } => statement(Action::Ddl, "create_view"),
+        S::CreateIndex(_) => statement(Action::Ddl, "create_index"),
+        S::CreateDatabase { .. } | S::CreateSchema { .. } => {
+            statement(Action::Ddl, "create_database")
+        }
+        S::CreateFunction(_) | S::CreateProcedure { .. } | S::CreateTrigger { .. } => {
+            statement(Action::Ddl, "create_routine")
+        }
+        S::AlterTable { .. } => statement(Action::Ddl, "alter_table"),
+        S::AlterView { .. } => statement(Action::Ddl, "alter_view"),
+        S::AlterIndex { .. } => statement(Action::Ddl, "alter_index"),
+        S::RenameTable(_) => statement(Action::Ddl, "rename_table"),
+        S::Drop { .. } | S::DropFunction { .. } | S::DropProcedure { .. } => {
+            statement(Action::Ddl, "drop")
+        }
+        S::Grant { .. } | S::Revoke { .. } => statement(Action::Admin, "grant"),
+        S::CreateUser(_) | S::CreateRole { .. } => statement(Action::Admin, "create_user"),
+        S::Flush { .. } => statement(Action::Admin, "flush"),
+        S::Kill { .. } => statement(Action::Admin, "kill"),
+        S::Analyze { .. } | S::OptimizeTable { .. } => statement(Action::Admin, "maintenance"),
+        S::Install { .. } | S::Load { .. } | S::LoadData { .. } => statement(Action::Admin, "load"),
+        S::StartTransaction { modes, .. } => {
+            if read_write(modes) {
+                let mut s = statement(Action::Admin, "begin_read_write");
+                s.reason =
+                    Some("READ WRITE overrides the read-only mode the gateway enforces".into());
+                s
+            } else {
+                statement(Action::Transaction, "begin")
+            }
+        }
+        S::Commit { .. } => statement(Action::Transaction, "commit"),
+        S::Rollback { .. } => statement(Action::Transaction, "rollback"),
+        S::Savepoint { .. } => statement(Action::Transaction, "savepoint"),
+        S::ReleaseSavepoint { .. } => statement(Action::Transaction, "release_savepoint"),
+        S::ShowVariable { .. }
+        | S::ShowVariables { .. }
+        | S::ShowStatus { .. }
+        | S::ShowCreate { .. }
+        | S::ShowColumns { .. }
+        | S::ShowDatabases { .. }
+        | S::ShowSchemas { .. }
+        | S::ShowTables { .. }
+        | S::ShowViews { .. }
+        | S::ShowCollation { .. }
+        | S::ShowCharset(_)
+        | S::ShowFunctions { .. }
+        | S::ExplainTable { .. } => statement(Action::Read, "show"),
+        S::Explain {
+            analyze,
+            statement: inner,
+            ..
+        } => {
+            // EXPLAIN ANALYZE (and MariaDB's ANALYZE <statement>) runs it.
+            if *analyze {
+                let mut s = base(inner);
+                s.kind = "explain_analyze".into();
+                s
+            } else {
+                statement(Action::Read, "explain")
+            }
+        }
+        S::Use(_) => statement(Action::Session, "use"),
+        S::Set(set) => set_statement(set),
+        S::Deallocate { .. } => statement(Action::Session, "deallocate"),
+        _ => {
+            let mut s = statement(Action::Unknown, "other");
+            s.reason = Some("a statement the gateway does not classify".into());
+            s
+        }
+    }
+}
+
+fn read_write(modes: &[TransactionMode]) -> bool {
+    modes.iter().any(|m| {
+        matches!(
+            m,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite)
+        )
+    })
+}
+
+fn set_statement(set: &Set) -> Statement {
+    match set {
+        Set::SingleAssignment {
+            scope, variable, ..
+        } => assignment(*scope, variable),
+        Set::MultipleAssignments { assignments } => assignments
+            .iter()
+            .map(|a| assignment(a.scope, &a.name))
+            .reduce(|a, b| if stronger(b.action, a.action) { b } else { a })
+            .unwrap_or_else(|| statement(Action::Unknown, "set")),
+        Set::SetNames { charset_name, .. } => {
+            if charset_is_safe(&charset_name.value) {
+                statement(Action::Session, "set_names")
+            } else {
+                let mut s = statement(Action::Admin, "set_names");
+                s.reason = Some(format!(
+                    "character set {} can hide a quote inside a multi-byte character",
+                    charset_name.value
+                ));
+                s
+            }
+        }
+        Set::SetNamesDefault {} | Set::SetTimeZone { .. } => statement(Action::Session, "set"),
+        Set::SetTransaction { modes, .. } => {
+            if read_write(modes) {
+                let mut s = statement(Action::Admin, "set_transaction_read_write");
+                s.reason =
+                    Some("READ WRITE overrides the read-only mode the gateway enforces".into());
+                s
+            } else {
+                statement(Action::Transaction, "set_transaction")
+            }
+        }
+        _ => statement(Action::Admin, "set"),
+    }
+}
+
+/// One `SET name = value`: a user variable is the session's own; a system
+/// variable only when it is on the harmless list and not global.
+fn assignment(scope: Option<ContextModifier>, name: &ObjectName) -> Statement {
+    let parts: Vec<String> = name.0.iter().map(|p| p.to_string()).collect();
+    let first = parts.first().map(String::as_str).unwrap_or_default();
+    if first.starts_with('@') && !first.starts_with("@@") {
+        return statement(Action::Session, "set_user_variable");
+    }
+    let global =
+        matches!(scope, Some(ContextModifier::Global)) || first.eq_ignore_ascii_case("@@global");
+    let variable = parts
+        .last()
+        .map(|v| v.trim_start_matches('@').to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut s = statement(Action::Admin, "set");
+    if global {
+        s.reason = Some(format!(
+            "SET GLOBAL {variable} changes the server for everyone"
+        ));
+    } else if variable == "autocommit" {
+        s = statement(Action::Transaction, "set");
+    } else if HARMLESS_VARIABLES.contains(&variable.as_str()) {
+        s = statement(Action::Session, "set");
+    } else {
+        s.reason = Some(format!(
+            "{variable} is not a setting a session may change through the gateway"
+        ));
+    }
+    s
+}
+
+/// Session variables that change neither what a statement may reach nor
+/// how the gateway must read the next one.
+const HARMLESS_VARIABLES: &[&str] = &[
+    "big_tables",
+    "character_set_results",
+    "collation_connection",
+    "default_week_format",
+    "div_precision_increment",
+    "group_concat_max_len",
+    "interactive_timeout",
+    "lc_time_names",
+    "max_execution_time",
+    "max_statement_time",
+    "net_read_timeout",
+    "net_write_timeout",
+    "optimizer_search_depth",
+    "profiling",
+    "sql_select_limit",
+    "sql_safe_updates",
+    "time_zone",
+    "transaction_isolation",
+    "tx_isolation",
+    "wait_timeout",
+];
+
+/// Client character sets in which every byte of a multi-byte character is
+/// non-ASCII, so the gateway finds quotes and backslashes where the server
+/// does (the "GBK trick" needs one of the others).
+pub fn charset_is_safe(name: &str) -> bool {
+    let name = name.trim_matches(['\'', '"', '`']).to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "utf8"
+            | "utf8mb3"
+            | "utf8mb4"
+            | "latin1"
+            | "ascii"
+            | "binary"
+            | "latin2"
+            | "cp1250"
+            | "cp1251"
+            | "cp1252"
+            | "cp1256"
+            | "cp1257"
+            | "utf8mb4_general_ci"
+    )
+}
+
+fn judge_function(s: &mut Statement, name: &ObjectName) {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.to_string().to_ascii_lowercase())
+        .collect();
+    let safe = match parts.as_slice() {
+        [f] => SAFE_FUNCTIONS.binary_search(&f.as_str()).is_ok(),
+        // `db.f` is always a stored function.
+        _ => false,
+    };
+    if !safe && !s.runs_user_code {
+        s.runs_user_code = true;
+        let reason = format!(
+            "{} is not a built-in function known to be free of side effects",
+            parts.join(".")
+        );
+        if s.action == Action::Write {
+            s.reason.get_or_insert(reason);
+        } else {
+            s.raise(Action::Write, reason);
+        }
+    }
+}
+
+/// Built-in functions of MySQL 8 and MariaDB 10.11 that neither write, nor
+/// lock, nor read files, nor wait on replication, nor burn CPU on purpose.
+/// Sorted (binary search).
+const SAFE_FUNCTIONS: &[&str] = &[
+    "abs",
+    "acos",
+    "adddate",
+    "addtime",
+    "aes_decrypt",
+    "aes_encrypt",
+    "any_value",
+    "ascii",
+    "asin",
+    "atan",
+    "atan2",
+    "avg",
+    "bin",
+    "bin_to_uuid",
+    "bit_and",
+    "bit_count",
+    "bit_length",
+    "bit_or",
+    "bit_xor",
+    "cast",
+    "ceil",
+    "ceiling",
+    "char",
+    "char_length",
+    "character_length",
+    "charset",
+    "coalesce",
+    "coercibility",
+    "collation",
+    "compress",
+    "concat",
+    "concat_ws",
+    "connection_id",
+    "conv",
+    "convert",
+    "convert_tz",
+    "cos",
+    "cot",
+    "count",
+    "crc32",
+    "cume_dist",
+    "curdate",
+    "current_date",
+    "current_role",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "curtime",
+    "database",
+    "date",
+    "date_add",
+    "date_format",
+    "date_sub",
+    "datediff",
+    "day",
+    "dayname",
+    "dayofmonth",
+    "dayofweek",
+    "dayofyear",
+    "degrees",
+    "dense_rank",
+    "elt",
+    "exp",
+    "export_set",
+    "extract",
+    "field",
+    "find_in_set",
+    "first_value",
+    "floor",
+    "format",
+    "found_rows",
+    "from_base64",
+    "from_days",
+    "from_unixtime",
+    "get_format",
+    "greatest",
+    "group_concat",
+    "hex",
+    "hour",
+    "if",
+    "ifnull",
+    "inet6_aton",
+    "inet6_ntoa",
+    "inet_aton",
+    "inet_ntoa",
+    "insert",
+    "instr",
+    "interval",
+    "is_free_lock",
+    "is_ipv4",
+    "is_ipv6",
+    "is_used_lock",
+    "isnull",
+    "json_array",
+    "json_array_append",
+    "json_array_insert",
+    "json_arrayagg",
+    "json_contains",
+    "json_contains_path",
+    "json_depth",
+    "json_extract",
+    "json_insert",
+    "json_keys",
+    "json_length",
+    "json_merge",
+    "json_merge_patch",
+    "json_merge_preserve",
+    "json_object",
+    "json_objectagg",
+    "json_overlaps",
+    "json_pretty",
+    "json_quote",
+    "json_remove",
+    "json_replace",
+    "json_search",
+    "json_set",
+    "json_type",
+    "json_unquote",
+    "json_valid",
+    "json_value",
+    "lag",
+    "last_day",
+    "last_insert_id",
+    "last_value",
+    "lastval",
+    "lcase",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "ln",
+    "localtime",
+    "localtimestamp",
+    "locate",
+    "log",
+    "log10",
+    "log2",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_set",
+    "makedate",
+    "maketime",
+    "max",
+    "md5",
+    "microsecond",
+    "mid",
+    "min",
+    "minute",
+    "mod",
+    "month",
+    "monthname",
+    "natural_sort_key",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "oct",
+    "octet_length",
+    "ord",
+    "percent_rank",
+    "period_add",
+    "period_diff",
+    "pi",
+    "position",
+    "pow",
+    "power",
+    "quarter",
+    "quote",
+    "radians",
+    "rand",
+    "random_bytes",
+    "rank",
+    "regexp_instr",
+    "regexp_like",
+    "regexp_replace",
+    "regexp_substr",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_count",
+    "row_number",
+    "rpad",
+    "rtrim",
+    "schema",
+    "sec_to_time",
+    "second",
+    "session_user",
+    "sformat",
+    "sha",
+    "sha1",
+    "sha2",
+    "sign",
+    "sin",
+    "soundex",
+    "space",
+    "sqrt",
+    "std",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "str_to_date",
+    "strcmp",
+    "subdate",
+    "substr",
+    "substring",
+    "substring_index",
+    "subtime",
+    "sum",
+    "sysdate",
+    "system_user",
+    "tan",
+    "time",
+    "time_format",
+    "time_to_sec",
+    "timediff",
+    "timestamp",
+    "timestampadd",
+    "timestampdiff",
+    "to_base64",
+    "to_days",
+    "to_seconds",
+    "trim",
+    "truncate",
+    "ucase",
+    "uncompress",
+    "uncompressed_length",
+    "unhex",
+    "unix_timestamp",
+    "upper",
+    "user",
+    "utc_date",
+    "utc_time",
+    "utc_timestamp",
+    "uuid",
+    "uuid_short",
+    "uuid_to_bin",
+    "var_pop",
+    "var_samp",
+    "variance",
+    "version",
+    "week",
+    "weekday",
+    "weekofyear",
+    "weight_string",
+    "year",
+    "yearweek",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actions(sql: &str) -> Vec<(Action, String)> {
+        classify_mysql(sql, "shop")
+            .statements
+            .into_iter()
+            .map(|s| (s.action, s.kind))
+            .collect()
+    }
+
+    fn action(sql: &str) -> Action {
+        classify_mysql(sql, "shop")
+            .statements
+            .iter()
+            .map(|s| s.action)
+            .reduce(|a, b| if stronger(b, a) { b } else { a })
+            .expect("a statement")
+    }
+
+    #[test]
+    fn the_function_list_is_sorted() {
+        assert!(SAFE_FUNCTIONS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn reads_stay_reads() {
+        for sql in [
+            "SELECT * FROM orders WHERE id = 1",
+            "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id",
+            "SELECT count(*), max(total) FROM shop.orders GROUP BY status",
+            "SELECT upper(name), date_format(now(), '%Y') FROM customers",
+            "SELECT json_extract(doc, '$.a') FROM docs",
+            "WITH t AS (SELECT 1 AS x) SELECT x FROM t",
+            "SELECT id, row_number() OVER (ORDER BY id) FROM orders",
+            "SHOW TABLES",
+            "SHOW VARIABLES LIKE 'version'",
+            "SHOW CREATE TABLE orders",
+            "DESCRIBE orders",
+            "EXPLAIN SELECT * FROM orders",
+            "SELECT @@transaction_read_only",
+            "SELECT 1 INTO @v",
+            // With backslash escapes on (the only mode the gateway allows)
+            // this is one string, for the server as for the gateway.
+            "SELECT 'a\\'; DELETE FROM orders; -- '",
+        ] {
+            assert_eq!(action(sql), Action::Read, "{sql}");
+        }
+    }
+
+    #[test]
+    fn tables_are_qualified_with_the_current_database() {
+        let c = classify_mysql("SELECT * FROM orders JOIN other.t USING (id)", "shop");
+        assert_eq!(c.statements[0].tables, ["other.t", "shop.orders"]);
+        assert_eq!(c.statements[0].schemas, ["other", "shop"]);
+    }
+
+    #[test]
+    fn read_only_tricks_are_not_reads() {
+        for sql in [
+            "INSERT INTO orders VALUES (1)",
+            "UPDATE orders SET total = 0",
+            "DELETE FROM orders",
+            "REPLACE INTO orders VALUES (1)",
+            "SET SESSION TRANSACTION READ WRITE",
+            "SET TRANSACTION READ WRITE",
+            "START TRANSACTION READ WRITE",
+            "SET @@transaction_read_only = 0",
+            "SET @@session.transaction_read_only = 0",
+            "SET SESSION transaction_read_only = OFF",
+            "SET GLOBAL read_only = 0",
+            "SET @@global.max_connections = 1",
+            "SET sql_mode = 'NO_BACKSLASH_ESCAPES'",
+            "SET sql_mode = 'ANSI_QUOTES'",
+            "SET NAMES gbk",
+            "SET NAMES sjis",
+            "SET character_set_client = big5",
+            "SELECT * FROM orders INTO OUTFILE '/tmp/x'",
+            "SELECT 'x' INTO DUMPFILE '/tmp/x'",
+            "SELECT LOAD_FILE('/etc/passwd')",
+            "LOAD DATA INFILE '/tmp/x' INTO TABLE orders",
+            "LOAD DATA LOCAL INFILE '/tmp/x' INTO TABLE orders",
+            "HANDLER orders OPEN",
+            "CALL refund(1)",
+            "DO GET_LOCK('a', 10)",
+            "SELECT GET_LOCK('a', 10)",
+            "SELECT RELEASE_ALL_LOCKS()",
+            "SET GLOBAL general_log = 1",
+            "PREPARE s FROM @q",
+            "PREPARE s FROM 'DELETE FROM orders'",
+            "EXECUTE s",
+            "LOCK TABLES orders WRITE",
+            "LOCK TABLES orders READ",
+            "SELECT shop.my_func(1)",
+            "SELECT my_func(1)",
+            "SELECT NEXTVAL(seq)",
+            "SELECT * FROM orders FOR UPDATE",
+            "SELECT * FROM orders LOCK IN SHARE MODE",
+            "SELECT BENCHMARK(1000000000, md5('x'))",
+            "SELECT 1 /*! ; DELETE FROM orders */",
+            "SELECT 1 /*!50000 ; DELETE FROM orders */",
+            "SELECT 1 /*M! ; DELETE FROM orders */",
+            "SELECT 1 /*M!100500 ; DELETE FROM orders */",
+            "SELECT 1 /*!50000 '*/ ; DELETE FROM orders; -- ' */",
+            "SELECT 1--1; DELETE FROM orders",
+            "SELECT 1 # x\n; DELETE FROM orders",
+            "SET STATEMENT max_statement_time=1 FOR DELETE FROM orders",
+            "GRANT ALL ON *.* TO x",
+            "CREATE TABLE t (id int)",
+            "DROP TABLE orders",
+            "TRUNCATE orders",
+            "KILL 5",
+            "FLUSH PRIVILEGES",
+            "INSTALL SONAME 'x'",
+        ] {
+            let a = action(sql);
+            assert!(
+                stronger(a, Action::Read),
+                "{sql} was judged {a:?}: {:?}",
+                actions(sql)
+            );
+        }
+    }
+
+    #[test]
+    fn harmless_session_changes_are_session() {
+        for sql in [
+            "SET @x = 1",
+            "SET NAMES utf8mb4",
+            "SET time_zone = '+00:00'",
+            "SET SESSION sql_select_limit = 10",
+            "SET @@session.group_concat_max_len = 10000",
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "USE shop",
+        ] {
+            assert!(
+                matches!(action(sql), Action::Session | Action::Transaction),
+                "{sql}: {:?}",
+                actions(sql)
+            );
+        }
+        assert_eq!(action("SET autocommit = 0"), Action::Transaction);
+        assert_eq!(action("START TRANSACTION READ ONLY"), Action::Transaction);
+    }
+
+    #[test]
+    fn a_version_comment_is_judged_both_ways() {
+        let c = classify_mysql("SELECT 1 /*!99999 , secret FROM keys */", "shop");
+        assert_eq!(c.statements.len(), 2);
+        assert!(c.statements.iter().any(|s| s.tables == ["shop.keys"]));
+    }
+}
