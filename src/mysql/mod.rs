@@ -4,4 +4,5 @@
 
 pub mod auth;
 pub mod codec;
+pub mod handshake;
 pub mod upstream;
