@@ -5,4 +5,5 @@
 pub mod auth;
 pub mod codec;
 pub mod handshake;
+pub mod response;
 pub mod upstream;
