@@ -275,7 +275,7 @@ mod tests {
         let slot = Slot::new(dir.path(), "https://issuer", "client");
         slot.write(&tokens("a1")).unwrap();
         std::fs::set_permissions(slot.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = slot.read().err().expect("refused");
+        let e = slot.read().expect_err("refused");
         assert_eq!(e.kind(), "cache_insecure");
         assert!(e.to_string().contains("mode 0644"), "{e}");
         assert!(e.hint().contains("chmod 600"), "{}", e.hint());
