@@ -143,18 +143,15 @@ async fn browser_login(provider: &ExternalProvider, person: &Person, login: &str
     stdout
 }
 
-/// `error: …` then `  hint: …`, and nothing else but warnings.
+/// Ends in `error: …` then `  hint: …`: one error line, one hint.
 fn assert_one_line_error(out: &Output, message: &str, hint: &str) {
     let err = stderr(out);
     let lines: Vec<&str> = err
         .lines()
-        .filter(|l| !l.starts_with("warning: "))
+        .skip_while(|l| !l.starts_with("error: "))
         .collect();
     assert_eq!(lines.len(), 2, "one line and a hint: {err}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(message),
-        "{err}"
-    );
+    assert!(lines[0].contains(message), "{err}");
     assert!(
         lines[1].starts_with("  hint: ") && lines[1].contains(hint),
         "{err}"
@@ -258,6 +255,44 @@ async fn device_login_is_approved_on_the_providers_pages() {
     let out = psql_with_idgate_token(&person, &harness, "select current_user").await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "idgate_ro");
+}
+
+#[tokio::test]
+async fn device_polling_slows_down_when_the_provider_says_slow_down() {
+    let provider = ExternalProvider::start_with(&[("OIDC_DEVICE_SLOW_DOWN", "1")])
+        .await
+        .expect("provider");
+    let person = Person::new(&provider);
+    let mut run = LoginRun::start(&person, &["--device"]);
+    let url = run.url_containing("user_code=").await;
+    // The first poll (at once) is answered `slow_down`; approve meanwhile.
+    eventually("the first poll", || async {
+        !provider.device_polls().await.is_empty()
+    })
+    .await;
+    provider.sign_in(&url, "ann@example.com", false).await;
+    let (status, said, err) = run.finish().await;
+    assert!(status.success(), "{said}\n{err}");
+    let polls = provider.device_polls().await;
+    assert_eq!(polls.len(), 2, "{polls:?}");
+    // The default 5 s interval plus 5 s for the slow_down (RFC 8628 §3.5).
+    assert!(polls[1] - polls[0] >= 9_500, "{polls:?}");
+}
+
+#[tokio::test]
+async fn an_unapproved_device_code_expires_with_a_hint() {
+    let provider = ExternalProvider::start_with(&[("OIDC_DEVICE_CODE_TTL", "2")])
+        .await
+        .expect("provider");
+    let person = Person::new(&provider);
+    let out = person.run(&["login", "--device"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line_error(
+        &out,
+        "the sign-in expired before it was completed",
+        "run idgate login again",
+    );
+    assert!(!person.entry_exists());
 }
 
 #[tokio::test]

@@ -17,10 +17,14 @@
 //   env OIDC_TOKEN_TTL              access-token lifetime in seconds (default 600)
 //   env OIDC_EXTRA_CLAIMS           JSON object merged into every access token
 //   env OIDC_PROVIDER_IGNORE_STDIN  set to 1 to keep running when stdin closes
+//   env OIDC_DEVICE_CODE_TTL        device-code lifetime in seconds (default 600)
+//   env OIDC_DEVICE_SLOW_DOWN       set to 1 to answer the first pending poll of
+//                                   each device code with `slow_down` (RFC 8628 §3.5)
 //
 // Test routes (not OIDC):
-//   GET /test/counters   {"grants":{"refresh_token":N,...}}: token-endpoint
-//                        requests per grant type, answered or refused
+//   GET /test/counters   {"grants":{"refresh_token":N,...},"device_polls":[ms,...]}:
+//                        token-endpoint requests per grant type, answered or
+//                        refused, and when each device-code poll came
 //
 // Contract with the test harness (tests/support/oidc_provider.rs):
 //   - stdout carries exactly one line: {"ready":true,"issuer":"http://127.0.0.1:PORT"}
@@ -78,6 +82,12 @@ if (!Number.isInteger(tokenTtl) || tokenTtl <= 0) {
   process.exit(2);
 }
 const extraClaims = parseExtraClaims();
+const deviceCodeTtl = Number.parseInt(process.env.OIDC_DEVICE_CODE_TTL ?? '600', 10);
+if (!Number.isInteger(deviceCodeTtl) || deviceCodeTtl <= 0) {
+  console.error(`invalid OIDC_DEVICE_CODE_TTL ${JSON.stringify(process.env.OIDC_DEVICE_CODE_TTL)}`);
+  process.exit(2);
+}
+const slowDown = process.env.OIDC_DEVICE_SLOW_DOWN === '1';
 
 let handler = (_req, res) => {
   res.statusCode = 503;
@@ -143,7 +153,7 @@ const provider = new Provider(issuer, {
     },
   },
   scopes: ['openid', 'offline_access'],
-  ttl: { ClientCredentials: tokenTtl },
+  ttl: { ClientCredentials: tokenTtl, DeviceCode: deviceCodeTtl },
   extraTokenClaims: async (_ctx, token) => {
     if (token.clientId === CLIENT_ID) {
       return { email: 'analyst@example.com', groups: ['analysts'], ...extraClaims };
@@ -166,11 +176,26 @@ const countGrant = (ctx) => {
 provider.on('grant.success', countGrant);
 provider.on('grant.error', countGrant);
 
+// Device-code polls: when each came, and (OIDC_DEVICE_SLOW_DOWN) the first
+// pending answer per device code turned into `slow_down`.
+const devicePolls = [];
+const slowedDown = new Set();
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path !== '/token' || ctx.oidc?.params?.grant_type !== DEVICE_GRANT) return;
+  devicePolls.push(Date.now());
+  const code = ctx.oidc.params.device_code;
+  if (slowDown && ctx.status === 400 && ctx.body?.error === 'authorization_pending' && !slowedDown.has(code)) {
+    slowedDown.add(code);
+    ctx.body = { error: 'slow_down', error_description: 'poll less often' };
+  }
+});
+
 const oidc = provider.callback();
 handler = (req, res) => {
   if (req.method === 'GET' && req.url === '/test/counters') {
     res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify({ grants }));
+    res.end(JSON.stringify({ grants, device_polls: devicePolls }));
     return;
   }
   oidc(req, res);

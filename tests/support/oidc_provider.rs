@@ -187,13 +187,27 @@ impl ExternalProvider {
     /// Token-endpoint requests so far with `grant_type=refresh_token`,
     /// answered or refused.
     pub async fn refresh_requests(&self) -> u64 {
-        let counters: serde_json::Value = reqwest::get(format!("{}/test/counters", self.issuer))
+        self.counters().await["grants"]["refresh_token"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// When each device-code poll reached the token endpoint (ms since
+    /// the epoch, in order).
+    pub async fn device_polls(&self) -> Vec<u64> {
+        self.counters().await["device_polls"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
+    async fn counters(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/test/counters", self.issuer))
             .await
             .expect("counters answer")
             .json()
             .await
-            .expect("counters are JSON");
-        counters["grants"]["refresh_token"].as_u64().unwrap_or(0)
+            .expect("counters are JSON")
     }
 
     /// Revokes `token` (a refresh token of the native client) at the
