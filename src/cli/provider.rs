@@ -1,7 +1,9 @@
 //! The identity provider as the person's client talks to it: discovery,
 //! then the `oauth2` crate's requests (code exchange with PKCE, device
 //! grant, refresh, revocation) over our reqwest client. Every answer is
-//! turned into a `TokenSet` or a `CliError` here.
+//! turned into a `TokenSet` or a `CliError` here. Discovery is one plain
+//! GET: the `openidconnect` crate would bring ID-token verification, which
+//! the person's side has no use for (the gateway validates every token).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
