@@ -209,7 +209,8 @@ fn check_issuer(s: &str) -> Result<String, &'static str> {
     Ok(s.trim_end_matches('/').to_owned())
 }
 
-/// One set of keys: the file's top level, or one profile.
+/// One set of keys: the file's top level, or one profile (where
+/// `profiles` must not appear: they do not nest).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLayer {
@@ -221,21 +222,7 @@ struct RawLayer {
     postgres_port: Option<u16>,
     mysql_port: Option<u16>,
     ca_file: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    issuer: Option<Spanned<String>>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    scopes: Option<Vec<String>>,
-    gateway: Option<String>,
-    postgres_port: Option<u16>,
-    mysql_port: Option<u16>,
-    ca_file: Option<String>,
-    #[serde(default)]
-    profiles: BTreeMap<String, RawLayer>,
+    profiles: Option<BTreeMap<String, RawLayer>>,
 }
 
 /// A layer after validation: the issuer checked, paths resolved.
@@ -254,7 +241,7 @@ struct Layer {
 #[derive(Debug, Default)]
 struct ConfigFile {
     text: String,
-    raw: RawFile,
+    raw: RawLayer,
 }
 
 impl ConfigFile {
@@ -284,28 +271,11 @@ impl ConfigFile {
     fn layer(self, profile: Option<&str>, path: Option<&Path>) -> Result<Layer, CliError> {
         let path = path.unwrap_or(Path::new("config.toml"));
         let base = path.parent().unwrap_or(Path::new("."));
-        let ConfigFile { text, raw } = self;
-        let RawFile {
-            issuer,
-            client_id,
-            client_secret,
-            scopes,
-            gateway,
-            postgres_port,
-            mysql_port,
-            ca_file,
-            mut profiles,
-        } = raw;
-        let mut layer = RawLayer {
-            issuer,
-            client_id,
-            client_secret,
-            scopes,
-            gateway,
-            postgres_port,
-            mysql_port,
-            ca_file,
-        };
+        let ConfigFile {
+            text,
+            raw: mut layer,
+        } = self;
+        let mut profiles = layer.profiles.take().unwrap_or_default();
         if let Some(name) = profile {
             let Some(p) = profiles.remove(name) else {
                 let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
@@ -325,6 +295,12 @@ impl ConfigFile {
                     },
                 });
             };
+            if p.profiles.is_some() {
+                return Err(CliError::SettingsFile {
+                    location: path.display().to_string(),
+                    message: format!("profile {name:?} has profiles of its own; they do not nest"),
+                });
+            }
             layer = RawLayer {
                 issuer: p.issuer.or(layer.issuer),
                 client_id: p.client_id.or(layer.client_id),
@@ -334,6 +310,7 @@ impl ConfigFile {
                 postgres_port: p.postgres_port.or(layer.postgres_port),
                 mysql_port: p.mysql_port.or(layer.mysql_port),
                 ca_file: p.ca_file.or(layer.ca_file),
+                profiles: None,
             };
         }
         let issuer = match layer.issuer {
@@ -475,6 +452,18 @@ postgres_port = 7432
         assert!(shown.contains("config.toml:4:1"), "{shown}");
         assert!(shown.contains("unknown field `client`"), "{shown}");
         assert_eq!(e.kind(), "settings_file");
+    }
+
+    #[test]
+    fn profiles_do_not_nest() {
+        let text = "[profiles.x]\nclient_id = \"a\"\n[profiles.x.profiles.y]\nclient_id = \"b\"\n";
+        let x = Overrides {
+            profile: Some("x".into()),
+            ..Overrides::default()
+        };
+        let (e, _d) = load(Some(text), &[], x);
+        let shown = e.unwrap_err().to_string();
+        assert!(shown.contains("do not nest"), "{shown}");
     }
 
     #[test]
