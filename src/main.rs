@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::builder::RangedU64ValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use idgate::cli::{CliError, Overrides, Settings};
 use idgate::config::{Config, PoolConfig, PoolMode};
 use idgate::gateway::Gateway;
 
@@ -91,16 +92,67 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Token tools.
+    /// Sign in at your identity provider and cache the tokens: a browser
+    /// (authorization code + PKCE on a loopback redirect), or a device code.
+    Login {
+        #[command(flatten)]
+        who: ClientArgs,
+        /// Sign in with a device code (on any device), not on this machine's browser.
+        #[arg(long)]
+        device: bool,
+        /// Print the sign-in URL instead of opening a browser.
+        #[arg(long, conflicts_with = "device")]
+        no_browser: bool,
+        /// A scope to ask for besides the configured ones (repeatable).
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+    },
+    /// Print a currently valid token (refreshed first when it expires within
+    /// 60 s); `idgate token inspect` decodes and judges one.
+    #[command(args_conflicts_with_subcommands = true)]
     Token {
         #[command(subcommand)]
-        command: TokenCommand,
+        command: Option<TokenCommand>,
+        #[command(flatten)]
+        who: ClientArgs,
+    },
+    /// Revoke the cached refresh token at the issuer and delete the cache entry.
+    Logout {
+        #[command(flatten)]
+        who: ClientArgs,
     },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+/// Which issuer and client: flags over `IDGATE_*` variables over
+/// `~/.config/idgate/config.toml`.
+#[derive(clap::Args)]
+struct ClientArgs {
+    /// The issuer's URL, or the name of a profile in config.toml.
+    #[arg(long, value_name = "URL|NAME")]
+    issuer: Option<String>,
+    /// The OAuth client id registered at the issuer for idgate.
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
+    /// A `[profiles.NAME]` section of config.toml (or IDGATE_PROFILE).
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+}
+
+impl ClientArgs {
+    fn settings(self, extra_scopes: Vec<String>) -> Result<Settings, CliError> {
+        Settings::load(Overrides {
+            profile: self.profile,
+            issuer: self.issuer,
+            client_id: self.client_id,
+            extra_scopes,
+            ..Overrides::default()
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -344,8 +396,33 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {
-            command: TokenCommand::Inspect { token, config },
+            command: Some(TokenCommand::Inspect { token, config }),
+            ..
         } => token_inspect(token.as_deref(), config).await,
+        Command::Token { command: None, who } => {
+            Ok(person(
+                async move { idgate::cli::token::print_token(&who.settings(Vec::new())?).await },
+            )
+            .await)
+        }
+        Command::Login {
+            who,
+            device,
+            no_browser,
+            scopes,
+        } => Ok(person(async move {
+            let options = idgate::cli::login::LoginOptions { device, no_browser };
+            idgate::cli::login::login(&who.settings(scopes)?, options).await
+        })
+        .await),
+        Command::Logout { who } => {
+            Ok(
+                person(
+                    async move { idgate::cli::logout::logout(&who.settings(Vec::new())?).await },
+                )
+                .await,
+            )
+        }
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -366,6 +443,18 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
                 client_ip,
             };
             policy_explain(config, &token, request).await
+        }
+    }
+}
+
+/// Runs one of the person's commands: its error is one line plus a hint,
+/// with its own exit code.
+async fn person(command: impl Future<Output = Result<(), CliError>>) -> ExitCode {
+    match command.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}\n  hint: {}", e.hint());
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -1,15 +1,30 @@
 // A real, external OpenID Connect provider for idgate's integration tests.
 //
-// It is node-oidc-provider (an OpenID Certified server), configured with one
-// confidential client that may use the client_credentials grant and receives
-// RS256-signed JWT access tokens (RFC 9068, `typ: at+jwt`) for the resource
-// `urn:idgate`, with `aud: "idgate"`.
+// It is node-oidc-provider (an OpenID Certified server), configured with two
+// clients, both receiving RS256-signed JWT access tokens (RFC 9068,
+// `typ: at+jwt`) for the resource `urn:idgate`, with `aud: "idgate"`:
+//   - `idgate-test`, confidential, client_credentials grant (a workload);
+//   - `idgate-cli`, a public native client as `idgate login` uses it
+//     (RFC 8252): authorization code with PKCE (required) on loopback
+//     redirects of any port, the device grant (RFC 8628), refresh tokens
+//     (`offline_access`) rotated on every use, revocation (RFC 7009). People
+//     sign in and consent on oidc-provider's own development pages: any
+//     login name and password are accepted, the login name becomes `sub` and
+//     `email`; `[ Cancel ]` on those pages denies (`access_denied`).
 //
 // Usage: node server.js [PORT]      (PORT 0 or absent = ephemeral)
 //   env OIDC_PROVIDER_PORT          port when no argument is given
 //   env OIDC_TOKEN_TTL              access-token lifetime in seconds (default 600)
 //   env OIDC_EXTRA_CLAIMS           JSON object merged into every access token
 //   env OIDC_PROVIDER_IGNORE_STDIN  set to 1 to keep running when stdin closes
+//   env OIDC_DEVICE_CODE_TTL        device-code lifetime in seconds (default 600)
+//   env OIDC_DEVICE_SLOW_DOWN       set to 1 to answer the first pending poll of
+//                                   each device code with `slow_down` (RFC 8628 §3.5)
+//
+// Test routes (not OIDC):
+//   GET /test/counters   {"grants":{"refresh_token":N,...},"device_polls":[ms,...]}:
+//                        token-endpoint requests per grant type, answered or
+//                        refused, and when each device-code poll came
 //
 // Contract with the test harness (tests/support/oidc_provider.rs):
 //   - stdout carries exactly one line: {"ready":true,"issuer":"http://127.0.0.1:PORT"}
@@ -28,6 +43,8 @@ const { default: Provider, errors } = await import('oidc-provider');
 
 const CLIENT_ID = 'idgate-test';
 const CLIENT_SECRET = 'idgate-test-secret';
+const NATIVE_CLIENT_ID = 'idgate-cli';
+const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const RESOURCE = 'urn:idgate';
 const AUDIENCE = 'idgate';
 
@@ -65,6 +82,12 @@ if (!Number.isInteger(tokenTtl) || tokenTtl <= 0) {
   process.exit(2);
 }
 const extraClaims = parseExtraClaims();
+const deviceCodeTtl = Number.parseInt(process.env.OIDC_DEVICE_CODE_TTL ?? '600', 10);
+if (!Number.isInteger(deviceCodeTtl) || deviceCodeTtl <= 0) {
+  console.error(`invalid OIDC_DEVICE_CODE_TTL ${JSON.stringify(process.env.OIDC_DEVICE_CODE_TTL)}`);
+  process.exit(2);
+}
+const slowDown = process.env.OIDC_DEVICE_SLOW_DOWN === '1';
 
 let handler = (_req, res) => {
   res.statusCode = 503;
@@ -88,17 +111,33 @@ const provider = new Provider(issuer, {
       redirect_uris: [],
       token_endpoint_auth_method: 'client_secret_basic',
     },
+    {
+      client_id: NATIVE_CLIENT_ID,
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code', 'refresh_token', DEVICE_GRANT],
+      response_types: ['code'],
+      // A native client's loopback redirect matches with any port (RFC 8252 §7.3).
+      redirect_uris: ['http://127.0.0.1/callback'],
+    },
   ],
+  // Public clients always need PKCE; say so for every client.
+  pkce: { required: () => true },
   jwks: signingJwks(),
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
+    deviceFlow: { enabled: true },
+    revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
       // A token request without `resource` still gets a JWT for idgate.
       defaultResource: async () => RESOURCE,
+      // Codes, device codes and refresh tokens carry the resource granted at
+      // authorization: their access tokens are JWTs for idgate as well.
+      useGrantedResource: async () => true,
       getResourceServerInfo: async (_ctx, resourceIndicator) => {
         if (resourceIndicator !== RESOURCE) {
           throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
@@ -113,19 +152,54 @@ const provider = new Provider(issuer, {
       },
     },
   },
-  scopes: ['openid'],
-  ttl: { ClientCredentials: tokenTtl },
+  scopes: ['openid', 'offline_access'],
+  ttl: { ClientCredentials: tokenTtl, DeviceCode: deviceCodeTtl },
   extraTokenClaims: async (_ctx, token) => {
-    if (token.clientId !== CLIENT_ID) return undefined;
-    return {
-      email: 'analyst@example.com',
-      groups: ['analysts'],
-      ...extraClaims,
-    };
+    if (token.clientId === CLIENT_ID) {
+      return { email: 'analyst@example.com', groups: ['analysts'], ...extraClaims };
+    }
+    if (token.clientId === NATIVE_CLIENT_ID) {
+      return { email: token.accountId, groups: ['analysts'], ...extraClaims };
+    }
+    return undefined;
   },
 });
 provider.on('server_error', (_ctx, err) => console.error('server_error', err));
-handler = provider.callback();
+
+// Token-endpoint requests per grant type, for tests that prove how often a
+// client refreshed.
+const grants = {};
+const countGrant = (ctx) => {
+  const type = ctx.oidc?.params?.grant_type ?? 'unknown';
+  grants[type] = (grants[type] ?? 0) + 1;
+};
+provider.on('grant.success', countGrant);
+provider.on('grant.error', countGrant);
+
+// Device-code polls: when each came, and (OIDC_DEVICE_SLOW_DOWN) the first
+// pending answer per device code turned into `slow_down`.
+const devicePolls = [];
+const slowedDown = new Set();
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.path !== '/token' || ctx.oidc?.params?.grant_type !== DEVICE_GRANT) return;
+  devicePolls.push(Date.now());
+  const code = ctx.oidc.params.device_code;
+  if (slowDown && ctx.status === 400 && ctx.body?.error === 'authorization_pending' && !slowedDown.has(code)) {
+    slowedDown.add(code);
+    ctx.body = { error: 'slow_down', error_description: 'poll less often' };
+  }
+});
+
+const oidc = provider.callback();
+handler = (req, res) => {
+  if (req.method === 'GET' && req.url === '/test/counters') {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ grants, device_polls: devicePolls }));
+    return;
+  }
+  oidc(req, res);
+};
 
 function shutdown(code) {
   server.close();

@@ -8,6 +8,12 @@
 //! `sub`/`client_id: "idgate-test"`, `email: "analyst@example.com"` and
 //! `groups: ["analysts"]`.
 //!
+//! It also has `idgate-cli` ([`NATIVE_CLIENT_ID`]), the public native
+//! client `idgate login` uses (PKCE, loopback redirects, the device grant,
+//! rotated refresh tokens), whose people sign in on the provider's own
+//! pages: [`ExternalProvider::sign_in`] does that in a real headless
+//! Chromium (`sign-in.js`, npm `playwright-core`, Debian `chromium`).
+//!
 //! The provider's directory is `$IDGATE_OIDC_PROVIDER_DIR`, by default
 //! `<crate>/tests/oidc-provider`; `scripts/setup` installs its npm packages.
 //! The child is killed when the [`ExternalProvider`] is dropped, and exits by
@@ -27,6 +33,8 @@ use tokio::process::{Child, ChildStdout, Command};
 /// The provider's one confidential client.
 pub const CLIENT_ID: &str = "idgate-test";
 pub const CLIENT_SECRET: &str = "idgate-test-secret";
+/// The public native client of `idgate login`.
+pub const NATIVE_CLIENT_ID: &str = "idgate-cli";
 /// The resource indicator (RFC 8707) the tokens are requested for.
 pub const RESOURCE: &str = "urn:idgate";
 /// The `aud` of every access token the provider issues.
@@ -174,6 +182,105 @@ impl ExternalProvider {
             .as_str()
             .map(str::to_owned)
             .with_context(|| format!("token endpoint answer has no access_token: {text}"))
+    }
+
+    /// Token-endpoint requests so far with `grant_type=refresh_token`,
+    /// answered or refused.
+    pub async fn refresh_requests(&self) -> u64 {
+        self.counters().await["grants"]["refresh_token"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// When each device-code poll reached the token endpoint (ms since
+    /// the epoch, in order).
+    pub async fn device_polls(&self) -> Vec<u64> {
+        self.counters().await["device_polls"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+
+    async fn counters(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/test/counters", self.issuer))
+            .await
+            .expect("counters answer")
+            .json()
+            .await
+            .expect("counters are JSON")
+    }
+
+    /// Revokes `token` (a refresh token of the native client) at the
+    /// provider's RFC 7009 endpoint, as an administrator or a logout would.
+    pub async fn revoke_refresh_token(&self, token: &str) {
+        let status = self
+            .form_post(
+                "/token/revocation",
+                &[("token", token), ("token_type_hint", "refresh_token")],
+            )
+            .await
+            .0;
+        assert_eq!(status, 200, "revocation answered {status}");
+    }
+
+    /// What the token endpoint says to `refresh_token` from the native
+    /// client: its status and JSON `error`, if any.
+    pub async fn try_refresh(&self, refresh_token: &str) -> (u16, Option<String>) {
+        let (status, body) = self
+            .form_post(
+                "/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                ],
+            )
+            .await;
+        (status, body["error"].as_str().map(str::to_owned))
+    }
+
+    async fn form_post(&self, path: &str, pairs: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_id", NATIVE_CLIENT_ID)
+            .extend_pairs(pairs)
+            .finish();
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.issuer))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("the provider answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// A person in a real headless Chromium opens `url`, signs in as
+    /// `login` on the provider's pages and consents (or, with `deny`,
+    /// presses Cancel at consent). Returns the last page's text.
+    pub async fn sign_in(&self, url: &str, login: &str, deny: bool) -> String {
+        let mut command = Command::new("node");
+        command
+            .arg("sign-in.js")
+            .arg(url)
+            .arg(login)
+            .current_dir(provider_dir())
+            .kill_on_drop(true);
+        if deny {
+            command.arg("--deny");
+        }
+        let out = tokio::time::timeout(Duration::from_secs(90), command.output())
+            .await
+            .expect("the browser finished within 90 s")
+            .expect("node runs sign-in.js");
+        assert!(
+            out.status.success(),
+            "sign-in.js failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The child's process id, e.g. to check it is gone after a drop.
