@@ -2,7 +2,8 @@
 //! binary) with psql, pgbench and a driver that cancels, none of them given
 //! a password; a tunnel session kept alive across several short token
 //! lifetimes until a revocation ends it; refreshes the gateway refuses (a
-//! wrong secret, another person's token); and `idgate connect`.
+//! wrong secret, another person's token, other groups); and `idgate
+//! connect`.
 //!
 //! Tokens reach the binary the way a person's token command gives them: a
 //! command (`curl`) that fetches a freshly minted token from the test's
@@ -305,7 +306,7 @@ async fn psql_pgbench_and_cancels_work_through_the_tunnel_without_a_password() {
     let cancel = client.cancel_token();
     let started = Instant::now();
     let sleeping = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await });
-    let pg = direct().await;
+    let pg = support::direct().await;
     eventually("the statement to run upstream", || async {
         pg.query_one(
             "select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'",
@@ -332,20 +333,6 @@ async fn psql_pgbench_and_cancels_work_through_the_tunnel_without_a_password() {
     );
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(s.mint.issued.load(Ordering::SeqCst) >= 4);
-}
-
-async fn direct() -> tokio_postgres::Client {
-    let (host, port) = support::pg_host_port();
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(host)
-        .port(port)
-        .user("postgres")
-        .dbname("idgate_test")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("direct connection");
-    tokio::spawn(connection);
-    client
 }
 
 /// Token lifetime in the long-session tests: short, so a few pass quickly.
@@ -398,7 +385,7 @@ async fn a_tunnel_session_outlives_three_token_lifetimes_and_a_revocation_ends_i
     let marker = unique_name("revoked");
     psql.send(&format!("select pg_sleep(30) /* {marker} */;"))
         .await;
-    let pg = direct().await;
+    let pg = support::direct().await;
     eventually("the statement to run upstream", || async {
         pg.query_one(
             "select count(*) from pg_stat_activity where query like '%' || $1 || '%' and state = 'active' and pid <> pg_backend_pid()",
