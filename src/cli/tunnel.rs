@@ -123,32 +123,35 @@ pub struct Tunnel {
 
 /// `idgate tunnel`: bind, say where, serve until `stop`.
 pub async fn run(args: TunnelArgs, stop: CancellationToken) -> Result<(), TunnelError> {
+    let listener = listen(args.listen).await?;
     let endpoint = Endpoint::new(&args.endpoint)?;
     let tokens = token_source::from_args(&args.tokens)?;
-    let tunnel = Tunnel::bind(args.listen, endpoint, tokens, args.target, args.role).await?;
+    let tunnel = Tunnel::new(listener, endpoint, tokens, args.target, args.role);
     println!("{}", tunnel.greeting());
     tunnel.serve(stop).await;
     Ok(())
 }
 
+/// A listener on `addr`, which must be a loopback address.
+pub async fn listen(addr: SocketAddr) -> Result<TcpListener, TunnelError> {
+    if !addr.ip().is_loopback() {
+        return Err(TunnelError::NotLoopback(addr));
+    }
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| TunnelError::Listen { addr, source })
+}
+
 impl Tunnel {
-    pub async fn bind(
-        listen: SocketAddr,
+    #[must_use]
+    pub fn new(
+        listener: TcpListener,
         endpoint: Endpoint,
         tokens: Box<dyn TokenSource>,
         target: String,
         role: Option<String>,
-    ) -> Result<Tunnel, TunnelError> {
-        if !listen.ip().is_loopback() {
-            return Err(TunnelError::NotLoopback(listen));
-        }
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| TunnelError::Listen {
-                addr: listen,
-                source,
-            })?;
-        Ok(Tunnel {
+    ) -> Tunnel {
+        Tunnel {
             listener,
             shared: Arc::new(Shared {
                 endpoint,
@@ -156,7 +159,7 @@ impl Tunnel {
                 target,
                 role,
             }),
-        })
+        }
     }
 
     /// Where local clients connect.

@@ -722,6 +722,9 @@ impl Session {
         } else {
             Some(lease)
         };
+        // Registered before the client learns its ticket: a refresh can
+        // never arrive for a session not yet known.
+        let live = self.register(&target, refresh, shutdown);
         if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
             return;
         }
@@ -765,7 +768,6 @@ impl Session {
             variant: &variant,
             cancel: transaction_mode.then_some(&cancel_key),
         };
-        let live = self.register(&target, refresh, shutdown);
         let outcome = relay::run(client, upstreams, &self, policy, &live.session).await;
         drop(cancel_key);
         let mut e = self.event(EventKind::SessionEnd);
