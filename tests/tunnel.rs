@@ -478,11 +478,13 @@ async fn refused_refreshes_leave_the_session_to_expire(
     let t = tunnel(&s).await;
     let mut psql = Interactive::start(&t.conninfo());
     assert_eq!(psql.query("select 1;").await, "1");
+    // Logged in: from now on, the token command answers differently (long
+    // before the first refresh, due a fifth of the token's life before it
+    // expires).
+    s.mint_for(&offered, groups);
     let session = s.session_of(&person).await.expect("listed");
     let exp = session["token_expires_at"].as_i64().expect("exp");
     let session_id = session["id"].as_str().expect("id").to_owned();
-
-    s.mint_for(&offered, groups);
     psql.send("select pg_sleep(30);").await;
     let out = support::ends_within(psql.child, LIFETIME + Duration::from_secs(10)).await;
     let ended = time::OffsetDateTime::now_utc().unix_timestamp();

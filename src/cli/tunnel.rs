@@ -181,9 +181,10 @@ impl Tunnel {
             .map(|r| format!(" user={r}"))
             .unwrap_or_default();
         format!(
-            "idgate tunnel: {} on {} ready on {addr}; connect without a password: psql \"host={} port={} dbname={}{user} sslmode=disable\"",
+            "idgate tunnel: {} via {}:{} ready on {addr}; connect without a password: psql \"host={} port={} dbname={}{user} sslmode=disable\"",
             s.target,
             s.endpoint.host,
+            s.endpoint.port,
             addr.ip(),
             addr.port(),
             s.target,
