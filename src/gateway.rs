@@ -2,6 +2,8 @@
 //! the listener tasks that serve it. `idgate serve`, `idgate dev` and the
 //! integration tests all start the gateway through `Gateway::start`.
 
+mod refresh;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use crate::sessions::{
     EndReason, ExpiryWatcher, Registry, Revocation, RevocationMatch, Revocations,
     revocation::TokenFacts,
 };
+
+pub use refresh::{RefreshError, RefreshOutcome, RefreshRequest};
 
 /// State shared by every session. Built once; sessions hold an `Arc`.
 pub struct Gateway {

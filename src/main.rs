@@ -126,6 +126,12 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Run psql against the gateway with a fresh token.
+    Connect(idgate::cli::connect::ConnectArgs),
+    /// A local listener for clients that cannot hold a token: they connect
+    /// without a password; the tunnel logs in to the gateway with a fresh
+    /// token and keeps sessions alive past the token's expiry.
+    Tunnel(idgate::cli::tunnel::TunnelArgs),
 }
 
 /// Which issuer and client: flags over `IDGATE_*` variables over
@@ -444,6 +450,21 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
             };
             policy_explain(config, &token, request).await
         }
+        Command::Connect(args) => Ok(idgate::cli::connect::run(args)
+            .await
+            .unwrap_or_else(|e| person_error(&e, e.hint(), e.exit_code()))),
+        Command::Tunnel(args) => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let stopping = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopping.cancel();
+            });
+            Ok(match idgate::cli::tunnel::run(args, stop).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => person_error(&e, e.hint(), e.exit_code()),
+            })
+        }
     }
 }
 
@@ -457,6 +478,12 @@ async fn person(command: impl Future<Output = Result<(), CliError>>) -> ExitCode
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Prints a person's command's error as one line plus a hint.
+fn person_error(e: &dyn std::fmt::Display, hint: &str, code: u8) -> ExitCode {
+    eprintln!("error: {e}\n  hint: {hint}");
+    ExitCode::from(code)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

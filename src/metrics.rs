@@ -19,6 +19,8 @@ pub struct Metrics {
     logins: Mutex<BTreeMap<(&'static str, String), u64>>,
     /// End reason → sessions ended from outside.
     ended: Mutex<BTreeMap<&'static str, u64>>,
+    /// (outcome, reason kind) → session refreshes.
+    refreshes: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -43,6 +45,12 @@ impl Metrics {
 
     pub fn session_ended(&self, reason: &'static str) {
         *crate::lock(&self.ended).entry(reason).or_default() += 1;
+    }
+
+    pub fn refresh(&self, outcome: &'static str, reason: &'static str) {
+        *crate::lock(&self.refreshes)
+            .entry((outcome, reason))
+            .or_default() += 1;
     }
 
     pub fn revocation(&self) {
@@ -112,6 +120,19 @@ pub fn render(gw: &Gateway) -> String {
     );
     for (reason, n) in crate::lock(&m.ended).iter() {
         let _ = writeln!(o, "idgate_sessions_ended_total{{reason=\"{reason}\"}} {n}");
+    }
+
+    family(
+        o,
+        "idgate_session_refreshes_total",
+        "counter",
+        "Offers of a newer token to extend a live session, by outcome and reason.",
+    );
+    for ((outcome, reason), n) in crate::lock(&m.refreshes).iter() {
+        let _ = writeln!(
+            o,
+            "idgate_session_refreshes_total{{outcome=\"{outcome}\",reason=\"{reason}\"}} {n}"
+        );
     }
 
     family(

@@ -1,5 +1,6 @@
 //! TLS for both sides of the gateway (rustls on ring): the server config that
-//! clients reach, the client configs used toward upstreams, self-signed
+//! clients reach, the client configs used toward upstreams (and by the
+//! person's `idgate tunnel` toward the gateway), self-signed
 //! certificates for `idgate dev` and tests, and the `Stream` type that is a
 //! plain or TLS socket.
 
@@ -69,37 +70,70 @@ pub fn server_config_from(
     Ok(Arc::new(config))
 }
 
+/// How a client checks the server's certificate.
+#[derive(Debug, Clone, Copy)]
+pub enum CertCheck<'a> {
+    /// Encrypt without checking the certificate, as libpq's
+    /// `sslmode=require` does.
+    EncryptOnly,
+    /// Check the chain against these CA certificates (PEM), and the host
+    /// name.
+    CaFile(&'a Path),
+    /// Check the chain against Mozilla's roots, and the host name.
+    WebRoots,
+    /// Check the chain against the operating system's trust store, and the
+    /// host name.
+    SystemRoots,
+}
+
+/// A TLS client config (TLS 1.2 and 1.3).
+pub fn client_config(check: CertCheck<'_>) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let mut roots = RootCertStore::empty();
+    match check {
+        CertCheck::EncryptOnly => {
+            return Ok(Arc::new(
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider())))
+                    .with_no_client_auth(),
+            ));
+        }
+        CertCheck::CaFile(path) => {
+            for cert in read_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| file_error(path, format!("bad CA certificate: {e}")))?;
+            }
+        }
+        CertCheck::WebRoots => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        CertCheck::SystemRoots => {
+            // Unreadable entries are skipped, as other TLS clients do; an
+            // empty store fails every handshake with a clear error.
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    Ok(Arc::new(
+        builder.with_root_certificates(roots).with_no_client_auth(),
+    ))
+}
+
 /// Client config toward an upstream. `prefer`/`require` encrypt without
 /// checking the certificate, as libpq's sslmode of the same name does;
-/// `verify-full` checks the chain and the host name.
+/// `verify-full` checks the chain (against `ca_file`, else Mozilla's
+/// roots) and the host name.
 pub fn upstream_config(
     mode: UpstreamTls,
     ca_file: Option<&Path>,
 ) -> Result<Option<Arc<ClientConfig>>, TlsError> {
-    let builder =
-        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
-    let config = match mode {
+    let check = match mode {
         UpstreamTls::Disable => return Ok(None),
-        UpstreamTls::Prefer | UpstreamTls::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider())))
-            .with_no_client_auth(),
-        UpstreamTls::VerifyFull => {
-            let mut roots = RootCertStore::empty();
-            match ca_file {
-                Some(path) => {
-                    for cert in read_certs(path)? {
-                        roots
-                            .add(cert)
-                            .map_err(|e| file_error(path, format!("bad CA certificate: {e}")))?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        UpstreamTls::Prefer | UpstreamTls::Require => CertCheck::EncryptOnly,
+        UpstreamTls::VerifyFull => ca_file.map_or(CertCheck::WebRoots, CertCheck::CaFile),
     };
-    Ok(Some(Arc::new(config)))
+    client_config(check).map(Some)
 }
 
 /// Accepts any certificate but still checks handshake signatures, so the

@@ -246,10 +246,24 @@ async fn cancel_reaches_only_the_right_query() {
     let bystander = h.driver(&h.developer(), "writer").await.unwrap();
     let cancel = victim.cancel_token();
 
-    let slow = tokio::spawn(async move { victim.simple_query("select pg_sleep(20)").await });
+    let marker = unique_name("victim");
+    let sql = format!("select pg_sleep(20) /* {marker} */");
+    let slow = tokio::spawn(async move { victim.simple_query(&sql).await });
     let other =
         tokio::spawn(async move { bystander.simple_query("select pg_sleep(2), 'done'").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Cancel once the query runs upstream: earlier, there is nothing to cancel.
+    let pg = support::direct().await;
+    eventually("the victim's query to run upstream", || async {
+        pg.query_one(
+            "select count(*) from pg_stat_activity where state = 'active' and query like '%' || $1 || '%' and pid <> pg_backend_pid()",
+            &[&marker],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    })
+    .await;
     cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
 
     let err = tokio::time::timeout(Duration::from_secs(10), slow)

@@ -73,20 +73,6 @@ async fn psql_idle_in_transaction(h: &Harness, token: &str, marker: &str) -> Chi
     child
 }
 
-async fn direct() -> tokio_postgres::Client {
-    let (host, port) = support::pg_host_port();
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(host)
-        .port(port)
-        .user("postgres")
-        .dbname("idgate_test")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("direct connection");
-    tokio::spawn(connection);
-    client
-}
-
 /// Backends whose current or last query mentions `marker`, in `state`.
 async fn backends(pg: &tokio_postgres::Client, marker: &str, state: &str) -> i64 {
     pg.query_one(
@@ -124,7 +110,7 @@ async fn live_sessions(h: &Harness) -> Vec<Value> {
 #[tokio::test]
 async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_the_old_token() {
     let h = harness().await;
-    let pg = direct().await;
+    let pg = support::direct().await;
     let user = format!("{}@example.com", unique_name("rev"));
     let token = h.token(&user, &["analysts"]);
     let idle_marker = unique_name("idle");
@@ -243,7 +229,7 @@ async fn revocation_ends_running_and_idle_sessions_within_a_second_and_refuses_t
 #[tokio::test]
 async fn an_administrator_kills_one_session_by_id() {
     let h = harness().await;
-    let pg = direct().await;
+    let pg = support::direct().await;
     let (child, _) = sleeping(&h, &h.analyst(), &pg).await;
     let sessions = live_sessions(&h).await;
     let id = sessions[0]["id"].as_str().expect("id").to_owned();
@@ -355,7 +341,7 @@ async fn every_api_call(h: &Harness, token: &str, victim_session: &str) -> Vec<(
 #[tokio::test]
 async fn a_revoked_administrator_is_refused_by_every_admin_api_call() {
     let h = harness().await;
-    let pg = direct().await;
+    let pg = support::direct().await;
     let admin = admin_token(&h);
     // An innocent session, running a statement.
     let (innocent, _) = sleeping(&h, &h.analyst(), &pg).await;
@@ -591,7 +577,7 @@ async fn backchannel(h: &Harness, token: &str) -> (u16, Value) {
 #[tokio::test]
 async fn a_backchannel_logout_ends_the_sessions_of_its_sid_and_refuses_their_tokens() {
     let h = harness().await;
-    let pg = direct().await;
+    let pg = support::direct().await;
     let user = format!("{}@example.com", unique_name("bcl"));
     let sid = unique_name("sid");
     let mut claims = h.issuer.claims_for(
@@ -708,7 +694,7 @@ async fn idgate(h: &Harness, args: &[&str], token: &str) -> std::process::Output
 async fn the_command_line_lists_kills_and_revokes_through_the_admin_api() {
     let h = harness().await;
     let admin = admin_token(&h);
-    let pg = direct().await;
+    let pg = support::direct().await;
     let (running, _) = sleeping(&h, &h.analyst(), &pg).await;
 
     let list = idgate(&h, &["sessions", "list"], &admin).await;

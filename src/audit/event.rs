@@ -16,6 +16,8 @@ pub enum EventKind {
     Denied,
     SessionEnd,
     Revoked,
+    /// A client offered a newer token to extend its live session.
+    SessionRefresh,
 }
 
 impl EventKind {
@@ -30,6 +32,7 @@ impl EventKind {
             EventKind::Denied => "denied",
             EventKind::SessionEnd => "session_end",
             EventKind::Revoked => "revoked",
+            EventKind::SessionRefresh => "session_refresh",
         }
     }
 }

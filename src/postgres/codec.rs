@@ -25,8 +25,22 @@ pub mod auth {
     pub const SASL_FINAL: i32 = 12;
 }
 
+/// idgate's own names on the wire (not PostgreSQL's): the contract between
+/// the gateway and `idgate tunnel` for extending a live session.
+pub mod idgate {
+    /// Startup parameter: `on` asks the gateway for a refresh ticket.
+    pub const REFRESH: &str = "idgate.refresh";
+    /// ParameterStatus of the login greeting carrying the ticket,
+    /// `SESSION_ID:SECRET`, to a client that asked for one.
+    pub const SESSION: &str = "idgate.session";
+    /// Startup parameter that makes a connection a refresh of the session
+    /// its ticket names (the password is the newer token), not a login.
+    pub const REFRESH_SESSION: &str = "idgate.refresh_session";
+}
+
 /// SQLSTATE codes we send ourselves (`errcodes.txt`).
 pub mod sqlstate {
+    pub const UNABLE_TO_CONNECT: &str = "08001";
     pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::cancel;
-use super::codec::{self, ErrorFields, StartupMessage, sqlstate};
+use super::codec::{self, ErrorFields, StartupMessage, idgate, sqlstate};
 use super::enforce::StatementPolicy;
 use super::pool::{self, Lease, Pool, PoolError, ServerConn, Variant};
 use super::relay;
@@ -25,8 +25,10 @@ use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext, RoleChoice};
 use crate::secret::Secret;
 use crate::sessions::revocation::TokenFacts;
-use crate::sessions::{EndReason, SessionHandle, SessionInfo};
+use crate::sessions::{EndReason, Entitlement, RefreshSecret, SessionHandle, SessionInfo};
 use crate::tls::Stream;
+
+mod refresh;
 
 /// Longest token we accept (SPEC §4), plus the message framing.
 const MAX_PASSWORD_MESSAGE: usize = 16 * 1024 + 5 + 1;
@@ -43,9 +45,9 @@ const PASSTHROUGH_PARAMS: &[&str] = &[
 ];
 
 /// Startup parameters the gateway takes itself: `user` and `database` name
-/// the role and target, and `application_name` is the gateway's to set (it
-/// names the person).
-const GATEWAY_PARAMS: &[&str] = &["user", "database", "application_name"];
+/// the role and target, `application_name` is the gateway's to set (it
+/// names the person), and `idgate.refresh` asks for a refresh secret.
+const GATEWAY_PARAMS: &[&str] = &["user", "database", "application_name", idgate::REFRESH];
 
 /// Every other startup parameter is refused rather than dropped: `options`
 /// could set `role` or `default_transaction_read_only`, `replication` asks
@@ -62,6 +64,12 @@ fn check_startup_params(params: &[(String, String)]) -> Result<(), Refusal> {
             )
             .hint("use UTF8 (PGCLIENTENCODING=UTF8): in this encoding a byte of a character can look like a quote or backslash, so the gateway could not read statements as the server does"));
         }
+        if name == idgate::REFRESH && refresh_flag(value).is_none() {
+            return Err(Refusal::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("startup parameter {} must be on or off", idgate::REFRESH),
+            ));
+        }
         if !PASSTHROUGH_PARAMS.contains(&name.as_str()) && !GATEWAY_PARAMS.contains(&name.as_str())
         {
             return Err(Refusal::new(
@@ -72,6 +80,15 @@ fn check_startup_params(params: &[(String, String)]) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// The value of `idgate.refresh`, read as PostgreSQL reads a boolean.
+fn refresh_flag(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 /// Why the gateway cannot follow a server whose ParameterStatus says
@@ -86,6 +103,14 @@ pub(super) fn unfollowable_setting(name: &str, value: &str) -> Option<String> {
     (!safe).then(|| {
         format!("the server reports {name} = {value}, under which the gateway cannot read statements as the server does")
     })
+}
+
+fn no_tls() -> Refusal {
+    Refusal::new(
+        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+        "token authentication requires TLS",
+    )
+    .hint("connect with sslmode=require")
 }
 
 /// A refusal to send the client before closing.
@@ -137,6 +162,23 @@ pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, peer: SocketAddr, shutdown: C
         }
     };
     let mut session = Session::new(&gw, peer);
+    if let Some((_, ticket)) = params.iter().find(|(k, _)| k == idgate::REFRESH_SESSION) {
+        let refresh = tokio::time::timeout(
+            gw.config.gateway.handshake_timeout,
+            Box::pin(session.refresh(&mut client, ticket, &params)),
+        );
+        let result = tokio::select! {
+            r = refresh => r.unwrap_or_else(|_| Err(Refusal::new(
+                sqlstate::CONNECTION_FAILURE,
+                "refresh did not finish in time",
+            ))),
+            () = shutdown.cancelled() => Err(Refusal::new(sqlstate::ADMIN_SHUTDOWN, "the gateway is shutting down")),
+        };
+        if let Err(refusal) = result {
+            let _ = send_refusal(&mut client, &refusal).await;
+        }
+        return;
+    }
     let login = tokio::time::timeout(
         gw.config.gateway.handshake_timeout,
         Box::pin(session.login(&mut client, &params)),
@@ -273,6 +315,8 @@ pub(super) struct Session {
     identity: Option<Arc<Identity>>,
     target: Option<String>,
     role: Option<String>,
+    /// The client asked for a refresh secret (`idgate.refresh`).
+    refreshable: bool,
 }
 
 impl Session {
@@ -287,6 +331,7 @@ impl Session {
             identity: None,
             target: None,
             role: None,
+            refreshable: false,
         }
     }
 
@@ -366,6 +411,7 @@ impl Session {
         let user = param("user").unwrap_or("");
         let database = param("database").unwrap_or(user);
         self.target = Some(database.to_owned());
+        self.refreshable = param(idgate::REFRESH).and_then(refresh_flag) == Some(true);
         let gw = Arc::clone(&self.gw);
         let Some(target) = gw.config.target(database) else {
             let names: Vec<&str> = gw.config.targets.iter().map(|t| t.name.as_str()).collect();
@@ -375,18 +421,11 @@ impl Session {
             )
             .hint(format!("set dbname to one of: {}", names.join(", "))));
         };
-
-        let plaintext_ok =
-            self.peer.ip().is_loopback() && gw.config.gateway.allow_plaintext_loopback;
-        if !(client.is_tls() || plaintext_ok) {
+        if !self.may_send_token(client) {
             let mut e = self.event(EventKind::AuthFailed);
             e.reason = Some("token offered without TLS".into());
             self.audit_or_refuse(e).await?;
-            return Err(Refusal::new(
-                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-                "token authentication requires TLS",
-            )
-            .hint("connect with sslmode=require"));
+            return Err(no_tls());
         }
 
         let token = self.read_token(client).await?;
@@ -462,6 +501,12 @@ impl Session {
             lease,
             target: target.clone(),
         })
+    }
+
+    /// A token may travel only over TLS, or over loopback when allowed.
+    fn may_send_token(&self, client: &Stream) -> bool {
+        client.is_tls()
+            || (self.peer.ip().is_loopback() && self.gw.config.gateway.allow_plaintext_loopback)
     }
 
     /// Ask for the token and read it from the PasswordMessage.
@@ -663,6 +708,11 @@ impl Session {
             self.gw
                 .cancels
                 .register(if transaction_mode { None } else { upstream_key });
+        let refresh = self.refreshable.then(RefreshSecret::generate);
+        if let Some(secret) = &refresh {
+            let ticket = format!("{}:{}", self.id, secret.to_hex());
+            codec::parameter_status(&mut hello, idgate::SESSION, &ticket);
+        }
         codec::backend_key_data(&mut hello, cancel_key.pid, cancel_key.key);
         codec::ready_for_query(&mut hello, b'I');
         let lease = if transaction_mode {
@@ -672,6 +722,9 @@ impl Session {
         } else {
             Some(lease)
         };
+        // Registered before the client learns its ticket: a refresh can
+        // never arrive for a session not yet known.
+        let live = self.register(&target, refresh, shutdown);
         if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
             return;
         }
@@ -715,7 +768,6 @@ impl Session {
             variant: &variant,
             cancel: transaction_mode.then_some(&cancel_key),
         };
-        let live = self.register(&target, shutdown);
         let outcome = relay::run(client, upstreams, &self, policy, &live.session).await;
         drop(cancel_key);
         let mut e = self.event(EventKind::SessionEnd);
@@ -734,7 +786,12 @@ impl Session {
     }
 
     /// Enter the registry, with deadlines for token expiry and session age.
-    fn register(&self, target: &TargetConfig, shutdown: &CancellationToken) -> SessionHandle {
+    fn register(
+        &self,
+        target: &TargetConfig,
+        refresh: Option<RefreshSecret>,
+        shutdown: &CancellationToken,
+    ) -> SessionHandle {
         let identity = self.identity.as_ref().expect("logged in");
         let started_at = unix_now() - i64::try_from(self.started.elapsed().as_secs()).unwrap_or(0);
         let handle = self.gw.sessions.register(
@@ -749,8 +806,8 @@ impl Session {
                 role: self.role.clone().unwrap_or_default(),
                 client_addr: self.peer_text.clone(),
                 started_at,
-                token_expires_at: identity.expires_at,
             },
+            Entitlement::of(identity, refresh),
             shutdown,
         );
         // A revocation made while this login was under way found no session
@@ -763,16 +820,8 @@ impl Session {
             handle.session.end(EndReason::Revoked(what.to_string()));
         }
         let g = &self.gw.config.gateway;
-        let now = tokio::time::Instant::now();
         if g.on_expiry == OnExpiry::Disconnect {
-            let exp = time::OffsetDateTime::from_unix_timestamp(identity.expires_at)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            let left = std::time::Duration::try_from(exp - time::OffsetDateTime::now_utc())
-                .unwrap_or_default();
-            let at = now + left + g.expiry_grace;
-            self.gw
-                .expiry
-                .watch(&handle.session, at, EndReason::TokenExpired);
+            self.gw.expiry.watch_token(&handle.session, g.expiry_grace);
         }
         if let Some(age) = g.max_session_age {
             let at = tokio::time::Instant::from_std(self.started) + age;

@@ -1,10 +1,15 @@
 //! Ends sessions at their deadline (token expiry plus grace, or maximum
 //! age) from one task for the whole gateway: a timer per session would
 //! sit in every idle session's memory.
+//!
+//! A token-expiry deadline remembers which expiry it was set for: once a
+//! refresh has moved the session's expiry, the old deadline passes without
+//! effect and the one set for the new expiry counts.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -16,6 +21,17 @@ struct Deadline {
     at: Instant,
     session: Weak<LiveSession>,
     reason: EndReason,
+    /// For a token-expiry deadline: the session's `token_expires_at` it
+    /// was set for.
+    token_exp: Option<i64>,
+}
+
+impl Deadline {
+    /// Whether it still stands for `session` (no refresh superseded it).
+    fn stands(&self, session: &LiveSession) -> bool {
+        self.token_exp
+            .is_none_or(|exp| exp == session.token_expires_at())
+    }
 }
 
 impl PartialEq for Deadline {
@@ -55,13 +71,34 @@ impl ExpiryWatcher {
 
     /// End `session` with `reason` at `at`.
     pub fn watch(&self, session: &Arc<LiveSession>, at: Instant, reason: EndReason) {
-        let mut heap = self.lock();
-        let sooner = heap.peek().is_none_or(|Reverse(d)| at < d.at);
-        heap.push(Reverse(Deadline {
+        self.push(Deadline {
             at,
             session: Arc::downgrade(session),
             reason,
-        }));
+            token_exp: None,
+        });
+    }
+
+    /// End `session` `grace` after its token expires, unless a refresh
+    /// moves the expiry first (then call this again for the new one).
+    pub fn watch_token(&self, session: &Arc<LiveSession>, grace: Duration) {
+        let exp = session.token_expires_at();
+        let left = time::OffsetDateTime::from_unix_timestamp(exp)
+            .ok()
+            .and_then(|exp| Duration::try_from(exp - time::OffsetDateTime::now_utc()).ok())
+            .unwrap_or_default();
+        self.push(Deadline {
+            at: Instant::now() + left + grace,
+            session: Arc::downgrade(session),
+            reason: EndReason::TokenExpired,
+            token_exp: Some(exp),
+        });
+    }
+
+    fn push(&self, deadline: Deadline) {
+        let mut heap = self.lock();
+        let sooner = heap.peek().is_none_or(|Reverse(d)| deadline.at < d.at);
+        heap.push(Reverse(deadline));
         drop(heap);
         if sooner {
             self.sooner.notify_one();
@@ -76,7 +113,9 @@ impl ExpiryWatcher {
                 let mut heap = self.lock();
                 while heap.peek().is_some_and(|Reverse(d)| d.at <= now) {
                     let Reverse(d) = heap.pop().expect("peeked");
-                    if let Some(s) = d.session.upgrade() {
+                    if let Some(s) = d.session.upgrade()
+                        && d.stands(&s)
+                    {
                         s.end(d.reason);
                     }
                 }

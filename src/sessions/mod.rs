@@ -7,18 +7,26 @@
 //! waits on one signal for every way a session can be ended from outside.
 //! Why it ended is set before the token fires, so the session can tell the
 //! client (57P01) and the audit trail.
+//!
+//! A session may outlive its login token: a client holding its
+//! [`RefreshSecret`] hands the gateway a newer token of the same person
+//! (`Gateway::refresh_session`), which moves the session's token expiry.
 
 mod expiry;
+mod refresh_secret;
 pub mod revocation;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::identity::Identity;
+
 pub use expiry::ExpiryWatcher;
+pub use refresh_secret::RefreshSecret;
 pub use revocation::{Revocation, RevocationMatch, Revocations};
 
 /// Why a session was ended from outside.
@@ -89,7 +97,36 @@ pub struct SessionInfo {
     pub client_addr: String,
     /// Unix seconds.
     pub started_at: i64,
-    pub token_expires_at: i64,
+}
+
+/// What entitles a session, beyond who it is: how long its token lasts, the
+/// groups it logged in with (a refresh must carry the same), and the secret
+/// that lets its client refresh it, if it asked for one.
+#[derive(Debug)]
+pub struct Entitlement {
+    /// Unix seconds: the `exp` of the login token.
+    pub expires_at: i64,
+    pub groups: Vec<String>,
+    pub refresh: Option<RefreshSecret>,
+}
+
+impl Entitlement {
+    /// The entitlement a validated login token gives.
+    #[must_use]
+    pub fn of(identity: &Identity, refresh: Option<RefreshSecret>) -> Self {
+        Entitlement {
+            expires_at: identity.expires_at,
+            groups: sorted_groups(identity),
+            refresh,
+        }
+    }
+}
+
+fn sorted_groups(identity: &Identity) -> Vec<String> {
+    let mut groups = identity.groups.clone();
+    groups.sort();
+    groups.dedup();
+    groups
 }
 
 /// A session as the admin API lists it, and as gateways share it.
@@ -100,6 +137,9 @@ pub struct SessionSnapshot {
     pub gateway: Option<String>,
     #[serde(flatten)]
     pub info: SessionInfo,
+    /// Unix seconds: the `exp` of the newest token entitling it (the login
+    /// token's, or the last refresh's).
+    pub token_expires_at: i64,
     pub statements: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -116,6 +156,20 @@ pub struct LiveSession {
     pub bytes_out: AtomicU64,
     ended: CancellationToken,
     reason: OnceLock<EndReason>,
+    /// Unix seconds; moved by each accepted refresh.
+    token_expires_at: AtomicI64,
+    /// Sorted: what a refreshing token's groups must equal.
+    groups: Vec<String>,
+    refresh: Option<RefreshSecret>,
+    /// The `sid` and `jti` of the last refreshing token: revoking them ends
+    /// the session as revoking the login token's does.
+    refreshed: Mutex<Option<TokenMarks>>,
+}
+
+#[derive(Debug)]
+struct TokenMarks {
+    sid: Option<String>,
+    jti: Option<String>,
 }
 
 impl LiveSession {
@@ -148,6 +202,7 @@ impl LiveSession {
         SessionSnapshot {
             gateway: gateway.map(Into::into),
             info: self.info.clone(),
+            token_expires_at: self.token_expires_at(),
             statements: self.statements.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
@@ -170,17 +225,59 @@ impl LiveSession {
         Some(self.reason.get().cloned().unwrap_or(EndReason::Shutdown))
     }
 
+    /// Unix seconds: when the newest token entitling it expires.
+    #[must_use]
+    pub fn token_expires_at(&self) -> i64 {
+        self.token_expires_at.load(Ordering::Acquire)
+    }
+
+    /// Whether `presented` is this session's refresh secret (compared in
+    /// constant time); never, when its client asked for none.
+    #[must_use]
+    pub fn refresh_secret_matches(&self, presented: &str) -> bool {
+        self.refresh.as_ref().is_some_and(|s| s.matches(presented))
+    }
+
+    /// Whether `identity` carries exactly the groups the session logged in
+    /// with: the statement policy keeps judging with the login's claims,
+    /// so a refresh must not stand for different ones.
+    #[must_use]
+    pub fn same_groups(&self, identity: &Identity) -> bool {
+        sorted_groups(identity) == self.groups
+    }
+
+    /// A newer token of the same person now entitles the session: its
+    /// expiry becomes the token's, and revoking the token's `sid` or `jti`
+    /// ends the session. The caller has checked the person and the policy.
+    pub fn extend(&self, identity: &Identity) {
+        *crate::lock(&self.refreshed) = Some(TokenMarks {
+            sid: identity.sid().map(Into::into),
+            jti: identity.jti.clone(),
+        });
+        self.token_expires_at
+            .store(identity.expires_at, Ordering::Release);
+    }
+
     fn matches(&self, m: &RevocationMatch) -> bool {
         let i = &self.info;
+        let refreshed = || crate::lock(&self.refreshed);
         match m {
             RevocationMatch::Subject { issuer, subject } => {
                 i.issuer == *issuer && i.subject == *subject
             }
             RevocationMatch::Sid { issuer, sid } => {
-                i.issuer == *issuer && i.sid.as_deref() == Some(sid.as_str())
+                i.issuer == *issuer
+                    && (i.sid.as_deref() == Some(sid.as_str())
+                        || refreshed()
+                            .as_ref()
+                            .is_some_and(|t| t.sid.as_deref() == Some(sid.as_str())))
             }
             RevocationMatch::Jti { issuer, jti } => {
-                i.issuer == *issuer && i.jti.as_deref() == Some(jti.as_str())
+                i.issuer == *issuer
+                    && (i.jti.as_deref() == Some(jti.as_str())
+                        || refreshed()
+                            .as_ref()
+                            .is_some_and(|t| t.jti.as_deref() == Some(jti.as_str())))
             }
             RevocationMatch::Session(id) => i.id == *id,
         }
@@ -215,6 +312,7 @@ impl Registry {
     pub fn register(
         self: &Arc<Self>,
         info: SessionInfo,
+        entitlement: Entitlement,
         shutdown: &CancellationToken,
     ) -> SessionHandle {
         let session = Arc::new(LiveSession {
@@ -224,6 +322,10 @@ impl Registry {
             bytes_out: AtomicU64::new(0),
             ended: shutdown.child_token(),
             reason: OnceLock::new(),
+            token_expires_at: AtomicI64::new(entitlement.expires_at),
+            groups: entitlement.groups,
+            refresh: entitlement.refresh,
+            refreshed: Mutex::new(None),
         });
         self.lock()
             .insert(session.info.id.clone(), Arc::clone(&session));
@@ -241,6 +343,12 @@ impl Registry {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The live session `id`, if this gateway holds it.
+    #[must_use]
+    pub fn get(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.lock().get(id).cloned()
     }
 
     /// Every live session, oldest first.
@@ -291,7 +399,28 @@ mod tests {
             role: "reader".into(),
             client_addr: "127.0.0.1:1".into(),
             started_at: 1,
-            token_expires_at: 2,
+        }
+    }
+
+    fn plain() -> Entitlement {
+        Entitlement {
+            expires_at: 2,
+            groups: vec!["analysts".into()],
+            refresh: None,
+        }
+    }
+
+    fn identity(sub: &str, groups: &[&str], jti: &str, exp: i64) -> Identity {
+        Identity {
+            issuer_name: "corp".into(),
+            issuer: "https://login.example.com".into(),
+            sub: sub.into(),
+            identity: sub.into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            expires_at: exp,
+            issued_at: Some(1),
+            jti: Some(jti.into()),
+            claims: std::collections::BTreeMap::new(),
         }
     }
 
@@ -299,9 +428,9 @@ mod tests {
     fn revocation_ends_matching_sessions_only_and_says_why() {
         let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
-        let a = registry.register(info("a", "alice", Some("s1")), &shutdown);
-        let b = registry.register(info("b", "alice", Some("s2")), &shutdown);
-        let c = registry.register(info("c", "bob", Some("s1")), &shutdown);
+        let a = registry.register(info("a", "alice", Some("s1")), plain(), &shutdown);
+        let b = registry.register(info("b", "alice", Some("s2")), plain(), &shutdown);
+        let c = registry.register(info("c", "bob", Some("s1")), plain(), &shutdown);
         let reason = EndReason::Revoked("sid s1".into());
         let ended = registry.end_matching(
             &RevocationMatch::Sid {
@@ -322,9 +451,9 @@ mod tests {
     fn shutdown_ends_every_session_and_handles_deregister() {
         let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
-        let a = registry.register(info("a", "alice", None), &shutdown);
+        let a = registry.register(info("a", "alice", None), plain(), &shutdown);
         {
-            let _b = registry.register(info("b", "bob", None), &shutdown);
+            let _b = registry.register(info("b", "bob", None), plain(), &shutdown);
             assert_eq!(registry.len(), 2);
         }
         assert_eq!(registry.len(), 1);
@@ -334,5 +463,51 @@ mod tests {
         // The first reason stays.
         assert_eq!(a.session.end_reason(), Some(EndReason::Shutdown));
         assert!(!registry.kill("nobody"));
+    }
+
+    #[test]
+    fn a_refresh_moves_the_expiry_and_its_jti_revokes_the_session() {
+        let registry = Arc::new(Registry::default());
+        let shutdown = CancellationToken::new();
+        let secret = RefreshSecret::generate();
+        let presented = secret.to_hex();
+        let a = registry.register(
+            info("a", "alice", None),
+            Entitlement {
+                refresh: Some(secret),
+                ..plain()
+            },
+            &shutdown,
+        );
+        let live = registry.get("a").expect("registered");
+        assert!(live.refresh_secret_matches(&presented));
+        assert!(!live.refresh_secret_matches(&"0".repeat(presented.len())));
+        assert!(!live.refresh_secret_matches("short"));
+        assert!(live.same_groups(&identity("alice", &["analysts", "analysts"], "x", 9)));
+        assert!(!live.same_groups(&identity("alice", &["analysts", "admins"], "x", 9)));
+
+        live.extend(&identity("alice", &["analysts"], "jti-new", 100));
+        assert_eq!(live.token_expires_at(), 100);
+        assert_eq!(live.snapshot(None).token_expires_at, 100);
+        let revoke = |jti: &str| RevocationMatch::Jti {
+            issuer: "corp".into(),
+            jti: jti.into(),
+        };
+        let reason = EndReason::Revoked("jti".into());
+        assert!(
+            registry
+                .end_matching(&revoke("jti-other"), &reason)
+                .is_empty()
+        );
+        assert_eq!(registry.end_matching(&revoke("jti-new"), &reason), ["a"]);
+        assert!(a.session.ended().is_cancelled());
+    }
+
+    #[test]
+    fn a_session_that_asked_for_no_refresh_matches_no_secret() {
+        let registry = Arc::new(Registry::default());
+        let _a = registry.register(info("a", "alice", None), plain(), &CancellationToken::new());
+        let live = registry.get("a").expect("registered");
+        assert!(!live.refresh_secret_matches(&RefreshSecret::generate().to_hex()));
     }
 }

@@ -378,6 +378,22 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A client straight to PostgreSQL as the superuser, in the fixture
+/// database: to watch what the gateway does upstream.
+pub async fn direct() -> tokio_postgres::Client {
+    let (host, port) = pg_host_port();
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(host)
+        .port(port)
+        .user("postgres")
+        .dbname("idgate_test")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("direct connection");
+    tokio::spawn(connection);
+    client
+}
+
 /// Run SQL directly against PostgreSQL as the superuser (fixtures only).
 pub async fn admin_sql(sql: &str) {
     admin_sql_in("postgres", sql).await;
