@@ -452,7 +452,7 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
         }
         Command::Connect(args) => Ok(idgate::cli::connect::run(args)
             .await
-            .unwrap_or_else(|e| person_error(&e, e.hint(), e.exit_code()))),
+            .unwrap_or_else(|e| person_error(&e, &e.hint(), e.exit_code()))),
         Command::Tunnel(args) => {
             let stop = tokio_util::sync::CancellationToken::new();
             let stopping = stop.clone();
@@ -462,7 +462,7 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
             });
             Ok(match idgate::cli::tunnel::run(args, stop).await {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => person_error(&e, e.hint(), e.exit_code()),
+                Err(e) => person_error(&e, &e.hint(), e.exit_code()),
             })
         }
     }

@@ -204,6 +204,31 @@ async fn browser_login_in_chromium_gives_a_token_the_gateway_accepts_until_logou
     // A fresh 10-minute token is printed as cached, with no refresh.
     assert_eq!(provider.refresh_requests().await, 0);
 
+    // `idgate connect` takes its token from the same cache by default.
+    let port = harness.addr.port().to_string();
+    let out = run(tokio::process::Command::new(env!("CARGO_BIN_EXE_idgate"))
+        .args([
+            "connect",
+            TARGET,
+            "--role",
+            "reader",
+            "--gateway",
+            "127.0.0.1",
+        ])
+        .args(["--port", &port, "--sslmode", "require"])
+        .args(["--", "-X", "-A", "-t", "-c", "select current_user"])
+        .env("HOME", person.home.path())
+        .env("XDG_CACHE_HOME", person.home.path().join("cache"))
+        .env("XDG_CONFIG_HOME", person.home.path().join("config"))
+        .env("IDGATE_ISSUER", &person.issuer)
+        .env("IDGATE_CLIENT_ID", NATIVE_CLIENT_ID)
+        .env_remove("IDGATE_TOKEN")
+        .env_remove("IDGATE_TOKEN_COMMAND")
+        .stdin(Stdio::null()))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "idgate_ro");
+
     let refresh_token = person.cached()["refresh_token"]
         .as_str()
         .expect("a refresh token was issued")

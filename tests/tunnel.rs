@@ -126,13 +126,14 @@ impl Setup {
 
     /// The gateway as `idgate::cli` reaches it, certificate checked.
     fn endpoint(&self) -> Endpoint {
-        Endpoint::new(&EndpointArgs {
+        let args = EndpointArgs {
+            profile: None,
             gateway: Some(self.h.addr.ip().to_string()),
-            port: self.h.addr.port(),
+            port: Some(self.h.addr.port()),
             ca_file: Some(self.cert().into()),
             sslmode: SslMode::VerifyFull,
-        })
-        .expect("endpoint")
+        };
+        Endpoint::new(&args.settings().expect("settings"), args.sslmode).expect("endpoint")
     }
 
     /// From now on, tokens of `subject` in `groups`.

@@ -40,12 +40,12 @@ pub enum ConnectError {
 
 impl ConnectError {
     #[must_use]
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(&self) -> String {
         match self {
             ConnectError::Endpoint(e) => e.hint(),
             ConnectError::Token(e) => e.hint(),
             ConnectError::Psql(_) => {
-                "install the PostgreSQL client (Debian: apt-get install postgresql-client)"
+                "install the PostgreSQL client (Debian: apt-get install postgresql-client)".into()
             }
         }
     }
@@ -63,8 +63,9 @@ impl ConnectError {
 
 /// The psql command for `args`, with a token from its token source.
 async fn psql(args: &ConnectArgs) -> Result<std::process::Command, ConnectError> {
-    let endpoint = Endpoint::new(&args.endpoint)?;
-    let token = token_source::from_args(&args.tokens)?
+    let settings = args.endpoint.settings().map_err(EndpointError::from)?;
+    let endpoint = Endpoint::new(&settings, args.endpoint.sslmode)?;
+    let token = token_source::from_args(&args.tokens, &settings)
         .token(MIN_VALID)
         .await?;
     let mut psql = std::process::Command::new("psql");

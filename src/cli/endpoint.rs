@@ -1,6 +1,7 @@
 //! Where the gateway is and how to reach it, for `connect` and `tunnel`:
-//! host and port from flags or `IDGATE_*` variables, and how its
-//! certificate is checked. Tokens only ever travel to it over TLS.
+//! host, port and CA from the person's settings (flags, then `IDGATE_*`
+//! variables, then the config file), and how its certificate is checked.
+//! Tokens only ever travel to it over TLS.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::{CliError, Overrides, Settings};
 use crate::postgres::codec;
 use crate::tls::{CertCheck, TlsError};
 
@@ -22,15 +24,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EndpointArgs {
-    /// The gateway's host name, as its certificate names it.
-    #[arg(long, env = "IDGATE_GATEWAY")]
+    /// The profile of the client config file to use (IDGATE_PROFILE).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// The gateway's host name, as its certificate names it
+    /// (IDGATE_GATEWAY, or `gateway` in the config file).
+    #[arg(long)]
     pub gateway: Option<String>,
-    /// The gateway's PostgreSQL port.
-    #[arg(long, env = "IDGATE_POSTGRES_PORT", default_value_t = 6432)]
-    pub port: u16,
-    /// CA certificates (PEM) that sign the gateway's certificate; default:
-    /// the system's trust store.
-    #[arg(long, env = "IDGATE_CA_FILE", value_name = "FILE")]
+    /// The gateway's PostgreSQL port (IDGATE_POSTGRES_PORT; default 6432).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// CA certificates (PEM) that sign the gateway's certificate
+    /// (IDGATE_CA_FILE); default: the system's trust store.
+    #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// `verify-full` checks the gateway's certificate and host name;
     /// `require` only encrypts (for `idgate dev`'s throwaway certificate).
@@ -41,6 +47,19 @@ pub struct EndpointArgs {
         default_value = "verify-full"
     )]
     pub sslmode: SslMode,
+}
+
+impl EndpointArgs {
+    /// The person's settings with these flags on top.
+    pub fn settings(&self) -> Result<Settings, CliError> {
+        Settings::load(Overrides {
+            profile: self.profile.clone(),
+            gateway: self.gateway.clone(),
+            postgres_port: self.port,
+            ca_file: self.ca_file.clone(),
+            ..Overrides::default()
+        })
+    }
 }
 
 /// How the gateway's certificate is checked, named as libpq names it.
@@ -62,6 +81,8 @@ impl SslMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
+    #[error(transparent)]
+    Settings(#[from] CliError),
     #[error("no gateway given")]
     NoGateway,
     #[error("gateway host {0:?} is not a valid host name")]
@@ -84,20 +105,21 @@ pub enum EndpointError {
 
 impl EndpointError {
     #[must_use]
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(&self) -> String {
         match self {
+            EndpointError::Settings(e) => e.hint(),
             EndpointError::NoGateway | EndpointError::BadHost(_) => {
-                "pass --gateway HOST (or set IDGATE_GATEWAY), and --port if it is not 6432"
+                "pass --gateway HOST (or set IDGATE_GATEWAY, or `gateway` in ~/.config/idgate/config.toml), and --port if it is not 6432".into()
             }
             EndpointError::Tls(_) => {
-                "--ca-file (IDGATE_CA_FILE) must name a PEM file of CA certificates"
+                "--ca-file (IDGATE_CA_FILE) must name a PEM file of CA certificates".into()
             }
             EndpointError::Unreachable { .. } => {
-                "check --gateway and --port (IDGATE_GATEWAY, IDGATE_POSTGRES_PORT) and that the gateway runs"
+                "check --gateway and --port (IDGATE_GATEWAY, IDGATE_POSTGRES_PORT) and that the gateway runs".into()
             }
-            EndpointError::NoTls(_) => "the gateway must have tls_cert_file and tls_key_file set",
+            EndpointError::NoTls(_) => "the gateway must have tls_cert_file and tls_key_file set".into(),
             EndpointError::Handshake { .. } => {
-                "give the CA that signed the gateway's certificate with --ca-file, or --sslmode require for a trial gateway"
+                "give the CA that signed the gateway's certificate with --ca-file, or --sslmode require for a trial gateway".into()
             }
         }
     }
@@ -106,6 +128,7 @@ impl EndpointError {
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
+            EndpointError::Settings(e) => e.exit_code(),
             EndpointError::NoGateway | EndpointError::BadHost(_) => 2,
             _ => 1,
         }
@@ -133,24 +156,24 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(args: &EndpointArgs) -> Result<Self, EndpointError> {
-        let host = args
+    pub fn new(settings: &Settings, sslmode: SslMode) -> Result<Self, EndpointError> {
+        let host = settings
             .gateway
             .clone()
             .filter(|h| !h.is_empty())
             .ok_or(EndpointError::NoGateway)?;
         let server_name =
             ServerName::try_from(host.clone()).map_err(|_| EndpointError::BadHost(host.clone()))?;
-        let check = match (args.sslmode, &args.ca_file) {
+        let check = match (sslmode, &settings.ca_file) {
             (SslMode::Require, _) => CertCheck::EncryptOnly,
             (SslMode::VerifyFull, Some(path)) => CertCheck::CaFile(path),
             (SslMode::VerifyFull, None) => CertCheck::SystemRoots,
         };
         Ok(Endpoint {
             host,
-            port: args.port,
-            sslmode: args.sslmode,
-            ca_file: args.ca_file.clone(),
+            port: settings.postgres_port,
+            sslmode,
+            ca_file: settings.ca_file.clone(),
             server_name,
             tls: TlsConnector::from(crate::tls::client_config(check)?),
         })

@@ -1,7 +1,7 @@
-//! Where `connect` and `tunnel` get the person's tokens: the one seam to
-//! the token cache of `idgate login`. Today a command that prints a token
-//! (`--token-command`, e.g. another tool's `… token`), or `IDGATE_TOKEN`;
-//! `from_args` is the one place that picks.
+//! Where `connect` and `tunnel` get the person's tokens: the token cache of
+//! `idgate login` (refreshed as needed), unless a command that prints a
+//! token (`--token-command`, e.g. another tool's `… token`) or
+//! `IDGATE_TOKEN` is given; `from_args` is the one place that picks.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncReadExt;
 
+use super::{CliError, Settings};
 use crate::secret::Secret;
 
 /// How long a token command may take (it may refresh at the provider).
@@ -31,15 +32,15 @@ pub struct TokenArgs {
     /// A command (run with `sh -c`) whose standard output is a valid access
     /// token; run each time a token is needed, with IDGATE_MIN_VALID set
     /// to the seconds it must still be valid. Without it, IDGATE_TOKEN is
-    /// used as is.
+    /// used as is, and without that the token cache of `idgate login`.
     #[arg(long, env = "IDGATE_TOKEN_COMMAND", value_name = "CMD")]
     pub token_command: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenSourceError {
-    #[error("no token source")]
-    NotConfigured,
+    #[error(transparent)]
+    Cache(#[from] CliError),
     #[error("token command could not run: {0}")]
     Spawn(std::io::Error),
     #[error("token command took longer than {}s", COMMAND_TIMEOUT.as_secs())]
@@ -54,19 +55,17 @@ pub enum TokenSourceError {
 
 impl TokenSourceError {
     #[must_use]
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(&self) -> String {
         match self {
-            TokenSourceError::NotConfigured => {
-                "pass --token-command CMD (or IDGATE_TOKEN_COMMAND) printing a token, or set IDGATE_TOKEN"
-            }
+            TokenSourceError::Cache(e) => e.hint(),
             TokenSourceError::Spawn(_) | TokenSourceError::Timeout => {
-                "check the command given with --token-command (IDGATE_TOKEN_COMMAND)"
+                "check the command given with --token-command (IDGATE_TOKEN_COMMAND)".into()
             }
             TokenSourceError::Failed { .. } => {
-                "run the token command yourself to see why; you may need to log in again"
+                "run the token command yourself to see why; you may need to log in again".into()
             }
             TokenSourceError::Empty | TokenSourceError::NotAToken => {
-                "the token command must print one token and nothing else on standard output"
+                "the token command must print one token and nothing else on standard output".into()
             }
         }
     }
@@ -75,20 +74,29 @@ impl TokenSourceError {
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
-            TokenSourceError::NotConfigured => 2,
+            TokenSourceError::Cache(e) => e.exit_code(),
             _ => 1,
         }
     }
 }
 
 /// The token source the command line asks for.
-pub fn from_args(args: &TokenArgs) -> Result<Box<dyn TokenSource>, TokenSourceError> {
+pub fn from_args(args: &TokenArgs, settings: &Settings) -> Box<dyn TokenSource> {
     if let Some(command) = &args.token_command {
-        return Ok(Box::new(TokenCommand(command.clone())));
+        return Box::new(TokenCommand(command.clone()));
     }
     match std::env::var("IDGATE_TOKEN") {
-        Ok(token) if !token.trim().is_empty() => Ok(Box::new(Fixed(Secret::new(token.trim())))),
-        _ => Err(TokenSourceError::NotConfigured),
+        Ok(token) if !token.trim().is_empty() => Box::new(Fixed(Secret::new(token.trim()))),
+        _ => Box::new(Cached(settings.clone())),
+    }
+}
+
+/// The token cache of `idgate login`, refreshed under its lock.
+struct Cached(Settings);
+
+impl TokenSource for Cached {
+    fn token(&self, min_valid: Duration) -> BoxFuture<'_, Result<Secret, TokenSourceError>> {
+        Box::pin(async move { Ok(super::token::fresh_token(&self.0, min_valid).await?) })
     }
 }
 

@@ -70,12 +70,12 @@ pub enum TunnelError {
 
 impl TunnelError {
     #[must_use]
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(&self) -> String {
         match self {
             TunnelError::NotLoopback(_) => {
-                "anyone who reaches the tunnel acts as you: listen on 127.0.0.1 or [::1]"
+                "anyone who reaches the tunnel acts as you: listen on 127.0.0.1 or [::1]".into()
             }
-            TunnelError::Listen { .. } => "pick another port with --listen 127.0.0.1:PORT",
+            TunnelError::Listen { .. } => "pick another port with --listen 127.0.0.1:PORT".into(),
             TunnelError::Endpoint(e) => e.hint(),
             TunnelError::Token(e) => e.hint(),
         }
@@ -124,8 +124,9 @@ pub struct Tunnel {
 /// `idgate tunnel`: bind, say where, serve until `stop`.
 pub async fn run(args: TunnelArgs, stop: CancellationToken) -> Result<(), TunnelError> {
     let listener = listen(args.listen).await?;
-    let endpoint = Endpoint::new(&args.endpoint)?;
-    let tokens = token_source::from_args(&args.tokens)?;
+    let settings = args.endpoint.settings().map_err(EndpointError::from)?;
+    let endpoint = Endpoint::new(&settings, args.endpoint.sslmode)?;
+    let tokens = token_source::from_args(&args.tokens, &settings);
     let tunnel = Tunnel::new(listener, endpoint, tokens, args.target, args.role);
     println!("{}", tunnel.greeting());
     tunnel.serve(stop).await;
@@ -235,7 +236,7 @@ async fn serve_local(shared: &Arc<Shared>, mut local: TcpStream) -> std::io::Res
             return refuse(
                 &mut local,
                 &format!("idgate tunnel: cannot get a token: {e}"),
-                e.hint(),
+                &e.hint(),
             )
             .await;
         }
@@ -244,7 +245,7 @@ async fn serve_local(shared: &Arc<Shared>, mut local: TcpStream) -> std::io::Res
         Ok(g) => g,
         Err(e) => {
             tracing::warn!("{e}");
-            return refuse(&mut local, &format!("idgate tunnel: {e}"), e.hint()).await;
+            return refuse(&mut local, &format!("idgate tunnel: {e}"), &e.hint()).await;
         }
     };
     let mut startup: Vec<(&str, &str)> = vec![
