@@ -427,7 +427,9 @@ fn admin_client(args: &AdminArgs) -> anyhow::Result<idgate::admin::AdminClient> 
 /// Also asks each read-only role's upstream user whether it can write
 /// (a warning, never a failure: the database may be out of reach here).
 async fn check_config(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+    let mut config = Config::load(&path)?;
+    // It validates the deployment: the secrets must be there too.
+    config.read_secrets()?;
     let policy = idgate::policy::PolicyEngine::load(&config.policy.file)?;
     for w in config.warnings.iter().chain(policy.warnings()) {
         println!("warning: {w}");

@@ -1,6 +1,7 @@
 //! The `idgate` binary as a user runs it: `dev` prints a psql line that
 //! connects, `check-config` points at the broken line, `audit verify`
-//! catches an edited trail.
+//! catches an edited trail, and only commands that log in upstream need
+//! its secrets.
 
 mod support;
 
@@ -75,6 +76,112 @@ async fn dev_prints_a_psql_line_that_connects() {
         .await
         .unwrap();
     assert!(err.contains("TRIAL ONLY"), "{err}");
+}
+
+/// Secrets only where they are needed (#14): someone debugging a token
+/// needs no database password nor audit key; `serve` and `check-config`,
+/// which log in upstream, still stop at start without them.
+#[tokio::test]
+async fn token_inspect_and_policy_explain_run_without_upstream_secrets_serve_does_not() {
+    const PASSWORD_VAR: &str = "IDGATE_TEST_UNSET_READER_PASSWORD";
+    const KEY_VAR: &str = "IDGATE_TEST_UNSET_AUDIT_KEY";
+    let issuer = idgate::dev::DevIssuer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.cedar"),
+        r#"permit(principal, action in [Action::"connect", Action::"read"], resource == Role::"orders/reader");"#,
+    )
+    .unwrap();
+    let path = dir.path().join("idgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[gateway]
+postgres_listen = "127.0.0.1:0"
+allow_plaintext_loopback = true
+
+[[issuers]]
+name = "dev"
+issuer = "{}"
+audiences = ["idgate"]
+
+[[targets]]
+name = "orders"
+upstream = "{}"
+database = "idgate_test"
+
+[[targets.roles]]
+name = "reader"
+user = "idgate_ro"
+password_env = "{PASSWORD_VAR}"
+
+[policy]
+file = "policy.cedar"
+
+[audit]
+file = "audit.jsonl"
+key_env = "{KEY_VAR}"
+"#,
+            issuer.issuer_url(),
+            pg_addr()
+        ),
+    )
+    .unwrap();
+    let token = issuer.mint_for("ann", &[], "idgate", Duration::from_secs(600));
+    let without_secrets = |cmd: &mut tokio::process::Command| {
+        cmd.env_remove(PASSWORD_VAR).env_remove(KEY_VAR);
+    };
+
+    let mut inspect = idgate();
+    inspect
+        .args(["token", "inspect", &token, "--config"])
+        .arg(&path);
+    without_secrets(&mut inspect);
+    let out = run(&mut inspect).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let mut explain = idgate();
+    explain
+        .args(["policy", "explain", "--token", &token, "--target", "orders"])
+        .args(["--sql", "select 1", "--config"])
+        .arg(&path);
+    without_secrets(&mut explain);
+    let out = run(&mut explain).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("result: ALLOWED"), "{}", stdout(&out));
+
+    for command in ["serve", "check-config"] {
+        let mut cmd = idgate();
+        cmd.args([command, "--config"]).arg(&path);
+        without_secrets(&mut cmd);
+        let out = run(&mut cmd).await;
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "idgate.toml:18:16: environment variable `{PASSWORD_VAR}` (password of role `reader`) is not set"
+            )),
+            "{command}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "hint: export {PASSWORD_VAR}=… before starting idgate"
+            )),
+            "{command}: {err}"
+        );
+    }
 }
 
 #[tokio::test]

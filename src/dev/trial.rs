@@ -120,7 +120,7 @@ async fn reader_role(target: &TargetConfig) -> anyhow::Result<RoleConfig> {
     Ok(RoleConfig {
         name: "reader".into(),
         user: READER_USER.into(),
-        password: Some(Secret::new(password)),
+        password: Some(Secret::new(password).into()),
     })
 }
 
@@ -270,7 +270,7 @@ pub fn write_config(
             roles: vec![RoleConfig {
                 name: "dev".into(),
                 user: upstream.user.clone(),
-                password: upstream.password.clone(),
+                password: upstream.password.clone().map(Into::into),
             }],
             environment: vec!["dev".into()],
         }],
