@@ -87,6 +87,20 @@ fn closed_port() -> u16 {
         .port()
 }
 
+/// Stops a throwaway server that a failing test would leave behind: the
+/// test then kills idgate (`kill_on_drop`), which gives it no chance to.
+struct LeftBehind(std::path::PathBuf);
+
+impl Drop for LeftBehind {
+    fn drop(&mut self) {
+        let pid_file = std::fs::read_to_string(self.0.join("data/postmaster.pid"));
+        if let Some(pid) = pid_file.ok().and_then(|f| f.lines().next()?.parse().ok()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        }
+    }
+}
+
 /// The fresh-machine trial (#14): with nothing listening on its upstream,
 /// `idgate dev` runs a throwaway PostgreSQL of its own, both printed lines
 /// reach it, and SIGTERM stops the server and removes its directory.
@@ -130,6 +144,7 @@ async fn dev_starts_a_throwaway_postgres_when_none_answers_and_removes_it_on_sig
             .expect("the line names the directory")
             .0,
     );
+    let _left_behind = LeftBehind(dir.clone());
     let pid_file = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap();
     let server = std::path::PathBuf::from(format!("/proc/{}", pid_file.lines().next().unwrap()));
     assert!(server.exists(), "the throwaway server runs");
