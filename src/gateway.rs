@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditKey, AuditLog, AuditWriter};
+use crate::audit::{AuditLog, AuditWriter};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::identity::{Identity, LogoutError, LogoutToken, TokenError, TokenValidator, unix_now};
@@ -88,7 +88,14 @@ impl Gateway {
         Self::start_inner(config, Clock::System, false).await
     }
 
-    async fn start_inner(config: Config, clock: Clock, audited: bool) -> anyhow::Result<Running> {
+    async fn start_inner(
+        mut config: Config,
+        clock: Clock,
+        audited: bool,
+    ) -> anyhow::Result<Running> {
+        // Every secret up front: a missing one stops the gateway here, not
+        // at a client's first login.
+        config.read_secrets()?;
         let policy = PolicyEngine::load(&config.policy.file)?;
         let tls = match &config.gateway.tls {
             Some(files) => Some(crate::tls::server_config(
@@ -104,13 +111,7 @@ impl Gateway {
             upstream_tls.insert(t.name.clone(), c);
         }
         let (audit, audit_writer) = if audited {
-            let key = config
-                .audit
-                .key
-                .as_ref()
-                .map(AuditKey::new)
-                .transpose()
-                .context("[audit] key")?;
+            let key = config.audit.read_key()?;
             AuditLog::open(&config.audit.file, key.as_ref())
                 .await
                 .with_context(|| format!("audit file {}", config.audit.file.display()))?

@@ -40,11 +40,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Zero-config trial: development issuer + gateway in front of a local PostgreSQL.
+    /// Zero-config trial: development issuer + gateway in front of a local
+    /// PostgreSQL, or of a throwaway one it starts when none will do.
     Dev {
-        /// The PostgreSQL server to put the gateway in front of.
-        #[arg(long, default_value = "postgres://127.0.0.1:5432")]
-        upstream: String,
+        /// The PostgreSQL server to put the gateway in front of
+        /// [default: postgres://127.0.0.1:5432]; when nothing answers
+        /// there, a throwaway server from the machine's PostgreSQL binaries
+        /// stands in.
+        #[arg(long)]
+        upstream: Option<String>,
         /// Where the gateway listens.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: SocketAddr,
@@ -353,18 +357,21 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
             pool_size,
             no_audit,
             threads,
-        } => idgate::dev::trial::run(idgate::dev::trial::TrialOptions {
-            upstream,
-            listen,
-            max_connections,
-            pool: PoolConfig {
-                mode: pool_mode.into(),
-                max_size: pool_size,
-                ..PoolConfig::default()
+        } => idgate::dev::trial::run(
+            idgate::dev::trial::TrialOptions {
+                upstream,
+                listen,
+                max_connections,
+                pool: PoolConfig {
+                    mode: pool_mode.into(),
+                    max_size: pool_size,
+                    ..PoolConfig::default()
+                },
+                audit: !no_audit,
+                threads,
             },
-            audit: !no_audit,
-            threads,
-        })
+            shutdown_signal(),
+        )
         .await
         .map(|()| ExitCode::SUCCESS),
         Command::Audit {
@@ -543,7 +550,9 @@ fn admin_client(args: &AdminArgs) -> anyhow::Result<idgate::admin::AdminClient> 
 /// Also asks each read-only role's upstream user whether it can write
 /// (a warning, never a failure: the database may be out of reach here).
 async fn check_config(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+    let mut config = Config::load(&path)?;
+    // It validates the deployment: the secrets must be there too.
+    config.read_secrets()?;
     let policy = idgate::policy::PolicyEngine::load(&config.policy.file)?;
     for w in config.warnings.iter().chain(policy.warnings()) {
         println!("warning: {w}");

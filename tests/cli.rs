@@ -1,6 +1,7 @@
 //! The `idgate` binary as a user runs it: `dev` prints a psql line that
-//! connects, `check-config` points at the broken line, `audit verify`
-//! catches an edited trail.
+//! connects (to a throwaway PostgreSQL when none answers), `check-config`
+//! points at the broken line, `audit verify` catches an edited trail, and
+//! only commands that log in upstream need its secrets.
 
 mod support;
 
@@ -75,6 +76,238 @@ async fn dev_prints_a_psql_line_that_connects() {
         .await
         .unwrap();
     assert!(err.contains("TRIAL ONLY"), "{err}");
+}
+
+/// A free loopback port nothing listens on (bound, then let go).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops a throwaway server that a failing test would leave behind: the
+/// test then kills idgate (`kill_on_drop`), which gives it no chance to.
+struct LeftBehind(std::path::PathBuf);
+
+impl Drop for LeftBehind {
+    fn drop(&mut self) {
+        let pid_file = std::fs::read_to_string(self.0.join("data/postmaster.pid"));
+        if let Some(pid) = pid_file.ok().and_then(|f| f.lines().next()?.parse().ok()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        }
+    }
+}
+
+/// The fresh-machine trial (#14): with nothing listening on its upstream,
+/// `idgate dev` runs a throwaway PostgreSQL of its own, both printed lines
+/// reach it, and SIGTERM stops the server and removes its directory.
+#[tokio::test]
+async fn dev_starts_a_throwaway_postgres_when_none_answers_and_removes_it_on_sigterm() {
+    let mut child = idgate()
+        .args(["dev", "--listen", "127.0.0.1:0", "--upstream"])
+        .arg(format!("postgres://127.0.0.1:{}", closed_port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut started = None;
+    let mut psql_lines = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("started a throwaway PostgreSQL") {
+                started = Some(line);
+            } else if line.starts_with("PGPASSWORD=") {
+                psql_lines.push(line);
+                if psql_lines.len() == 2 {
+                    return;
+                }
+            }
+        }
+        panic!("idgate dev exited without printing two psql lines");
+    })
+    .await
+    .expect("idgate dev became ready");
+    let started = started.expect("idgate dev said it started a throwaway PostgreSQL");
+    assert!(
+        started.starts_with("nothing answers on 127.0.0.1:"),
+        "{started}"
+    );
+    let dir = std::path::PathBuf::from(
+        started
+            .split_once("(in ")
+            .and_then(|(_, rest)| rest.split_once(", removed on exit)"))
+            .expect("the line names the directory")
+            .0,
+    );
+    let _left_behind = LeftBehind(dir.clone());
+    let pid_file = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap();
+    let server = std::path::PathBuf::from(format!("/proc/{}", pid_file.lines().next().unwrap()));
+    assert!(server.exists(), "the throwaway server runs");
+
+    let out = psql(
+        &psql_lines[0],
+        "select current_user, current_setting($$data_directory$$)",
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("postgres|{}", dir.join("data").display()),
+        "the dev line reaches the throwaway server"
+    );
+    let out = psql(&psql_lines[1], "select current_user").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "idgate_dev_reader");
+    let out = psql(&psql_lines[1], "create table reader_was_here (x int)").await;
+    assert!(!out.status.success(), "the reader line may only read");
+
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap().try_into().unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("idgate dev stopped on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!server.exists(), "the throwaway server is gone");
+    assert!(!dir.exists(), "{} is removed", dir.display());
+}
+
+/// A throwaway server stands in where nothing answers; a server that wants
+/// a password does only for the default upstream, which the person did not
+/// choose; one that lets the trial in is used.
+#[tokio::test]
+async fn dev_takes_a_throwaway_postgres_only_where_the_upstream_cannot_serve() {
+    use idgate::dev::trial::{parse_upstream, unusable};
+    let refused = parse_upstream(&format!("postgres://127.0.0.1:{}", closed_port())).unwrap();
+    for defaulted in [true, false] {
+        let reason = unusable(&refused, defaulted).await.expect("a reason");
+        assert!(reason.starts_with("nothing answers on"), "{reason}");
+    }
+    let wants_password = parse_upstream(&format!(
+        "postgres://idgate_scram@{}/idgate_test",
+        pg_addr()
+    ))
+    .unwrap();
+    let reason = unusable(&wants_password, true).await.expect("a reason");
+    assert!(reason.contains("wants a password"), "{reason}");
+    assert!(
+        reason.contains("pass --upstream postgres://USER:PASSWORD@"),
+        "{reason}"
+    );
+    assert_eq!(unusable(&wants_password, false).await, None);
+    let trusted = parse_upstream(&format!("postgres://postgres@{}/postgres", pg_addr())).unwrap();
+    assert_eq!(unusable(&trusted, true).await, None);
+}
+
+/// Secrets only where they are needed (#14): someone debugging a token
+/// needs no database password nor audit key; `serve` and `check-config`,
+/// which log in upstream, still stop at start without them.
+#[tokio::test]
+async fn token_inspect_and_policy_explain_run_without_upstream_secrets_serve_does_not() {
+    const PASSWORD_VAR: &str = "IDGATE_TEST_UNSET_READER_PASSWORD";
+    const KEY_VAR: &str = "IDGATE_TEST_UNSET_AUDIT_KEY";
+    let issuer = idgate::dev::DevIssuer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.cedar"),
+        r#"permit(principal, action in [Action::"connect", Action::"read"], resource == Role::"orders/reader");"#,
+    )
+    .unwrap();
+    let path = dir.path().join("idgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[gateway]
+postgres_listen = "127.0.0.1:0"
+allow_plaintext_loopback = true
+
+[[issuers]]
+name = "dev"
+issuer = "{}"
+audiences = ["idgate"]
+
+[[targets]]
+name = "orders"
+upstream = "{}"
+database = "idgate_test"
+
+[[targets.roles]]
+name = "reader"
+user = "idgate_ro"
+password_env = "{PASSWORD_VAR}"
+
+[policy]
+file = "policy.cedar"
+
+[audit]
+file = "audit.jsonl"
+key_env = "{KEY_VAR}"
+"#,
+            issuer.issuer_url(),
+            pg_addr()
+        ),
+    )
+    .unwrap();
+    let token = issuer.mint_for("ann", &[], "idgate", Duration::from_secs(600));
+    let without_secrets = |cmd: &mut tokio::process::Command| {
+        cmd.env_remove(PASSWORD_VAR).env_remove(KEY_VAR);
+    };
+
+    let mut inspect = idgate();
+    inspect
+        .args(["token", "inspect", &token, "--config"])
+        .arg(&path);
+    without_secrets(&mut inspect);
+    let out = run(&mut inspect).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let mut explain = idgate();
+    explain
+        .args(["policy", "explain", "--token", &token, "--target", "orders"])
+        .args(["--sql", "select 1", "--config"])
+        .arg(&path);
+    without_secrets(&mut explain);
+    let out = run(&mut explain).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("result: ALLOWED"), "{}", stdout(&out));
+
+    for command in ["serve", "check-config"] {
+        let mut cmd = idgate();
+        cmd.args([command, "--config"]).arg(&path);
+        without_secrets(&mut cmd);
+        let out = run(&mut cmd).await;
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "idgate.toml:18:16: environment variable `{PASSWORD_VAR}` (password of role `reader`) is not set"
+            )),
+            "{command}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "hint: export {PASSWORD_VAR}=… before starting idgate"
+            )),
+            "{command}: {err}"
+        );
+    }
 }
 
 #[tokio::test]

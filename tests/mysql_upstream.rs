@@ -34,7 +34,7 @@ fn role(user: &str, password: &str) -> RoleConfig {
     RoleConfig {
         name: "r".into(),
         user: user.into(),
-        password: Some(Secret::new(password)),
+        password: Some(Secret::new(password).into()),
     }
 }
 

@@ -4,8 +4,10 @@
 //! Parsing happens in two steps: serde reads the raw file (unknown keys are
 //! errors), then `validate` turns it into the checked `Config` the rest of
 //! the gateway uses. Every error carries `file:line:col` and a fix hint.
+//! Secrets are named, not read, at load (`secrets`).
 
 mod duration;
+mod secrets;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -15,8 +17,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::secret::Secret;
 pub use duration::parse_duration;
+use secrets::NamedSecret;
+pub use secrets::{SecretSource, read_secret_file};
 
 /// Clock skew beyond this is refused: a wider window makes stolen expired
 /// tokens useful again.
@@ -273,7 +276,7 @@ pub struct RoleConfig {
     pub name: String,
     pub user: String,
     /// `None` for upstream trust authentication.
-    pub password: Option<Secret>,
+    pub password: Option<SecretSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -287,7 +290,24 @@ pub struct AuditConfig {
     /// The key of the chain's HMAC and the seal's MAC (`key_file` /
     /// `key_env`), at least [`crate::audit::MIN_KEY_LEN`] bytes. Without
     /// one the chain is plain SHA-256, which shows accidents, not tampering.
-    pub key: Option<Secret>,
+    pub key: Option<SecretSource>,
+}
+
+impl AuditConfig {
+    /// The audit key, read and checked; `None` when none is configured.
+    pub fn read_key(&self) -> Result<Option<crate::audit::AuditKey>, ConfigError> {
+        let Some(source) = &self.key else {
+            return Ok(None);
+        };
+        crate::audit::AuditKey::new(&source.read()?)
+            .map(Some)
+            .map_err(|e| {
+                source.invalid(
+                    e.to_string(),
+                    "generate a longer one, e.g. `openssl rand -base64 48 > audit.key` (64 characters)",
+                )
+            })
+    }
 }
 
 impl Config {
@@ -319,6 +339,22 @@ impl Config {
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name == name)
+    }
+
+    /// Read every secret the config names (upstream passwords, the audit
+    /// key) and keep the values: what `serve` and `check-config` do first,
+    /// so a missing secret stops them before anything starts.
+    pub fn read_secrets(&mut self) -> Result<(), ConfigError> {
+        for role in self.targets.iter_mut().flat_map(|t| &mut t.roles) {
+            if let Some(password) = &mut role.password {
+                *password = SecretSource::Value(password.read()?);
+            }
+        }
+        self.audit.read_key()?;
+        if let Some(key) = &mut self.audit.key {
+            *key = SecretSource::Value(key.read()?);
+        }
+        Ok(())
     }
 
     /// How long a revocation is kept: until no token it covers can still
@@ -947,9 +983,9 @@ impl Validator<'_> {
         let password = self.secret(
             r.password_env.as_ref(),
             r.password_file.as_ref(),
-            &SecretKeys {
+            SecretKeys {
                 prefix: "password",
-                what: &format!("password of role `{}`", r.name.get_ref()),
+                what: format!("password of role `{}`", r.name.get_ref()),
                 file_noun: "password file",
                 fill: "write the upstream password into it",
             },
@@ -957,7 +993,7 @@ impl Validator<'_> {
         Ok(RoleConfig {
             name: r.name.into_inner(),
             user: r.user,
-            password: password.map(|(secret, _)| secret),
+            password,
         })
     }
 
@@ -972,78 +1008,48 @@ impl Validator<'_> {
         let key = self.secret(
             a.key_env.as_ref(),
             a.key_file.as_ref(),
-            &SecretKeys {
+            SecretKeys {
                 prefix: "key",
-                what: "the audit key",
+                what: "the audit key".into(),
                 file_noun: "audit key file",
                 fill: "write a key of at least 32 bytes into it, e.g. `openssl rand -base64 48 > audit.key`",
             },
         )?;
-        let key = match key {
-            Some((secret, span)) => {
-                if let Err(e) = crate::audit::AuditKey::new(&secret) {
-                    return self.err(
-                        span,
-                        e.to_string(),
-                        "generate a longer one, e.g. `openssl rand -base64 48 > audit.key` (64 characters)",
-                    );
-                }
-                Some(secret)
-            }
-            None => None,
-        };
         Ok(AuditConfig {
             file: self.resolve(&a.file),
             key,
         })
     }
 
-    /// A secret named by `PREFIX_env` or `PREFIX_file` (at most one), with
-    /// the span of the key that named it; `None` if neither is set. A
-    /// file's trailing line break is not part of the secret.
+    /// Where the secret named by `PREFIX_env` or `PREFIX_file` (at most
+    /// one) is; `None` if neither is set. Nothing is read here.
     fn secret(
         &self,
         env: Option<&Spanned<String>>,
         file: Option<&Spanned<String>>,
-        keys: &SecretKeys<'_>,
-    ) -> Result<Option<(Secret, std::ops::Range<usize>)>, ConfigError> {
+        keys: SecretKeys<'_>,
+    ) -> Result<Option<SecretSource>, ConfigError> {
         let prefix = keys.prefix;
-        match (env, file) {
-            (Some(_), Some(f)) => self.err(
-                f.span(),
-                format!("{prefix}_env and {prefix}_file are both set"),
-                "keep one of them",
-            ),
-            (Some(var), None) => match std::env::var(var.get_ref()) {
-                Ok(v) if !v.is_empty() => Ok(Some((Secret::new(v), var.span()))),
-                _ => self.err(
-                    var.span(),
-                    format!(
-                        "environment variable `{}` ({}) is not set",
-                        var.get_ref(),
-                        keys.what
-                    ),
-                    format!("export {}=… before starting idgate", var.get_ref()),
-                ),
-            },
-            (None, Some(file)) => {
-                let path = self.resolve(file.get_ref());
-                match read_secret_file(&path) {
-                    Ok(Some(v)) => Ok(Some((v, file.span()))),
-                    Ok(None) => self.err(
-                        file.span(),
-                        format!("{} {} is empty", keys.file_noun, path.display()),
-                        keys.fill,
-                    ),
-                    Err(e) => self.err(
-                        file.span(),
-                        format!("cannot read {} {}: {e}", keys.file_noun, path.display()),
-                        "check the path and its permissions",
-                    ),
-                }
+        let at = |s: &Spanned<String>| position(self.path, self.text, s.span().start);
+        let named = match (env, file) {
+            (Some(_), Some(f)) => {
+                return self.err(
+                    f.span(),
+                    format!("{prefix}_env and {prefix}_file are both set"),
+                    "keep one of them",
+                );
             }
-            (None, None) => Ok(None),
-        }
+            (Some(var), None) => NamedSecret::env(at(var), keys.what, var.get_ref().clone()),
+            (None, Some(file)) => NamedSecret::file(
+                at(file),
+                keys.what,
+                self.resolve(file.get_ref()),
+                keys.file_noun,
+                keys.fill,
+            ),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(SecretSource::Named(named)))
     }
 }
 
@@ -1052,19 +1058,11 @@ struct SecretKeys<'a> {
     /// `password` for `password_env` / `password_file`.
     prefix: &'a str,
     /// What the secret is, e.g. "password of role `reader`".
-    what: &'a str,
+    what: String,
     /// "password file".
-    file_noun: &'a str,
+    file_noun: &'static str,
     /// Hint for an empty file.
-    fill: &'a str,
-}
-
-/// Reads a secret from a file: its text without trailing line breaks;
-/// `None` if that is empty. Also used by `idgate audit verify --key-file`.
-pub fn read_secret_file(path: &Path) -> std::io::Result<Option<Secret>> {
-    let text = std::fs::read_to_string(path)?;
-    let value = text.trim_end_matches(['\r', '\n']);
-    Ok((!value.trim_end().is_empty()).then(|| Secret::new(value)))
+    fill: &'static str,
 }
 
 /// Issuers must be https; plain http is tolerated only on loopback, for

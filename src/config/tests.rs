@@ -60,15 +60,45 @@ fn unknown_key_is_an_error_with_its_line() {
     assert!(e.contains("hint:"), "{e}");
 }
 
+/// The error of reading every secret of a config that loads.
+fn secrets_error_of(text: &str) -> String {
+    parse(text).unwrap().read_secrets().unwrap_err().to_string()
+}
+
 #[test]
-fn missing_password_env_names_the_variable_and_line() {
+fn missing_password_env_loads_and_is_named_with_its_line_when_read() {
     let text = MINIMAL.replace(
         "user = \"orders_ro\"",
         "user = \"orders_ro\"\npassword_env = \"IDGATE_TEST_SURELY_UNSET\"",
     );
-    let e = error_of(&text);
+    let e = secrets_error_of(&text);
     assert!(e.contains("IDGATE_TEST_SURELY_UNSET"), "{e}");
+    assert!(e.contains("password of role `reader`"), "{e}");
     assert!(e.contains("idgate.toml:19:"), "{e}");
+    assert!(
+        e.contains("hint: export IDGATE_TEST_SURELY_UNSET=… before starting idgate"),
+        "{e}"
+    );
+}
+
+#[test]
+fn password_file_is_read_when_asked_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace(
+        "user = \"orders_ro\"",
+        "user = \"orders_ro\"\npassword_file = \"ro.pass\"",
+    );
+    let path = dir.path().join("idgate.toml");
+    let mut c = Config::parse(&text, &path).unwrap();
+    let source = c.targets[0].roles[0].password.clone().expect("a source");
+    let e = source.read().unwrap_err().to_string();
+    assert!(e.contains("cannot read password file"), "{e}");
+    assert!(e.contains("idgate.toml:19:"), "{e}");
+    std::fs::write(dir.path().join("ro.pass"), "s3cret\n").unwrap();
+    c.read_secrets().unwrap();
+    std::fs::remove_file(dir.path().join("ro.pass")).unwrap();
+    let password = c.targets[0].roles[0].password.as_ref().unwrap().read();
+    assert_eq!(password.unwrap().expose(), "s3cret", "read once, kept");
 }
 
 #[test]
@@ -269,7 +299,7 @@ fn audit_key_file_is_read_and_resolved_against_the_config_dir() {
         "file = \"audit.jsonl\"\nkey_file = \"audit.key\"",
     );
     let c = Config::parse(&text, &dir.path().join("idgate.toml")).unwrap();
-    let key = c.audit.key.expect("key");
+    let key = c.audit.key.expect("key").read().unwrap();
     assert_eq!(key.expose(), "k".repeat(40), "without the line break");
     assert!(!format!("{key:?}").contains("kkk"));
 }
@@ -283,6 +313,8 @@ fn a_short_audit_key_is_refused_at_its_line() {
         "file = \"audit.jsonl\"\nkey_file = \"audit.key\"",
     );
     let e = Config::parse(&text, &dir.path().join("idgate.toml"))
+        .unwrap()
+        .read_secrets()
         .unwrap_err()
         .to_string();
     assert!(e.contains("idgate.toml:25:"), "{e}");
@@ -307,7 +339,7 @@ fn missing_audit_key_env_names_the_variable_and_line() {
         "file = \"audit.jsonl\"",
         "file = \"audit.jsonl\"\nkey_env = \"IDGATE_TEST_SURELY_UNSET_KEY\"",
     );
-    let e = error_of(&text);
+    let e = secrets_error_of(&text);
     assert!(e.contains("idgate.toml:25:"), "{e}");
     assert!(e.contains("IDGATE_TEST_SURELY_UNSET_KEY"), "{e}");
     assert!(e.contains("the audit key"), "{e}");

@@ -1,7 +1,9 @@
 //! `idgate dev`: a throwaway issuer, config and policy around a local
 //! PostgreSQL, so someone can try the gateway with one command. Everything
-//! it makes lives in a fresh temporary directory.
+//! it makes lives in a fresh temporary directory. Where no PostgreSQL will
+//! do, it runs a throwaway one of its own (`throwaway`).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -9,18 +11,23 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::DevIssuer;
+use super::throwaway::ThrowawayPostgres;
 use crate::config::{
     Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, OnExpiry, PolicyConfig,
     PoolConfig, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
 };
 use crate::gateway::Gateway;
 use crate::postgres::pool::{Pools, Variant};
+use crate::postgres::upstream::UpstreamError;
 use crate::secret::Secret;
 
 pub const DEV_AUDIENCE: &str = "idgate";
 pub const DEV_USER: &str = "dev@example.com";
 pub const DEV_GROUP: &str = "developers";
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Where `idgate dev` points without `--upstream`.
+pub const DEFAULT_UPSTREAM: &str = "postgres://127.0.0.1:5432";
 
 /// Where `idgate dev` points, from a `postgres://user:pass@host:port/db`
 /// URL with an optional libpq-style `?sslmode=` (default `prefer`).
@@ -31,6 +38,19 @@ pub struct Upstream {
     pub password: Option<Secret>,
     pub database: String,
     pub tls: UpstreamTls,
+}
+
+impl Upstream {
+    /// The throwaway server's superuser.
+    fn throwaway(server: &ThrowawayPostgres) -> Self {
+        Upstream {
+            addr: server.addr().to_string(),
+            user: "postgres".into(),
+            password: Some(server.password().clone()),
+            database: "postgres".into(),
+            tls: UpstreamTls::Disable,
+        }
+    }
 }
 
 pub fn parse_upstream(url: &str) -> anyhow::Result<Upstream> {
@@ -87,6 +107,40 @@ pub fn policy_text(target: &str) -> String {
     )
 }
 
+/// Why `upstream` cannot serve the trial, so that a throwaway server
+/// stands in: nothing listens there, or, for the default upstream (which
+/// the person did not choose), its server will not let `postgres` in
+/// without a password, as a freshly installed Debian cluster does on TCP.
+pub async fn unusable(upstream: &Upstream, defaulted: bool) -> Option<String> {
+    let target = target_config(upstream, PoolConfig::default());
+    let tls = crate::tls::upstream_config(target.upstream_tls, None).ok()?;
+    let login = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::postgres::upstream::connect(&target, tls.as_ref(), &target.roles[0], &[]),
+    )
+    .await
+    .ok()?;
+    let addr = &upstream.addr;
+    match login {
+        Err(UpstreamError::Connect { source, .. })
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Some(format!("nothing answers on {addr}"))
+        }
+        Err(UpstreamError::NoPassword) if defaulted => Some(format!(
+            "PostgreSQL on {addr} wants a password for `postgres` \
+             (pass --upstream postgres://USER:PASSWORD@{addr} to use it)"
+        )),
+        Err(UpstreamError::Refused(notice)) if defaulted && notice.code.starts_with("28") => {
+            Some(format!(
+                "PostgreSQL on {addr} refuses `postgres` ({}; pass --upstream postgres://USER:PASSWORD@{addr} to use it)",
+                notice.message
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Create (or refresh) the SELECT-only user of the `reader` role through
 /// the trial's own upstream login. A fresh password each run: a second
 /// trial against the same server takes the role over from the first.
@@ -120,15 +174,15 @@ async fn reader_role(target: &TargetConfig) -> anyhow::Result<RoleConfig> {
     Ok(RoleConfig {
         name: "reader".into(),
         user: READER_USER.into(),
-        password: Some(Secret::new(password)),
+        password: Some(Secret::new(password).into()),
     })
 }
 
 /// What `idgate dev` was asked for on the command line.
 #[derive(Debug)]
 pub struct TrialOptions {
-    /// A `postgres://` URL.
-    pub upstream: String,
+    /// A `postgres://` URL; `None` for [`DEFAULT_UPSTREAM`].
+    pub upstream: Option<String>,
     pub listen: SocketAddr,
     /// Most client connections at once.
     pub max_connections: usize,
@@ -142,8 +196,11 @@ pub struct TrialOptions {
 }
 
 /// Build the trial config in `dir`, start issuer and gateway, print how to
-/// connect, and run until Ctrl-C.
-pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
+/// connect, and run until `shutdown` completes (Ctrl-C, SIGTERM).
+pub async fn run(
+    options: TrialOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     eprintln!(
         "\n  *** idgate dev is for TRIAL ONLY: throwaway keys, a token anyone here can read,\n  \
          *** a policy that allows everything. Never use it in production. ***\n"
@@ -154,7 +211,23 @@ pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
              *** cost of the audit trail only. ***\n"
         );
     }
-    let upstream = parse_upstream(&options.upstream)?;
+    let requested = parse_upstream(options.upstream.as_deref().unwrap_or(DEFAULT_UPSTREAM))?;
+    // Declared before the gateway, so dropped after it: on every way out,
+    // errors included, the server stops only once nothing relays to it.
+    let (upstream, _throwaway) = match unusable(&requested, options.upstream.is_none()).await {
+        None => (requested, None),
+        Some(reason) => {
+            let server = ThrowawayPostgres::start().await.map_err(|e| {
+                anyhow::anyhow!("{reason}, and no throwaway PostgreSQL could be started: {e}")
+            })?;
+            println!(
+                "{reason}: started a throwaway PostgreSQL on {} (in {}, removed on exit)",
+                server.addr(),
+                server.dir().display()
+            );
+            (Upstream::throwaway(&server), Some(server))
+        }
+    };
     // Kept after exit so the audit trail of the trial can be read.
     let dir = tempfile::Builder::new()
         .prefix("idgate-dev-")
@@ -214,7 +287,7 @@ pub async fn run(options: TrialOptions) -> anyhow::Result<()> {
     }
     let stop = running.shutdown_token();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        shutdown.await;
         stop.cancel();
     });
     running.wait().await;
@@ -259,21 +332,7 @@ pub fn write_config(
             identity_claim: "email".into(),
             ..IssuerConfig::new("dev", issuer_url, &[DEV_AUDIENCE])
         }],
-        targets: vec![TargetConfig {
-            name: upstream.database.clone(),
-            protocol: Protocol::Postgres,
-            upstream: upstream.addr.clone(),
-            database: upstream.database.clone(),
-            upstream_tls: upstream.tls,
-            upstream_ca_file: None,
-            pool,
-            roles: vec![RoleConfig {
-                name: "dev".into(),
-                user: upstream.user.clone(),
-                password: upstream.password.clone(),
-            }],
-            environment: vec!["dev".into()],
-        }],
+        targets: vec![target_config(upstream, pool)],
         policy: PolicyConfig { file: policy_file },
         audit: AuditConfig {
             file: dir.join("audit.jsonl"),
@@ -284,6 +343,25 @@ pub fn write_config(
         cluster: None,
         warnings: Vec::new(),
     })
+}
+
+/// The trial's one target, named after the database, with its `dev` role.
+fn target_config(upstream: &Upstream, pool: PoolConfig) -> TargetConfig {
+    TargetConfig {
+        name: upstream.database.clone(),
+        protocol: Protocol::Postgres,
+        upstream: upstream.addr.clone(),
+        database: upstream.database.clone(),
+        upstream_tls: upstream.tls,
+        upstream_ca_file: None,
+        pool,
+        roles: vec![RoleConfig {
+            name: "dev".into(),
+            user: upstream.user.clone(),
+            password: upstream.password.clone().map(Into::into),
+        }],
+        environment: vec!["dev".into()],
+    }
 }
 
 #[cfg(test)]

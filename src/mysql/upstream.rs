@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use super::auth;
 use super::codec::{self, AuthReply, ErrPacket, Handshake, HandshakeResponse, caps};
-use crate::config::{RoleConfig, TargetConfig, UpstreamTls};
+use crate::config::{ConfigError, RoleConfig, TargetConfig, UpstreamTls};
 use crate::tls::Stream;
 
 /// Generous bound for packets during login.
@@ -45,6 +45,8 @@ pub enum UpstreamError {
         "upstream wants the password in full (caching_sha2_password) and the connection is not TLS; set upstream_tls = \"require\""
     )]
     FullAuthNeedsTls,
+    #[error("the role's upstream password: {0}")]
+    Password(#[from] ConfigError),
     #[error("upstream protocol: {0}")]
     Protocol(String),
 }
@@ -58,6 +60,7 @@ impl UpstreamError {
             UpstreamError::TlsRefused { .. } | UpstreamError::Tls(_) => "upstream_tls",
             UpstreamError::Refused(_) => "upstream_refused",
             UpstreamError::Plugin(_) | UpstreamError::FullAuthNeedsTls => "upstream_auth_plugin",
+            UpstreamError::Password(_) => "upstream_password",
             UpstreamError::Protocol(_) => "upstream_protocol",
         }
     }
@@ -189,10 +192,8 @@ pub async fn connect(
         }
         _ => Stream::Plain(tcp),
     };
-    let password = role
-        .password
-        .as_ref()
-        .map_or(&[][..], |p| p.expose().as_bytes());
+    let password = role.password.as_ref().map(|p| p.read()).transpose()?;
+    let password = password.as_ref().map_or(&[][..], |p| p.expose().as_bytes());
     let mut plugin = handshake.auth_plugin.clone();
     let mut nonce = handshake.scramble.clone();
     // A plugin we cannot answer gets an empty native answer; the server

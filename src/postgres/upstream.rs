@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 
 use super::codec::{self, ErrorNotice, auth};
 use super::scram::{self, ScramClient};
-use crate::config::{RoleConfig, TargetConfig, UpstreamTls};
+use crate::config::{ConfigError, RoleConfig, TargetConfig, UpstreamTls};
+use crate::secret::Secret;
 use crate::tls::Stream;
 
 /// Generous bound for messages during login (ParameterStatus, errors).
@@ -35,6 +36,8 @@ pub enum UpstreamError {
     Refused(ErrorNotice),
     #[error("upstream asks for a password but role has none configured")]
     NoPassword,
+    #[error("the role's upstream password: {0}")]
+    Password(#[from] ConfigError),
     #[error("upstream SCRAM: {0}")]
     Scram(#[from] scram::ScramError),
     #[error("upstream protocol: {0}")]
@@ -87,6 +90,15 @@ fn mode_name(mode: UpstreamTls) -> &'static str {
     }
 }
 
+/// The role's password, read only when the server asks for one.
+fn password(role: &RoleConfig) -> Result<Secret, UpstreamError> {
+    Ok(role
+        .password
+        .as_ref()
+        .ok_or(UpstreamError::NoPassword)?
+        .read()?)
+}
+
 /// Connect to `target` as `role`. `startup` carries the parameters to send
 /// besides `user` and `database`.
 pub async fn connect(
@@ -134,11 +146,11 @@ pub async fn connect(
                 match code {
                     auth::OK => continue,
                     auth::CLEARTEXT_PASSWORD => {
-                        let pw = role.password.as_ref().ok_or(UpstreamError::NoPassword)?;
+                        let pw = password(role)?;
                         codec::password_message(&mut out, pw.expose().as_bytes());
                     }
                     auth::MD5_PASSWORD => {
-                        let pw = role.password.as_ref().ok_or(UpstreamError::NoPassword)?;
+                        let pw = password(role)?;
                         let salt: [u8; 4] = data
                             .try_into()
                             .map_err(|_| UpstreamError::Protocol("bad md5 salt".into()))?;
@@ -154,7 +166,7 @@ pub async fn connect(
                                 "upstream offers no SASL mechanism we support".into(),
                             ));
                         }
-                        let pw = role.password.as_ref().ok_or(UpstreamError::NoPassword)?;
+                        let pw = password(role)?;
                         let client = ScramClient::new(pw.expose());
                         codec::sasl_initial_response(
                             &mut out,

@@ -274,7 +274,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
                 .map(|r| RoleConfig {
                     name: r.name.into(),
                     user: r.user.into(),
-                    password: r.password.map(Secret::new),
+                    password: r.password.map(|p| Secret::new(p).into()),
                 })
                 .collect(),
             environment: vec!["test".into()],
@@ -284,7 +284,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
         },
         audit: AuditConfig {
             file: dir.join("audit.jsonl"),
-            key: options.audit_key.clone().map(Secret::new),
+            key: options.audit_key.clone().map(|k| Secret::new(k).into()),
         },
         cluster: None,
         warnings: Vec::new(),
