@@ -17,6 +17,7 @@ pub mod secret;
 pub mod sessions;
 pub mod sql;
 pub mod tls;
+pub mod wire;
 
 /// Locks `m`, taking the data even if another thread panicked while
 /// holding it: every lock here guards state that stays consistent between

@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{CliError, Overrides, Settings};
-use crate::postgres::codec;
 use crate::tls::{CertCheck, TlsError};
+use crate::wire::postgres as codec;
 
 /// A TLS connection to the gateway's PostgreSQL port.
 pub type GatewayStream = tokio_rustls::client::TlsStream<TcpStream>;

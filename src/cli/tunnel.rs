@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{Endpoint, EndpointArgs, EndpointError};
 use super::token_source::{self, TokenArgs, TokenSource, TokenSourceError};
-use crate::postgres::codec::{self, ErrorFields, StartupMessage, idgate, sqlstate};
 use crate::secret::Secret;
+use crate::wire::postgres::{self as codec, ErrorFields, StartupMessage, idgate, sqlstate};
 
 /// Largest message the tunnel reads whole from the gateway during a login
 /// (greetings are small; the rest is relayed without reading).

@@ -1,9 +1,9 @@
-//! The PostgreSQL front end: the wire codec, client sessions, upstream
-//! logins, the relay and cancel-key mapping.
+//! The PostgreSQL front end: client sessions, upstream logins, the relay
+//! and cancel-key mapping, over the wire codec in `wire::postgres`.
 
 pub mod cancel;
+pub use crate::wire::postgres as codec;
 pub mod catalogue;
-pub mod codec;
 mod enforce;
 pub mod grants;
 pub mod pool;
