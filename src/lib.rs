@@ -12,6 +12,7 @@ pub mod identity;
 pub mod metrics;
 pub mod mysql;
 pub mod policy;
+pub mod position;
 pub mod postgres;
 pub mod secret;
 pub mod sessions;

@@ -3,6 +3,7 @@
 //! the file's top-level keys). Unknown keys in the file are errors with
 //! `file:line:col`, as in the gateway's own config.
 
+use crate::position::position;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -333,17 +334,6 @@ impl ConfigFile {
             ca_file: layer.ca_file.map(|f| base.join(f)),
         })
     }
-}
-
-/// `file:line:col` for a byte offset into `text`.
-fn position(path: &Path, text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    format!("{}:{line}:{col}", path.display())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod duration;
 mod secrets;
 
+use crate::position::position;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -370,17 +371,6 @@ impl Config {
             .max()
             .unwrap_or(DEFAULT_MAX_LIFETIME + MAX_CLOCK_SKEW)
     }
-}
-
-/// `file:line:col` for a byte offset into `text`.
-fn position(path: &Path, text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    format!("{}:{line}:{col}", path.display())
 }
 
 #[derive(Deserialize)]
