@@ -6,8 +6,6 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncReadExt;
 
@@ -173,15 +171,16 @@ impl TokenSource for TokenCommand {
 /// only uses it to know when to fetch the next token; the gateway judges.
 #[must_use]
 pub fn expires_at(token: &Secret) -> Option<i64> {
-    let payload = token.expose().split('.').nth(1)?;
-    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    claims.get("exp")?.as_i64()
+    super::token::jwt_claims(token.expose())?
+        .get("exp")?
+        .as_i64()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn source(command: &str) -> TokenCommand {
         TokenCommand(command.into())
