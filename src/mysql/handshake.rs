@@ -22,7 +22,6 @@ use crate::tls::Stream;
 pub const SERVER_VERSION: &str = "8.0.36-idgate";
 /// The largest login packet a client may send (attributes included).
 const MAX_LOGIN_PACKET: usize = 64 * 1024;
-const UTF8MB4: u8 = 45;
 /// SERVER_STATUS_AUTOCOMMIT.
 pub const STATUS_AUTOCOMMIT: u16 = 2;
 
@@ -223,7 +222,7 @@ async fn login(
         scramble: scramble.to_vec(),
         capabilities: offered,
         mariadb_capabilities: 0,
-        charset: UTF8MB4,
+        charset: codec::UTF8MB4,
         status: STATUS_AUTOCOMMIT,
         // Where the token may come in plain text, ask for it at once;
         // elsewhere a client that skips TLS answers with a hash of it,

@@ -21,8 +21,6 @@ const MAX_LOGIN_PACKET: usize = 64 * 1024;
 /// Auth round trips after the first answer; a server asking for more is
 /// not one the gateway should log in to.
 const MAX_AUTH_ROUNDS: usize = 4;
-/// utf8mb4_general_ci.
-const UTF8MB4: u8 = 45;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -154,7 +152,7 @@ pub async fn connect(
     let mut response = HandshakeResponse {
         capabilities,
         max_packet: 1 << 24,
-        charset: UTF8MB4,
+        charset: codec::UTF8MB4,
         user: role.user.as_bytes().to_vec(),
         database: Some(target.database.as_bytes().to_vec()),
         attributes: attributes

@@ -12,6 +12,8 @@ pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
 pub const HEADER_LEN: usize = 4;
 /// The scramble (nonce) length every auth plugin here uses.
 pub const SCRAMBLE_LEN: usize = 20;
+/// Collation id of utf8mb4_general_ci, the character set the gateway speaks.
+pub const UTF8MB4: u8 = 45;
 
 /// Capability flags (`CLIENT_*`).
 pub mod caps {
