@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod core;
 pub mod dev;
 pub mod gateway;
 pub mod identity;

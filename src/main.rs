@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use idgate::cli::{CliError, Overrides, Settings};
 use idgate::config::{Config, PoolConfig, PoolMode};
-use idgate::gateway::Gateway;
 
 // glibc malloc showed up as a tenth of token validation time; mimalloc
 // makes the many small, short-lived allocations of a proxy cheap.
@@ -500,7 +499,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if config.audit.key.is_none() {
         tracing::warn!("{}", idgate::audit::UNKEYED_WARNING);
     }
-    let running = Gateway::start(config).await?;
+    let running = idgate::gateway::start(config).await?;
     let stop = running.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -563,13 +562,8 @@ async fn check_config(path: PathBuf) -> anyhow::Result<()> {
     if let Some(tls) = &config.gateway.tls {
         idgate::tls::server_config(&tls.cert_file, &tls.key_file)?;
     }
-    let mut upstream_tls = std::collections::HashMap::new();
-    for t in &config.targets {
-        let c = idgate::tls::upstream_config(t.upstream_tls, t.upstream_ca_file.as_deref())
-            .map_err(|e| anyhow::anyhow!("target {}: {e:#}", t.name))?;
-        upstream_tls.insert(t.name.clone(), c);
-    }
-    let pools = idgate::postgres::pool::Pools::new(&config.targets, &upstream_tls);
+    idgate::mysql::pool::pools(&idgate::mysql::targets(&config.targets))?;
+    let pools = idgate::postgres::pools_for(&idgate::postgres::targets(&config.targets))?;
     for w in idgate::postgres::grants::read_only_roles_that_can_write(&pools, &policy).await {
         println!("warning: {w}");
     }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::gateway::Gateway;
+use crate::core::services::Services;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -70,7 +70,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// The whole exposition.
-pub fn render(gw: &Gateway) -> String {
+pub fn render(gw: &Services) -> String {
     let m = &gw.metrics;
     let mut out = String::with_capacity(2048);
     let o = &mut out;
@@ -153,10 +153,9 @@ pub fn render(gw: &Gateway) -> String {
         "gauge",
         "Upstream connections by pool and state.",
     );
-    let mut pools: Vec<_> = gw.pools.named().collect();
-    pools.sort_by_key(|(t, r, _)| (*t, *r));
-    for (target, role, pool) in &pools {
-        let s = pool.stats();
+    let mut pools: Vec<_> = gw.pools.iter().flat_map(|p| p.stats()).collect();
+    pools.sort_by(|(t1, r1, _), (t2, r2, _)| (t1, r1).cmp(&(t2, r2)));
+    for (target, role, s) in &pools {
         let (t, r) = (label(target), label(role));
         for (state, n) in [("open", s.open), ("idle", s.idle)] {
             let _ = writeln!(
@@ -171,13 +170,13 @@ pub fn render(gw: &Gateway) -> String {
         "gauge",
         "Clients waiting for an upstream connection.",
     );
-    for (target, role, pool) in &pools {
+    for (target, role, s) in &pools {
         let _ = writeln!(
             o,
             "idgate_pool_waiting{{target=\"{}\",role=\"{}\"}} {}",
             label(target),
             label(role),
-            pool.stats().waiting
+            s.waiting
         );
     }
 

@@ -47,6 +47,7 @@ async fn current_user(user: &str, password: &str) -> Result<String, UpstreamErro
         None,
         &role,
         caps::MULTI_STATEMENTS | caps::MULTI_RESULTS,
+        idgate::mysql::codec::UTF8MB4,
         &attrs,
     );
     let mut up = tokio::time::timeout(Duration::from_secs(10), login)
@@ -149,9 +150,16 @@ async fn replies_end_where_the_reply_tracker_says() {
                 0
             };
         let (target, role) = (target(), role("idgate_native", "native-secret"));
-        let mut up = upstream::connect(&target, None, &role, wanted, &[])
-            .await
-            .unwrap();
+        let mut up = upstream::connect(
+            &target,
+            None,
+            &role,
+            wanted,
+            idgate::mysql::codec::UTF8MB4,
+            &[],
+        )
+        .await
+        .unwrap();
         let deprecate_eof = up.capabilities & caps::DEPRECATE_EOF != 0;
         let mut buf = BytesMut::new();
         let table = format!("reply_{}", std::process::id());

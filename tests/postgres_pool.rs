@@ -28,7 +28,7 @@ fn stats(h: &Harness, role: &str) -> PoolStats {
     h.running
         .as_ref()
         .expect("running")
-        .gateway
+        .postgres
         .pools
         .get(TARGET, role)
         .expect("pool")
@@ -399,7 +399,7 @@ async fn a_client_waiting_past_wait_timeout_is_told_why() {
         Err(e) => e,
     };
     assert!(
-        err.to_string().contains("became free") || format!("{err:?}").contains("became free"),
+        err.to_string().contains("is busy") || format!("{err:?}").contains("is busy"),
         "{err:?}"
     );
     holder.batch_execute("commit").await.unwrap();

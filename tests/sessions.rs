@@ -465,7 +465,7 @@ async fn revocations_are_kept_as_long_as_the_tokens_they_cover_can_live() {
 
         // One shared by a gateway configured with shorter lifetimes is
         // kept as long as this gateway accepts the tokens it covers.
-        let gw = &h.running.as_ref().expect("running").gateway;
+        let gw = &h.running.as_ref().expect("running").services;
         let at = r["at"].as_i64().expect("at");
         gw.apply_revocation(idgate::sessions::Revocation {
             what: idgate::sessions::RevocationMatch::Subject {

@@ -20,12 +20,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, EventKind};
-use crate::gateway::{AuthError, Gateway};
+use crate::core::services::{AuthError, Services};
 use crate::identity::{Identity, unix_now};
 use crate::policy::{AccessRequest, Action, RequestContext};
 use crate::sessions::{Revocation, RevocationMatch, SessionSnapshot};
 
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(gw: Arc<Services>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -39,7 +39,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 
 /// Serve the admin API on `listener` until `stop`.
 pub async fn serve(
-    gw: Arc<Gateway>,
+    gw: Arc<Services>,
     listener: tokio::net::TcpListener,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -59,7 +59,7 @@ async fn healthz() -> &'static str {
 /// Ready unless sharing with other gateways is configured and down: such a
 /// gateway still enforces what it knows, but may miss revocations made
 /// elsewhere meanwhile.
-async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+async fn readyz(State(gw): State<Arc<Services>>) -> Response {
     match &gw.cluster {
         Some(c) if !c.is_connected() => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +72,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 
 /// Prometheus scrapes without a token, like `/healthz`: the figures carry
 /// no identities. Bind `admin_listen` where only the scraper can reach it.
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(gw): State<Arc<Services>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(&gw),
@@ -106,12 +106,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// policy lets it administer. Rejected with the response to send otherwise.
 struct Admin(Identity);
 
-impl FromRequestParts<Arc<Gateway>> for Admin {
+impl FromRequestParts<Arc<Services>> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        gw: &Arc<Gateway>,
+        gw: &Arc<Services>,
     ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
@@ -168,7 +168,7 @@ impl FromRequestParts<Arc<Gateway>> for Admin {
     }
 }
 
-async fn list_sessions(State(gw): State<Arc<Gateway>>, _: Admin) -> Response {
+async fn list_sessions(State(gw): State<Arc<Services>>, _: Admin) -> Response {
     let own = gw.cluster.as_ref().map(|c| c.gateway_id.as_str());
     let mut all: Vec<SessionSnapshot> =
         gw.sessions.list().iter().map(|s| s.snapshot(own)).collect();
@@ -183,7 +183,7 @@ async fn list_sessions(State(gw): State<Arc<Gateway>>, _: Admin) -> Response {
 }
 
 async fn kill_session(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<Services>>,
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Response {
@@ -244,7 +244,7 @@ pub struct RevokeResponse {
 }
 
 async fn revoke(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<Services>>,
     Admin(admin): Admin,
     body: Result<Json<RevokeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -271,11 +271,11 @@ async fn revoke(
         .into_response()
 }
 
-async fn list_revocations(State(gw): State<Arc<Gateway>>, _: Admin) -> Response {
+async fn list_revocations(State(gw): State<Arc<Services>>, _: Admin) -> Response {
     Json(gw.revocations.list(unix_now())).into_response()
 }
 
-fn revocation_match(gw: &Gateway, r: RevokeRequest) -> Result<RevocationMatch, String> {
+fn revocation_match(gw: &Services, r: RevokeRequest) -> Result<RevocationMatch, String> {
     let given = [&r.subject, &r.sid, &r.jti, &r.session_id]
         .iter()
         .filter(|v| v.is_some())
@@ -306,7 +306,7 @@ fn revocation_match(gw: &Gateway, r: RevokeRequest) -> Result<RevocationMatch, S
 /// and share it with the other gateways. The ended sessions' ids, and why
 /// the revocation could not be shared, if it could not.
 pub async fn revoke_at(
-    gw: &Gateway,
+    gw: &Services,
     what: RevocationMatch,
     at: i64,
 ) -> (Vec<String>, Option<String>) {
@@ -333,7 +333,7 @@ pub async fn revoke_at(
 /// A `revoked` event naming who revoked (an administrator, or the issuer
 /// by back-channel logout when `admin` is `None`).
 async fn audit_revoked(
-    gw: &Gateway,
+    gw: &Services,
     admin: Option<&Identity>,
     what: &RevocationMatch,
     sessions: usize,
@@ -361,7 +361,7 @@ async fn audit_revoked(
 /// `POST /backchannel-logout` (OIDC Back-Channel Logout 1.0 §2.5): a
 /// form with `logout_token`. The token authenticates the call; what it
 /// names is revoked as of its `iat`, so a replay changes nothing.
-async fn backchannel_logout(State(gw): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
+async fn backchannel_logout(State(gw): State<Arc<Services>>, body: axum::body::Bytes) -> Response {
     let token = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "logout_token")
         .map(|(_, v)| v.into_owned());

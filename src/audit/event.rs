@@ -96,6 +96,9 @@ pub struct AuditEvent {
     pub issuer: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_ids: Vec<String>,
+    /// The front end's wire protocol (`postgres`, `mysql`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,6 +147,7 @@ impl AuditEvent {
             tables: Vec::new(),
             decision: None,
             policy_ids: Vec::new(),
+            protocol: None,
             duration_ms: None,
             rows: None,
             error: None,

@@ -19,13 +19,14 @@ use super::{AuditEvent, Decision, EventKind};
 ///
 /// ```text
 /// client_addr · decision duration_ms error event · groups identity issuer ·
-/// policy_ids reason · role · rows · session_id · statement statement_kind ·
+/// policy_ids · protocol · reason · role · rows · session_id · statement statement_kind ·
 /// subject · tables · target · time
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct EventTemplate {
     client_addr: Box<[u8]>,
     groups_identity_issuer: Box<[u8]>,
+    protocol: Box<[u8]>,
     role: Box<[u8]>,
     session_id: Box<[u8]>,
     subject: Box<[u8]>,
@@ -68,7 +69,7 @@ impl EventDetails<'_> {
 
 impl EventTemplate {
     /// Takes the session fields of `session` (client_addr, groups,
-    /// identity, issuer, role, session_id, subject, target); the rest of it
+    /// identity, issuer, protocol, role, session_id, subject, target); the rest of it
     /// is ignored.
     #[must_use]
     pub fn new(session: &AuditEvent) -> Self {
@@ -92,6 +93,7 @@ impl EventTemplate {
         EventTemplate {
             client_addr: field("client_addr", session.client_addr.as_ref()),
             groups_identity_issuer: middle.into_boxed_slice(),
+            protocol: field("protocol", session.protocol.as_ref()),
             role: field("role", session.role.as_ref()),
             session_id: field("session_id", session.session_id.as_ref()),
             subject: field("subject", session.subject.as_ref()),
@@ -129,6 +131,7 @@ impl EventTemplate {
         if !d.policy_ids.is_empty() {
             put_strs(out, "policy_ids", d.policy_ids);
         }
+        out.extend_from_slice(&self.protocol);
         if let Some(v) = d.reason {
             put_str(out, "reason", v);
         }
@@ -163,6 +166,7 @@ impl EventTemplate {
     fn len(&self) -> usize {
         self.client_addr.len()
             + self.groups_identity_issuer.len()
+            + self.protocol.len()
             + self.role.len()
             + self.session_id.len()
             + self.subject.len()
@@ -249,6 +253,7 @@ mod tests {
             e.groups = vec!["dba".into(), "quote\"d".into()];
             e.identity = Some("alice@example.com".into());
             e.issuer = Some("https://issuer.example".into());
+            e.protocol = Some("mysql".into());
             e.role = Some("readonly".into());
             e.session_id = Some("s-1".into());
             e.subject = Some("sub\u{1}ject".into());

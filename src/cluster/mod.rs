@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
-use crate::gateway::Gateway;
+use crate::core::services::Services;
 use crate::identity::unix_now;
 use crate::sessions::{Revocation, RevocationMatch, SessionSnapshot};
 
@@ -203,7 +203,7 @@ impl Cluster {
     }
 
     /// Follows the events channel until `stop`, reconnecting with backoff.
-    pub async fn run(self: Arc<Self>, gw: Weak<Gateway>, stop: CancellationToken) {
+    pub async fn run(self: Arc<Self>, gw: Weak<Services>, stop: CancellationToken) {
         let mut backoff = RETRY_MIN;
         loop {
             match self.follow(&gw, &stop).await {
@@ -226,7 +226,7 @@ impl Cluster {
     /// messages until the connection drops (Err) or `stop` (Ok).
     async fn follow(
         &self,
-        gw: &Weak<Gateway>,
+        gw: &Weak<Services>,
         stop: &CancellationToken,
     ) -> Result<(), ClusterError> {
         let mut pubsub = timed(self.client.get_async_pubsub()).await?;
@@ -271,7 +271,7 @@ impl Cluster {
     }
 
     /// Writes this gateway's live sessions every few seconds until `stop`.
-    pub async fn sync_sessions(self: Arc<Self>, gw: Weak<Gateway>, stop: CancellationToken) {
+    pub async fn sync_sessions(self: Arc<Self>, gw: Weak<Services>, stop: CancellationToken) {
         let mut written: HashSet<String> = HashSet::new();
         let mut tick = tokio::time::interval(SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -74,6 +74,8 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub postgres_listen: SocketAddr,
+    /// Where the MySQL front end listens; none without `mysql_listen`.
+    pub mysql_listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub tls: Option<TlsFiles>,
     pub allow_plaintext_loopback: bool,
@@ -204,6 +206,18 @@ pub struct GroupMapping {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Postgres,
+    Mysql,
+}
+
+impl Protocol {
+    /// As in the config and the audit trail.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -539,9 +553,6 @@ impl Validator<'_> {
                 position(self.path, self.text, span.start)
             ));
         };
-        if let Some(m) = &raw.gateway.mysql_listen {
-            not_yet(m.span(), "the MySQL front end (mysql_listen)");
-        }
         if let Some(p) = &raw.audit.postgres {
             not_yet(p.span(), "the PostgreSQL audit sink ([audit] postgres)");
         }
@@ -659,6 +670,11 @@ impl Validator<'_> {
         }
         Ok(GatewayConfig {
             postgres_listen: self.socket_addr(&g.postgres_listen)?,
+            mysql_listen: g
+                .mysql_listen
+                .as_ref()
+                .map(|a| self.socket_addr(a))
+                .transpose()?,
             admin_listen: g
                 .admin_listen
                 .as_ref()
@@ -859,11 +875,12 @@ impl Validator<'_> {
     fn target(&self, t: RawTarget) -> Result<TargetConfig, ConfigError> {
         let protocol = match t.protocol.get_ref().as_str() {
             "postgres" => Protocol::Postgres,
+            "mysql" => Protocol::Mysql,
             other => {
                 return self.err(
                     t.protocol.span(),
-                    format!("protocol `{other}` is not supported yet"),
-                    "use protocol = \"postgres\"",
+                    format!("protocol `{other}` is not supported"),
+                    "use protocol = \"postgres\" or \"mysql\"",
                 );
             }
         };
@@ -887,6 +904,11 @@ impl Validator<'_> {
                 );
             }
         };
+        let mode_span = t
+            .pool
+            .as_ref()
+            .and_then(|p| p.mode.as_ref())
+            .map(Spanned::span);
         let pool = match t.pool {
             None => PoolConfig::default(),
             Some(p) => {
@@ -926,6 +948,16 @@ impl Validator<'_> {
                 }
             }
         };
+        if protocol == Protocol::Mysql
+            && pool.mode == PoolMode::Transaction
+            && let Some(span) = mode_span
+        {
+            return self.err(
+                span,
+                "MySQL targets pool by session",
+                "use mode = \"session\" (connections are reset with COM_RESET_CONNECTION between people)",
+            );
+        }
         let mut names = HashSet::new();
         let mut roles = Vec::new();
         for r in t.roles {

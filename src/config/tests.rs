@@ -147,14 +147,17 @@ fn no_tls_and_no_plaintext_is_refused() {
 }
 
 #[test]
-fn spec_keys_not_built_yet_are_accepted_with_a_warning() {
+fn mysql_listen_is_read() {
     let text = MINIMAL.replace(
         "allow_plaintext_loopback = true",
         "allow_plaintext_loopback = true\nmysql_listen = \"127.0.0.1:3307\"",
     );
     let c = parse(&text).unwrap();
-    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-    assert!(c.warnings[0].contains("idgate.toml:5:"), "{:?}", c.warnings);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(
+        c.gateway.mysql_listen,
+        Some("127.0.0.1:3307".parse().unwrap())
+    );
 }
 
 #[test]

@@ -16,8 +16,7 @@ use crate::config::{
     Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, OnExpiry, PolicyConfig,
     PoolConfig, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
 };
-use crate::gateway::Gateway;
-use crate::postgres::pool::{Pools, Variant};
+use crate::postgres::pool::Variant;
 use crate::postgres::upstream::UpstreamError;
 use crate::secret::Secret;
 
@@ -146,7 +145,7 @@ pub async fn unusable(upstream: &Upstream, defaulted: bool) -> Option<String> {
 /// trial against the same server takes the role over from the first.
 async fn reader_role(target: &TargetConfig) -> anyhow::Result<RoleConfig> {
     let tls = crate::tls::upstream_config(target.upstream_tls, None)?;
-    let pools = Pools::new(
+    let pools = crate::postgres::pool::pools(
         std::slice::from_ref(target),
         &std::iter::once((target.name.clone(), tls)).collect(),
     );
@@ -255,9 +254,9 @@ pub async fn run(
         }
     };
     let running = if options.audit {
-        Gateway::start(config).await?
+        crate::gateway::start(config).await?
     } else {
-        Gateway::start_unaudited(config).await?
+        crate::gateway::start_unaudited(config).await?
     };
     let token = issuer.mint_for(DEV_USER, &[DEV_GROUP], DEV_AUDIENCE, TOKEN_TTL);
     let addr = running.postgres_addr;
@@ -314,6 +313,7 @@ pub fn write_config(
     Ok(Config {
         gateway: GatewayConfig {
             postgres_listen: listen,
+            mysql_listen: None,
             admin_listen: None,
             tls: Some(TlsFiles {
                 cert_file,

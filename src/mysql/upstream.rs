@@ -116,13 +116,15 @@ async fn send(
 }
 
 /// Connect to `target` as `role`, asking for `wanted` capabilities (those
-/// of the client the connection will serve; the server's own limit them),
-/// with `attributes` as connection attributes.
+/// of the client the connection will serve; the server's own limit them)
+/// and the client's `charset` (a collation id), with `attributes` as
+/// connection attributes.
 pub async fn connect(
     target: &TargetConfig,
     tls: Option<&Arc<ClientConfig>>,
     role: &RoleConfig,
     wanted: u32,
+    charset: u8,
     attributes: &[(&str, &str)],
 ) -> Result<Upstream, UpstreamError> {
     let mut tcp = TcpStream::connect(&target.upstream)
@@ -152,7 +154,7 @@ pub async fn connect(
     let mut response = HandshakeResponse {
         capabilities,
         max_packet: 1 << 24,
-        charset: codec::UTF8MB4,
+        charset,
         user: role.user.as_bytes().to_vec(),
         database: Some(target.database.as_bytes().to_vec()),
         attributes: attributes

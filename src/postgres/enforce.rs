@@ -22,43 +22,26 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use time::OffsetDateTime;
-
 use super::catalogue::TargetCatalogue;
 use super::codec::sqlstate;
-use super::statements::{Judged, StatementInfo};
-use crate::gateway::Gateway;
-use crate::identity::Identity;
-use crate::policy::{AccessRequest, Action, Decision, RequestContext};
+use crate::core::judge::{self, Denial, Judge, Verdict, VerdictCache};
+use crate::core::statement::{Judged, StatementInfo};
+use crate::policy::Action;
 use crate::sql::{self, Catalogue, Classified, PathChange, Statement};
 
-/// The outcome for one Query, Parse or Bind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    pub allowed: bool,
-    /// SQLSTATE of a denial: 42501, or 0A000 for what transaction pooling
-    /// cannot do.
-    pub code: &'static str,
-    /// Kinds, tables and policies; shared, so a cached verdict costs its
-    /// statements a reference count, not copies.
-    pub judged: Arc<Judged>,
-    /// For a denial: the client-facing message (action, tables, rule).
-    pub reason: String,
-    /// A lone session-level `SET search_path` sent while settled: the path
-    /// it sets, to believe once the server answered it (`SET`, then idle).
-    pub confirms_path: Option<Vec<String>>,
+/// The SQLSTATE of a denial: 42501, or 0A000 for what transaction
+/// pooling cannot do.
+pub fn denial_code(denial: Denial) -> &'static str {
+    match denial {
+        Denial::Policy => sqlstate::INSUFFICIENT_PRIVILEGE,
+        Denial::Unsupported => sqlstate::FEATURE_NOT_SUPPORTED,
+    }
 }
 
 pub struct StatementPolicy {
-    gw: Arc<Gateway>,
-    identity: Arc<Identity>,
-    target: String,
-    role: String,
+    judge: Judge,
     /// The upstream login, which `$user` in a search path stands for.
     user: String,
-    /// Client address, environment and clock; statement fields are filled
-    /// per statement.
-    base: RequestContext,
     catalogue: Arc<TargetCatalogue>,
     /// Every search path that may be in effect upstream; empty when that
     /// is not known (unqualified names are then `unknown`).
@@ -78,9 +61,7 @@ pub struct StatementPolicy {
     /// `sql::classification_key`), valid while the search paths, the
     /// catalogue and the hour of the week they were decided in stay the
     /// same. Only texts without side effects on this struct are cached.
-    /// foldhash: a lookup per statement, and std's SipHash cost ~250
-    /// instructions of it; keys are only this session's own texts.
-    verdicts: HashMap<String, CachedVerdict, foldhash::fast::RandomState>,
+    verdicts: VerdictCache,
     /// Bumped whenever `search_paths` changes.
     paths_generation: u64,
     /// The target pools by transaction: session state is refused.
@@ -90,25 +71,16 @@ pub struct StatementPolicy {
     /// Why nothing more can be judged: the server now reads statements
     /// differently from the gateway.
     tainted: Option<String>,
+    /// A lone session-level `SET search_path` the last `check` passed
+    /// while settled: the path it sets, to believe once the server
+    /// answered it (`SET`, then idle).
+    path_to_confirm: Option<Vec<String>>,
 }
 
 struct Parsed {
     text: Arc<str>,
     generation: (u64, u64),
 }
-
-enum CachedVerdict {
-    Verdict {
-        verdict: Verdict,
-        generation: (u64, u64),
-        hour_of_week: u16,
-    },
-    /// A number in the text decided the verdict: look up the exact text.
-    ByExactText,
-}
-
-/// Sessions repeat a small working set; a runaway one is simply reset.
-const MAX_CACHED_VERDICTS: usize = 1024;
 
 /// Beyond this many possible search paths the path is unknown: unqualified
 /// names are refused until a confirmed `SET search_path`.
@@ -119,35 +91,27 @@ const MAX_SEARCH_PATHS: usize = 8;
 const MAX_DEFINITIONS: usize = 8;
 
 impl StatementPolicy {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        gw: Arc<Gateway>,
-        identity: Arc<Identity>,
-        target: String,
-        role: String,
+        judge: Judge,
         user: String,
-        base: RequestContext,
         catalogue: Arc<TargetCatalogue>,
         start_path: Option<Vec<String>>,
         transaction_pooling: bool,
     ) -> Self {
         Self {
             transaction_pooling,
-            gw,
-            identity,
-            target,
-            role,
+            judge,
             user,
-            base,
             catalogue,
             search_paths: start_path.iter().cloned().collect(),
             start_path,
             prepared: HashMap::new(),
             parsed: HashMap::new(),
-            verdicts: HashMap::default(),
+            verdicts: VerdictCache::default(),
             paths_generation: 0,
             key_scratch: String::new(),
             tainted: None,
+            path_to_confirm: None,
         }
     }
 
@@ -175,49 +139,36 @@ impl StatementPolicy {
     /// says the session is idle with nothing in flight, so a lone
     /// session-level `SET search_path` here can be confirmed by its answer.
     pub fn check(&mut self, text: &str, settled: bool) -> Verdict {
+        self.path_to_confirm = None;
         if let Some(why) = &self.tainted {
             return self.refusal(Statement::new(Action::Unknown, "tainted"), why.clone());
         }
-        let hour_of_week = self.hour_of_week();
+        let hour_of_week = self.judge.hour_of_week();
         let generation = self.generation();
         let key = sql::classification_key(text, &mut self.key_scratch);
-        let mut exact = false;
-        let hit = match self.verdicts.get(key) {
-            Some(CachedVerdict::ByExactText) if key != text => {
-                exact = true;
-                self.verdicts.get(text)
-            }
-            other => other,
-        };
-        if let Some(CachedVerdict::Verdict {
-            verdict,
-            generation: g,
-            hour_of_week: h,
-        }) = hit
-            && *g == generation
-            && *h == hour_of_week
-        {
+        let (hit, exact) = self.verdicts.get(key, text, generation, hour_of_week);
+        if let Some(verdict) = hit {
             return verdict.clone();
         }
         let key = key.to_owned();
         let (verdict, cacheable, numbers_matter) = self.check_uncached(text, settled, None);
         if cacheable {
-            if self.verdicts.len() >= MAX_CACHED_VERDICTS {
-                self.verdicts.clear();
-            }
-            let entry = CachedVerdict::Verdict {
-                verdict: verdict.clone(),
+            self.verdicts.insert(
+                key,
+                text,
+                numbers_matter || exact,
+                verdict.clone(),
                 generation,
                 hour_of_week,
-            };
-            if (numbers_matter || exact) && key != text {
-                self.verdicts.insert(key, CachedVerdict::ByExactText);
-                self.verdicts.insert(text.to_owned(), entry);
-            } else {
-                self.verdicts.insert(key, entry);
-            }
+            );
         }
         verdict
+    }
+
+    /// The path a `SET search_path` passed by the last `check` sets, once:
+    /// the relay believes it when the server has answered it.
+    pub fn take_path_to_confirm(&mut self) -> Option<Vec<String>> {
+        self.path_to_confirm.take()
     }
 
     /// A Parse: its text as `check` judges it, and its declared parameter
@@ -300,19 +251,8 @@ impl StatementPolicy {
     }
 
     /// A refusal of `stmt` as `unknown` with the reason given.
-    fn refusal(&self, mut stmt: Statement, why: String) -> Verdict {
-        stmt.reason = Some(why);
-        let decision = self.authorize(&stmt);
-        self.verdict_for(&stmt, decision)
-    }
-
-    /// Policies see the hour and the weekday (UTC), nothing finer. From
-    /// the Unix time alone: 1970-01-01 was a Thursday, 72 hours after the
-    /// start of its week.
-    fn hour_of_week(&self) -> u16 {
-        let now = self.gw.clock.now().unwrap_or_else(OffsetDateTime::now_utc);
-        let hours = now.unix_timestamp().div_euclid(3600) + 72;
-        u16::try_from(hours.rem_euclid(7 * 24)).expect("below 168")
+    fn refusal(&self, stmt: Statement, why: String) -> Verdict {
+        self.judge.refusal(stmt, why)
     }
 
     /// Returns the verdict, whether it may be cached (not when a statement
@@ -373,7 +313,7 @@ impl StatementPolicy {
             {
                 let verdict = Verdict {
                     allowed: false,
-                    code: sqlstate::FEATURE_NOT_SUPPORTED,
+                    denial: Denial::Unsupported,
                     judged: Arc::new(Judged {
                         kind: stmt.kind.clone(),
                         tables: stmt.tables.clone(),
@@ -384,7 +324,6 @@ impl StatementPolicy {
                          the next transaction may run on another server connection \
                          (use SET LOCAL inside a transaction, or ask for a target pooled by session)"
                     ),
-                    confirms_path: None,
                 };
                 return (verdict, cacheable, numbers_matter);
             }
@@ -393,7 +332,7 @@ impl StatementPolicy {
             let mut denied = None;
             for judged in &effective {
                 tables.extend(judged.tables.iter().cloned());
-                let decision = self.authorize(judged);
+                let decision = self.judge.authorize(judged);
                 if decision.allowed {
                     policy_ids.extend(decision.policy_ids);
                 } else {
@@ -403,78 +342,26 @@ impl StatementPolicy {
             }
             if let Some((judged, decision)) = denied {
                 return (
-                    self.verdict_for(judged, decision),
+                    self.judge.verdict_for(judged, decision),
                     cacheable,
                     numbers_matter,
                 );
             }
         }
         let lone = statements.len() == 1;
-        let mut confirms_path = None;
         for stmt in &statements {
             if let Some(change) = &stmt.sets_search_path {
                 self.add_possible_search_path(change);
                 if settled && lone && !stmt.search_path_is_local && stmt.kind == "set" {
-                    confirms_path = self.path_after(change);
+                    self.path_to_confirm = self.path_after(change);
                 }
             }
         }
-        let verdict = Verdict {
-            allowed: true,
-            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-            judged: Arc::new(Judged {
-                kind: if kinds.is_empty() {
-                    "empty".into()
-                } else {
-                    kinds.join(";")
-                },
-                tables: tables.into_iter().collect(),
-                policy_ids: policy_ids.into_iter().collect(),
-            }),
-            reason: String::new(),
-            confirms_path,
-        };
-        (verdict, cacheable, numbers_matter)
-    }
-
-    /// Put one statement to the policy. A statement that runs user code
-    /// needs `write`; without it, it may still run where a policy permits
-    /// `unknown`.
-    fn authorize(&self, stmt: &Statement) -> Decision {
-        let decision = self.authorize_as(stmt, stmt.action);
-        if decision.allowed || !stmt.runs_user_code || stmt.action != Action::Write {
-            return decision;
-        }
-        let unknown = self.authorize_as(stmt, Action::Unknown);
-        if unknown.allowed { unknown } else { decision }
-    }
-
-    fn authorize_as(&self, stmt: &Statement, action: Action) -> Decision {
-        self.gw.policy.authorize(&AccessRequest {
-            identity: &self.identity,
-            target: &self.target,
-            role: &self.role,
-            action,
-            context: self.context_for(stmt),
-        })
-    }
-
-    fn verdict_for(&self, stmt: &Statement, decision: Decision) -> Verdict {
-        Verdict {
-            allowed: decision.allowed,
-            code: sqlstate::INSUFFICIENT_PRIVILEGE,
-            reason: if decision.allowed {
-                String::new()
-            } else {
-                denial_message(stmt, &decision.reason)
-            },
-            judged: Arc::new(Judged {
-                kind: stmt.kind.clone(),
-                tables: stmt.tables.clone(),
-                policy_ids: decision.policy_ids,
-            }),
-            confirms_path: None,
-        }
+        (
+            judge::allowed(&kinds, tables, policy_ids),
+            cacheable,
+            numbers_matter,
+        )
     }
 
     /// Classified against every search path that may be in effect.
@@ -497,8 +384,7 @@ impl StatementPolicy {
     /// A FunctionCall message: a function named only by OID, so `unknown`.
     pub fn check_function_call(&mut self) -> (StatementInfo, Verdict) {
         let stmt = Statement::new(Action::Unknown, "function_call");
-        let decision = self.authorize(&stmt);
-        let verdict = self.verdict_for(&stmt, decision);
+        let verdict = self.judge.judge(&stmt);
         let info = StatementInfo::new(
             "<FunctionCall message>",
             Arc::clone(&verdict.judged),
@@ -577,35 +463,6 @@ impl StatementPolicy {
             self.search_paths.insert(0, path);
         }
     }
-
-    fn context_for(&self, stmt: &Statement) -> RequestContext {
-        RequestContext {
-            statement_kind: Some(stmt.kind.clone()),
-            tables: stmt.tables.clone(),
-            schemas: stmt.schemas.clone(),
-            now: self.gw.clock.now(),
-            ..self.base.clone()
-        }
-    }
-}
-
-fn denial_message(stmt: &Statement, reason: &str) -> String {
-    let what = if stmt.kind.is_empty() {
-        stmt.action.to_string()
-    } else {
-        format!("{} ({})", stmt.action, stmt.kind)
-    };
-    let on = if stmt.tables.is_empty() {
-        String::new()
-    } else {
-        format!(" on {}", stmt.tables.join(", "))
-    };
-    let why = stmt
-        .reason
-        .as_deref()
-        .map(|r| format!(" [{r}]"))
-        .unwrap_or_default();
-    format!("permission denied for {what}{on}{why}: {reason}")
 }
 
 /// SQL that makes the upstream itself raise `message` as SQLSTATE `code`.
@@ -627,19 +484,5 @@ mod tests {
         let sql = raise_statement("42501", "no policy permits write on t's table $$ x");
         assert!(sql.contains("'no policy permits write on t''s table $$ x'"));
         assert!(sql.starts_with("DO $idgate_"));
-    }
-
-    #[test]
-    fn denial_names_action_kind_tables_and_rule() {
-        let stmt = Statement {
-            action: Action::Write,
-            kind: "delete".into(),
-            tables: vec!["public.orders".into()],
-            ..Statement::new(Action::Unknown, "")
-        };
-        assert_eq!(
-            denial_message(&stmt, "forbidden by read-only"),
-            "permission denied for write (delete) on public.orders: forbidden by read-only"
-        );
     }
 }

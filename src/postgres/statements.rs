@@ -4,114 +4,12 @@
 //! prepared statement and portal names are resolved back to their SQL.
 //! Pure state, no I/O: the relay feeds it messages from both directions.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::codec;
-
-/// Statement text beyond this is cut in the audit record (the statement
-/// itself is forwarded whole).
-const AUDIT_TEXT_LIMIT: usize = 64 * 1024;
-/// Marks audit text cut at the limit.
-const TRUNCATED: &str = " …[truncated]";
-
-/// What classification and policy made of a statement text.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Judged {
-    /// Classifier kinds, `;`-joined for multi-statement strings.
-    pub kind: String,
-    pub tables: Vec<String>,
-    /// Permits when allowed; the deciding policies when denied.
-    pub policy_ids: Vec<String>,
-}
-
-/// What the policy check learnt about one Query or Parse, shared by every
-/// execution of it (a prepared statement may run millions of times).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct StatementInfo {
-    /// Statement text as audited (redaction is the audit writer's job).
-    pub text: String,
-    /// Shared with the verdict (and its cache entry).
-    pub judged: Arc<Judged>,
-    /// Denied statements were audited as `denied` when refused; their
-    /// (substituted) execution is not audited again.
-    pub denied: bool,
-}
-
-thread_local! {
-    /// Records of audited statements, reused so that a steady stream of
-    /// statements allocates none. Per thread, not per session: an idle
-    /// session keeps nothing here.
-    static SPARE: RefCell<Vec<Arc<StatementInfo>>> = const { RefCell::new(Vec::new()) };
-}
-/// Enough for every session of a busy thread to find one.
-const SPARE_MAX: usize = 64;
-/// Records whose text grew beyond this are freed, not kept.
-const SPARE_TEXT_MAX: usize = 1024;
-
-impl StatementInfo {
-    pub fn new(sql: &str, judged: Arc<Judged>, denied: bool) -> Self {
-        let mut text = String::new();
-        push_audit_text(&mut text, sql);
-        Self {
-            text,
-            judged,
-            denied,
-        }
-    }
-
-    /// A shared record for `sql`, in a spare one when this thread has one.
-    pub fn shared(sql: &str, judged: Arc<Judged>, denied: bool) -> Arc<Self> {
-        if let Some(mut spare) = SPARE.with_borrow_mut(Vec::pop)
-            && let Some(info) = Arc::get_mut(&mut spare)
-        {
-            info.text.clear();
-            push_audit_text(&mut info.text, sql);
-            info.judged = judged;
-            info.denied = denied;
-            return spare;
-        }
-        Arc::new(Self::new(sql, judged, denied))
-    }
-
-    /// Done with `info` (its statement is audited): kept for
-    /// [`shared`](Self::shared) if nothing else holds it.
-    pub fn recycle(mut info: Arc<Self>) {
-        if Arc::get_mut(&mut info).is_none_or(|i| i.text.capacity() > SPARE_TEXT_MAX) {
-            return;
-        }
-        SPARE.with_borrow_mut(|spare| {
-            if spare.len() < SPARE_MAX {
-                spare.push(info);
-            }
-        });
-    }
-}
-
-/// Append `sql`, cut at the audit limit on a character boundary.
-fn push_audit_text(out: &mut String, sql: &str) {
-    if sql.len() <= AUDIT_TEXT_LIMIT {
-        out.push_str(sql);
-        return;
-    }
-    let mut end = AUDIT_TEXT_LIMIT;
-    while !sql.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.push_str(&sql[..end]);
-    out.push_str(TRUNCATED);
-}
-
-/// A statement whose outcome is known.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completed {
-    pub info: Arc<StatementInfo>,
-    pub duration: Duration,
-    pub rows: Option<u64>,
-    pub error: Option<String>,
-}
+use crate::core::statement::{Completed, StatementInfo};
 
 enum Pending {
     Simple(Running),
@@ -358,40 +256,6 @@ mod tests {
         t.on_server(b'E', &error("42501", "permission denied"), &mut done);
         t.on_server(b'Z', b"I", &mut done);
         assert!(done.is_empty());
-    }
-
-    #[test]
-    fn long_text_is_cut_and_marked() {
-        let text = |sql: &str| StatementInfo::new(sql, Arc::default(), false).text;
-        let long = "x".repeat(AUDIT_TEXT_LIMIT + 10);
-        assert!(text(&long).ends_with(TRUNCATED));
-        assert_eq!(text("select 1"), "select 1");
-    }
-
-    #[test]
-    fn a_spent_record_is_reused_and_a_held_one_is_not() {
-        let judged = Arc::new(Judged {
-            kind: "select".into(),
-            ..Judged::default()
-        });
-        let first = StatementInfo::shared("select 1", Arc::default(), true);
-        let at = Arc::as_ptr(&first);
-        StatementInfo::recycle(first);
-        let second = StatementInfo::shared("select 22", Arc::clone(&judged), false);
-        assert_eq!(Arc::as_ptr(&second), at, "the spent record is reused");
-        assert_eq!(second.text, "select 22");
-        assert_eq!(second.judged, judged);
-        assert!(!second.denied);
-
-        let held = Arc::clone(&second);
-        StatementInfo::recycle(second);
-        let third = StatementInfo::shared("select 3", Arc::default(), false);
-        assert_ne!(
-            Arc::as_ptr(&third),
-            Arc::as_ptr(&held),
-            "a held record stays its holder's"
-        );
-        assert_eq!(held.text, "select 22");
     }
 
     #[test]

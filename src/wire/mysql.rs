@@ -76,9 +76,13 @@ pub mod header {
 pub mod errcode {
     pub const ER_CON_COUNT_ERROR: u16 = 1040;
     pub const ER_HANDSHAKE_ERROR: u16 = 1043;
+    pub const ER_DBACCESS_DENIED_ERROR: u16 = 1044;
     pub const ER_ACCESS_DENIED_ERROR: u16 = 1045;
-    pub const ER_BAD_DB_ERROR: u16 = 1049;
     pub const ER_UNKNOWN_COM_ERROR: u16 = 1047;
+    pub const ER_BAD_DB_ERROR: u16 = 1049;
+    pub const ER_SERVER_SHUTDOWN: u16 = 1053;
+    pub const ER_NO_SUCH_THREAD: u16 = 1094;
+    pub const ER_UNKNOWN_ERROR: u16 = 1105;
     pub const ER_TABLEACCESS_DENIED_ERROR: u16 = 1142;
     pub const ER_SPECIFIC_ACCESS_DENIED_ERROR: u16 = 1227;
     pub const ER_NOT_SUPPORTED_YET: u16 = 1235;

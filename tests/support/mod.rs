@@ -17,12 +17,21 @@ use idgate::config::{
     PoolConfig, Protocol, RoleConfig, TargetConfig, TlsFiles, UpstreamTls,
 };
 use idgate::dev::DevIssuer;
-use idgate::gateway::{Gateway, Running};
+use idgate::gateway::Running;
 use idgate::policy::Clock;
 use idgate::secret::Secret;
 
 pub const AUDIENCE: &str = "idgate";
 pub const TARGET: &str = "app";
+/// The MySQL target (`Options::mysql`): MariaDB's `idgate_test`, whose
+/// roles all log in as `idgate_native`, a user that can write there.
+pub const MYSQL_TARGET: &str = "shop";
+pub const MYSQL_DATABASE: &str = "idgate_test";
+
+/// `host:port` of the real MariaDB under test.
+pub fn mysql_addr() -> String {
+    std::env::var("IDGATE_TEST_MYSQL").unwrap_or_else(|_| "127.0.0.1:3306".into())
+}
 
 /// `host:port` of the real PostgreSQL under test.
 pub fn pg_addr() -> String {
@@ -86,6 +95,9 @@ pub struct Options {
     pub audit_key: Option<String>,
     /// The issuer's `max_lifetime`; its default when `None`.
     pub max_lifetime: Option<Duration>,
+    /// Also serve MySQL, with target [`MYSQL_TARGET`] in front of the
+    /// machine's MariaDB.
+    pub mysql: bool,
 }
 
 impl Default for Options {
@@ -104,6 +116,7 @@ impl Default for Options {
             upstream_tls: UpstreamTls::Prefer,
             audit_key: None,
             max_lifetime: None,
+            mysql: false,
         }
     }
 }
@@ -113,6 +126,8 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub running: Option<Running>,
     pub addr: SocketAddr,
+    /// The MySQL front end (`Options::mysql`).
+    pub mysql_addr: Option<SocketAddr>,
 }
 
 impl Harness {
@@ -129,15 +144,17 @@ impl Harness {
             .unwrap_or_else(|| issuer.issuer_url());
         let config = config(dir.path(), &issuer_url, &options);
         let clock = options.now.map_or(Clock::System, Clock::Fixed);
-        let running = Gateway::start_with_clock(config, clock)
+        let running = idgate::gateway::start_with_clock(config, clock)
             .await
             .expect("gateway starts");
         let addr = running.postgres_addr;
+        let mysql_addr = running.mysql_addr;
         Harness {
             issuer,
             dir,
             running: Some(running),
             addr,
+            mysql_addr,
         }
     }
 
@@ -235,6 +252,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
     Config {
         gateway: GatewayConfig {
             postgres_listen: "127.0.0.1:0".parse().expect("addr"),
+            mysql_listen: options.mysql.then(|| "127.0.0.1:0".parse().expect("addr")),
             admin_listen: options.admin.then(|| "127.0.0.1:0".parse().expect("addr")),
             tls: Some(TlsFiles {
                 cert_file: dir.join("gateway.crt"),
@@ -260,7 +278,7 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
             }
             issuer
         }],
-        targets: vec![TargetConfig {
+        targets: [TargetConfig {
             name: TARGET.into(),
             protocol: Protocol::Postgres,
             upstream: pg_addr(),
@@ -278,7 +296,10 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
                 })
                 .collect(),
             environment: vec!["test".into()],
-        }],
+        }]
+        .into_iter()
+        .chain(options.mysql.then(|| mysql_target(options)))
+        .collect(),
         policy: PolicyConfig {
             file: dir.join("policy.cedar"),
         },
@@ -288,6 +309,33 @@ pub fn config(dir: &Path, issuer_url: &str, options: &Options) -> Config {
         },
         cluster: None,
         warnings: Vec::new(),
+    }
+}
+
+/// The MySQL target: roles `reader` and `writer`, both the MariaDB user
+/// `idgate_native`, which can write: what a reader may do is the gateway's
+/// to hold.
+fn mysql_target(options: &Options) -> TargetConfig {
+    TargetConfig {
+        name: MYSQL_TARGET.into(),
+        protocol: Protocol::Mysql,
+        upstream: mysql_addr(),
+        database: MYSQL_DATABASE.into(),
+        upstream_tls: UpstreamTls::Disable,
+        upstream_ca_file: None,
+        pool: PoolConfig {
+            mode: idgate::config::PoolMode::Session,
+            ..options.pool.clone()
+        },
+        roles: ["reader", "writer"]
+            .into_iter()
+            .map(|name| RoleConfig {
+                name: name.into(),
+                user: "idgate_native".into(),
+                password: Some(Secret::new("native-secret").into()),
+            })
+            .collect(),
+        environment: vec!["test".into()],
     }
 }
 

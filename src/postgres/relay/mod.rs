@@ -36,20 +36,20 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-mod audit;
 mod outgoing;
 
-use audit::StatementAudit;
 use outgoing::{Outgoing, keep_tail};
 
 use super::cancel::CancelKey;
 use super::codec::{self, CodecError, ErrorFields, Splitter, sqlstate};
-use super::enforce::{self, StatementPolicy, Verdict};
+use super::enforce::{self, StatementPolicy};
 use super::pool::{Lease, Pool, PoolError, ServerConn};
-use super::session::Session;
-use super::statements::{Completed, StatementInfo, StatementTracker};
+use super::statements::StatementTracker;
 use crate::audit::AuditError;
 use crate::config::PoolMode;
+use crate::core::judge::Verdict;
+use crate::core::scope::Scope;
+use crate::core::statement::{Completed, StatementAudit, StatementInfo};
 use crate::sessions::LiveSession;
 use crate::tls::{Stream, StreamRead, StreamWrite};
 
@@ -249,6 +249,8 @@ struct ParseDenial {
 
 /// Where this session's server connections come from.
 pub(super) struct Upstreams<'a> {
+    /// The session, for the refusal when no connection can be had.
+    pub scope: &'a Scope,
     pub pool: &'a Arc<Pool>,
     /// Held for the session (session mode), or taken per transaction.
     pub lease: Option<Lease>,
@@ -281,7 +283,7 @@ enum PhaseEnd {
 pub(super) async fn run(
     client: Stream,
     mut upstreams: Upstreams<'_>,
-    session: &Session,
+    session: &Scope,
     policy: StatementPolicy,
     live: &LiveSession,
 ) -> Result<(), RelayError> {
@@ -364,7 +366,7 @@ pub(super) async fn run(
         let _ = client.tx.write_all(&buf).await;
     }
     let _ = client.tx.shutdown().await;
-    outcome.and(audited)
+    outcome.and(audited.map_err(RelayError::from))
 }
 
 /// Cancel whatever the connection runs, before it is closed.
@@ -435,14 +437,11 @@ async fn serve(
             let lease = match lease {
                 Ok(lease) => lease,
                 Err(e) => {
+                    let refusal = upstreams
+                        .scope
+                        .upstream_failed(super::session::upstream_failure(&e), &e);
                     let mut buf = BytesMut::new();
-                    codec::error_response(
-                        &mut buf,
-                        &ErrorFields::fatal(
-                            sqlstate::CONNECTION_FAILURE,
-                            &format!("upstream unavailable: {e}"),
-                        ),
-                    );
+                    super::session::refusal_response(&mut buf, &refusal);
                     let _ = client.tx.write_all(&buf).await;
                     return Err(e.into());
                 }
@@ -584,7 +583,7 @@ impl<'a> ClientGate<'a> {
                 let text = std::str::from_utf8(raw)
                     .map_or_else(|_| String::from_utf8_lossy(raw), std::borrow::Cow::Borrowed);
                 let verdict = self.policy.check(&text, settled);
-                if let Some(path) = verdict.confirms_path.clone() {
+                if let Some(path) = self.policy.take_path_to_confirm() {
                     let mut s = crate::lock(self.shared);
                     let ready_number = s.next_ready();
                     s.path_pending = Some(PendingPath {
@@ -808,7 +807,7 @@ impl<'a> ClientGate<'a> {
             return None;
         }
         self.denials.push((info, verdict.reason.clone()));
-        Some((verdict.code, verdict.reason))
+        Some((enforce::denial_code(verdict.denial), verdict.reason))
     }
 }
 

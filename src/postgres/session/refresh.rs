@@ -1,7 +1,7 @@
 //! A refresh connection: instead of logging in, the client names a live
 //! session with `idgate.refresh_session = SESSION_ID:SECRET` and gives a
 //! newer token as the password, exactly as at login. The gateway judges it
-//! (`Gateway::refresh_session`), audits a `session_refresh` event, and
+//! (`Services::refresh_session`), audits a `session_refresh` event, and
 //! answers AuthenticationOk + ReadyForQuery, after which the client only
 //! terminates: a refresh connection never reaches an upstream.
 
@@ -10,9 +10,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Refusal, Session, no_tls};
+use super::{Fatal as Refusal, Session, no_tls};
 use crate::audit::{Decision, EventKind};
-use crate::gateway::{RefreshError, RefreshOutcome, RefreshRequest};
+use crate::core::refresh::{RefreshError, RefreshOutcome, RefreshRequest};
 use crate::postgres::codec::{self, sqlstate};
 use crate::tls::Stream;
 
@@ -27,22 +27,22 @@ impl Session {
             .iter()
             .find(|(k, _)| k == "database")
             .map_or("", |(_, v)| v.as_str());
-        self.target = Some(database.to_owned());
-        let gw = Arc::clone(&self.gw);
-        if !self.may_send_token(client) {
-            let mut e = self.event(EventKind::SessionRefresh);
+        self.scope.target = Some(database.to_owned());
+        let services = Arc::clone(&self.scope.services);
+        if !self.scope.may_send_token(client.is_tls()) {
+            let mut e = self.scope.event(EventKind::SessionRefresh);
             e.decision = Some(Decision::Deny);
             e.error = Some("no_tls".into());
             self.audit_refresh(e, "no_tls").await?;
             return Err(no_tls());
         }
         let token = self.read_token(client).await?;
-        let outcome = gw
+        let outcome = services
             .refresh_session(&RefreshRequest {
                 ticket,
                 token: token.expose(),
                 target: database,
-                client_ip: self.peer.ip(),
+                client_ip: self.scope.peer.ip(),
             })
             .await;
         let RefreshOutcome {
@@ -52,11 +52,11 @@ impl Session {
         } = outcome;
         // Audited under the session it names and the person the token names.
         if let Some(s) = &session {
-            self.id.clone_from(&s.info.id);
-            self.role = Some(s.info.role.clone());
+            self.scope.id.clone_from(&s.info.id);
+            self.scope.role = Some(s.info.role.clone());
         }
-        self.identity = identity.map(Arc::new);
-        let mut e = self.event(EventKind::SessionRefresh);
+        self.scope.identity = identity.map(Arc::new);
+        let mut e = self.scope.event(EventKind::SessionRefresh);
         if session.is_none() {
             e.session_id = None;
         }
@@ -115,8 +115,8 @@ impl Session {
         } else {
             "refused"
         };
-        self.gw.metrics.refresh(outcome, reason);
-        self.audit(e).await.map_err(|err| {
+        self.scope.services.metrics.refresh(outcome, reason);
+        self.scope.audit_durable(e).await.map_err(|err| {
             tracing::error!("audit trail unavailable: {err}");
             Refusal::new(
                 sqlstate::CONNECTION_FAILURE,

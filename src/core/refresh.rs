@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{AuthError, Gateway};
+use super::services::{AuthError, Services};
 use crate::config::OnExpiry;
 use crate::identity::Identity;
 use crate::policy::{AccessRequest, Action, RequestContext};
@@ -82,7 +82,7 @@ impl RefreshError {
     }
 }
 
-impl Gateway {
+impl Services {
     /// Judges a refresh and, when every check passes, moves the session's
     /// token expiry to the new token's (and its expiry deadline with it).
     pub async fn refresh_session(&self, request: &RefreshRequest<'_>) -> RefreshOutcome {
