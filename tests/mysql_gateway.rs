@@ -41,9 +41,20 @@ fn mysql_port(h: &Harness) -> String {
 
 /// The `mariadb` client through the gateway, plain text on loopback.
 fn mariadb(h: &Harness, token: &str, role: &str, sql: &str) -> tokio::process::Command {
+    mariadb_to(h, token, role, MYSQL_TARGET, sql)
+}
+
+/// As `mariadb`, naming `database`.
+fn mariadb_to(
+    h: &Harness,
+    token: &str,
+    role: &str,
+    database: &str,
+    sql: &str,
+) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("mariadb");
     cmd.args(["--skip-ssl", "-h", "127.0.0.1", "-P", &mysql_port(h)])
-        .args(["-u", role, "-N", "-B", "--connect-timeout=10", MYSQL_TARGET])
+        .args(["-u", role, "-N", "-B", "--connect-timeout=10", database])
         .args(["-e", sql])
         .env("MYSQL_PWD", token)
         .stdout(std::process::Stdio::piped())
@@ -176,9 +187,14 @@ async fn bad_tokens_unknown_targets_and_other_databases_are_refused() {
     assert!(stderr(&out).contains("ERROR 1045"), "{}", stderr(&out));
     assert!(stderr(&out).contains("token rejected"), "{}", stderr(&out));
 
-    let mut other = mariadb(&h, &h.analyst(), "reader", "SELECT 1");
-    other.arg("mysql");
-    let out = support::run(&mut other).await;
+    let out = support::run(&mut mariadb_to(
+        &h,
+        &h.analyst(),
+        "reader",
+        "mysql",
+        "SELECT 1",
+    ))
+    .await;
     assert!(stderr(&out).contains("ERROR 1049"), "{}", stderr(&out));
 
     let out = run(&h, &h.analyst(), "reader", "USE mysql").await;
@@ -269,17 +285,17 @@ async fn kill_query_reaches_only_the_persons_own_connection() {
     let h = harness().await;
     let alice = h.token(
         &format!("{}@example.com", unique_name("alice")),
-        &["analysts"],
+        &["developers"],
     );
     let bob = h.token(
         &format!("{}@example.com", unique_name("bob")),
-        &["analysts"],
+        &["developers"],
     );
     let marker = unique_name("victim");
     let victim = mariadb(
         &h,
         &alice,
-        "reader",
+        "writer",
         &format!("SELECT SLEEP(20) AS {marker}"),
     )
     .spawn()
@@ -300,7 +316,7 @@ async fn kill_query_reaches_only_the_persons_own_connection() {
     let out = run(
         &h,
         &bob,
-        "reader",
+        "writer",
         &format!("KILL QUERY {}", server_id.trim()),
     )
     .await;
@@ -324,7 +340,7 @@ async fn kill_query_reaches_only_the_persons_own_connection() {
     // Alice can: her own connection's statement stops.
     let mut killed = false;
     for id in 1..=64 {
-        if run(&h, &alice, "reader", &format!("KILL QUERY {id}"))
+        if run(&h, &alice, "writer", &format!("KILL QUERY {id}"))
             .await
             .status
             .success()
@@ -335,8 +351,7 @@ async fn kill_query_reaches_only_the_persons_own_connection() {
     }
     assert!(killed, "Alice could not kill her own statement");
     let out = support::ends_within(victim, Duration::from_secs(10)).await;
-    // SLEEP() answers 1 when interrupted.
-    assert_eq!(stdout(&out), "1\n", "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
 }
 
 #[tokio::test]
