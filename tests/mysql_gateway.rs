@@ -470,3 +470,122 @@ fn base64_url(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
+
+/// A raw client logged in through the gateway with `token` (plain text on
+/// loopback, the token as the `mysql_clear_password` answer).
+async fn raw_login(h: &Harness, token: &str) -> TcpStream {
+    use bytes::BytesMut;
+    use idgate::mysql::codec::{self, HandshakeResponse, caps};
+    let mut tcp = TcpStream::connect(h.mysql_addr.expect("MySQL"))
+        .await
+        .expect("connect");
+    read_packet(&mut tcp).await;
+    let response = HandshakeResponse {
+        capabilities: caps::PROTOCOL_41
+            | caps::SECURE_CONNECTION
+            | caps::PLUGIN_AUTH
+            | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA
+            | caps::CONNECT_WITH_DB
+            | caps::DEPRECATE_EOF,
+        max_packet: 1 << 24,
+        charset: codec::UTF8MB4,
+        user: b"reader".to_vec(),
+        auth_response: token.as_bytes().to_vec(),
+        database: Some(MYSQL_TARGET.as_bytes().to_vec()),
+        auth_plugin: Some(b"mysql_clear_password".to_vec()),
+        attributes: Vec::new(),
+    };
+    let mut payload = BytesMut::new();
+    response.encode(&mut payload);
+    let mut out = BytesMut::new();
+    codec::write_packet(&mut out, 1, &payload);
+    tcp.write_all(&out).await.unwrap();
+    let (_, ok) = read_packet(&mut tcp).await;
+    assert_eq!(ok.first(), Some(&0), "logged in: {ok:?}");
+    tcp
+}
+
+/// One packet: (sequence id, payload).
+async fn read_packet(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head))
+        .await
+        .expect("a packet in time")
+        .expect("a packet");
+    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    let mut payload = vec![0; len];
+    tcp.read_exact(&mut payload).await.expect("payload");
+    (head[3], payload)
+}
+
+async fn command(tcp: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    idgate::mysql::codec::write_packet(&mut out, 0, payload);
+    tcp.write_all(&out).await.unwrap();
+    read_packet(tcp).await.1
+}
+
+fn err_code(payload: &[u8]) -> Option<u16> {
+    (payload.first() == Some(&0xff)).then(|| u16::from_le_bytes([payload[1], payload[2]]))
+}
+
+#[tokio::test]
+async fn unlisted_commands_are_refused_and_the_session_goes_on() {
+    let h = harness().await;
+    let mut tcp = raw_login(&h, &h.analyst()).await;
+    // COM_STATISTICS, COM_CHANGE_USER, COM_BINLOG_DUMP, COM_REGISTER_SLAVE,
+    // COM_SET_OPTION, COM_STMT_FETCH, COM_PROCESS_KILL, an unknown byte.
+    for refused in [
+        &[0x09][..],
+        &[0x11, b'r', b'o', b'o', b't', 0],
+        &[0x12, 4, 0, 0, 0],
+        &[0x15],
+        &[0x1b, 0, 0],
+        &[0x1c, 1, 0, 0, 0, 1, 0, 0, 0],
+        &[0x0c, 1, 0, 0, 0],
+        &[0x7f],
+    ] {
+        let reply = command(&mut tcp, refused).await;
+        assert_eq!(
+            err_code(&reply),
+            Some(1047),
+            "0x{:02x}: {reply:?}",
+            refused[0]
+        );
+    }
+    let ping = command(&mut tcp, &[0x0e]).await;
+    assert_eq!(ping.first(), Some(&0), "COM_PING: {ping:?}");
+    // LOAD DATA LOCAL is never offered: the server is asked without
+    // CLIENT_LOCAL_FILES, and the statement needs more than read anyway.
+    let local = command(
+        &mut tcp,
+        b"\x03LOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE t",
+    )
+    .await;
+    assert!(err_code(&local).is_some(), "{local:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_command_ends_only_its_session() {
+    let h = harness().await;
+    // The wrong sequence id for a command.
+    let mut tcp = raw_login(&h, &h.analyst()).await;
+    tcp.write_all(&[1, 0, 0, 5, 0x0e]).await.unwrap();
+    let (_, reply) = read_packet(&mut tcp).await;
+    assert_eq!(err_code(&reply), Some(1156), "{reply:?}");
+    gone(tcp).await;
+    // A command announced far larger than the gateway holds.
+    let mut tcp = raw_login(&h, &h.analyst()).await;
+    tcp.write_all(&[0xff, 0xff, 0xff, 0, 0x03]).await.unwrap();
+    tcp.write_all(&[0xff, 0xff, 0xff, 1]).await.unwrap();
+    drop(tcp.shutdown().await);
+    gone(tcp).await;
+    // A command cut off by the client going away.
+    let mut tcp = raw_login(&h, &h.analyst()).await;
+    tcp.write_all(&[9, 0, 0, 0, 0x03, b'S']).await.unwrap();
+    drop(tcp.shutdown().await);
+    gone(tcp).await;
+
+    let out = run(&h, &h.analyst(), "reader", "SELECT 6 * 7").await;
+    assert_eq!(stdout(&out), "42\n", "{}", stderr(&out));
+}
