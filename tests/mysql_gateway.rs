@@ -123,6 +123,19 @@ async fn a_reader_logs_in_with_a_token_reads_and_is_named_upstream() {
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "b\nann@example.com\n1\n");
+    for forge in [
+        "SET @idgate_identity = 'boss@example.com'",
+        "SET @IDGATE_IDENTITY := 'boss@example.com'",
+        "SELECT 'boss@example.com' INTO @idgate_identity",
+        "SELECT @idgate_identity := 'boss@example.com'",
+    ] {
+        let out = run(&h, &token, "reader", forge).await;
+        assert!(
+            stderr(&out).contains("only the gateway sets it"),
+            "{forge}: {}",
+            stderr(&out)
+        );
+    }
 
     let events = h.stop_and_read_audit().await;
     let statement = events

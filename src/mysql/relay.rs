@@ -332,7 +332,12 @@ impl Relay<'_> {
         if let (Some(v), _) = self.verdicts.get(text, text, (0, 0), hour) {
             return v.clone();
         }
-        let classified = sql::classify_mysql(text, &self.database);
+        let mut classified = sql::classify_mysql(text, &self.database);
+        if let Some(why) = writes_identity(text, &classified.statements) {
+            let mut s = Statement::new(Action::Unknown, "identity");
+            s.reason = Some(why.into());
+            classified.statements = vec![s];
+        }
         let cacheable = classified
             .statements
             .iter()
@@ -615,6 +620,20 @@ impl Relay<'_> {
         let err = ErrPacket::new(errcode::ER_CONNECTION_KILLED, "70100", message);
         send_packet(client, seq, &err).await;
     }
+}
+
+/// The person's name on the upstream session (`@idgate_identity`) is the
+/// gateway's: a text that mentions it may only read it.
+fn writes_identity(text: &str, statements: &[Statement]) -> Option<&'static str> {
+    const NAME: &[u8] = b"idgate_identity";
+    let has = |needle: &[u8]| {
+        text.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    let only_reads = statements.iter().all(|s| s.action == Action::Read);
+    (has(NAME) && (!only_reads || has(b":=") || has(b"into")))
+        .then_some("@idgate_identity names the person and only the gateway sets it")
 }
 
 /// Read until a whole command is in `buf` (its packets from offset 0, in
