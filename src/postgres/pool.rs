@@ -16,6 +16,7 @@ use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::cancel::CancelTarget;
+use super::codec::{self, backend, status};
 use super::upstream::{self, UpstreamError};
 use crate::config::{RoleConfig, TargetConfig};
 use crate::core::pool;
@@ -182,12 +183,14 @@ pub async fn query_rows(
         {
             let frame = conn.buf.split_to(len);
             match tag {
-                b'D' => rows.push(
-                    super::codec::parse_data_row(&frame[5..])
+                backend::DATA_ROW => rows.push(
+                    super::codec::parse_data_row(codec::body(&frame))
                         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
                 ),
-                b'E' => error = Some(super::codec::parse_error(&frame[5..]).message),
-                b'Z' => {
+                backend::ERROR_RESPONSE => {
+                    error = Some(super::codec::parse_error(codec::body(&frame)).message);
+                }
+                backend::READY_FOR_QUERY => {
                     return Ok(match error {
                         Some(e) => Err(e),
                         None => Ok(rows),
@@ -216,9 +219,14 @@ pub async fn read_until_ready(
         {
             let frame = buf.split_to(len);
             match tag {
-                b'E' => error = Some(super::codec::parse_error(&frame[5..]).message),
-                b'Z' => {
-                    let status = frame.get(5).copied().unwrap_or(b'E');
+                backend::ERROR_RESPONSE => {
+                    error = Some(super::codec::parse_error(codec::body(&frame)).message);
+                }
+                backend::READY_FOR_QUERY => {
+                    let status = codec::body(&frame)
+                        .first()
+                        .copied()
+                        .unwrap_or(status::FAILED);
                     return Ok(match error {
                         Some(e) => Err(e),
                         None => Ok(status),

@@ -277,14 +277,14 @@ async fn startup(
         match codec::parse_startup(&packet) {
             Ok(StartupMessage::SslRequest) => match (&fe.services.tls, stream) {
                 (Some(tls), Stream::Plain(mut tcp)) => {
-                    tcp.write_all(b"S").await?;
+                    tcp.write_all(&[codec::encryption::YES]).await?;
                     let tls = tokio_rustls::TlsAcceptor::from(Arc::clone(tls))
                         .accept(tcp)
                         .await?;
                     stream = Stream::Tls(Box::new(tls.into()));
                 }
                 (None, Stream::Plain(mut tcp)) => {
-                    tcp.write_all(b"N").await?;
+                    tcp.write_all(&[codec::encryption::NO]).await?;
                     stream = Stream::Plain(tcp);
                 }
                 (_, tls @ Stream::Tls(_)) => {
@@ -297,7 +297,7 @@ async fn startup(
                     return Ok(None);
                 }
             },
-            Ok(StartupMessage::GssEncRequest) => stream.write_all(b"N").await?,
+            Ok(StartupMessage::GssEncRequest) => stream.write_all(&[codec::encryption::NO]).await?,
             Ok(StartupMessage::Cancel { pid, key }) => {
                 if let Some(target) = fe.cancels.lookup(pid, key) {
                     if let Err(e) = cancel::forward(&target).await {
@@ -420,10 +420,10 @@ impl Session {
                 "expected a password message carrying the token",
             )
         };
-        if tag != b'p' {
+        if tag != codec::frontend::PASSWORD {
             return Err(bad());
         }
-        let password = codec::parse_password(&buf[5..len]).map_err(|_| bad())?;
+        let password = codec::parse_password(codec::body(&buf[..len])).map_err(|_| bad())?;
         let token = std::str::from_utf8(password).map_err(|_| bad())?;
         Ok(Secret::new(token.trim()))
     }
@@ -480,7 +480,7 @@ impl Session {
         conn.tx.write_all(&msg).await?;
         conn.tx.flush().await?;
         match pool::read_until_ready(&mut conn.rx, &mut conn.buf).await? {
-            Ok(b'I') if conn.buf.is_empty() => Ok(()),
+            Ok(codec::status::IDLE) if conn.buf.is_empty() => Ok(()),
             Ok(_) => Err(std::io::Error::other("unexpected transaction state")),
             Err(message) => Err(std::io::Error::other(message)),
         }
@@ -541,7 +541,7 @@ impl Session {
             codec::parameter_status(&mut hello, idgate::SESSION, &ticket);
         }
         codec::backend_key_data(&mut hello, cancel_key.pid, cancel_key.key);
-        codec::ready_for_query(&mut hello, b'I');
+        codec::ready_for_query(&mut hello, codec::status::IDLE);
         let lease = if transaction_mode {
             // Taken again when the client sends something.
             pool.checkin(lease);

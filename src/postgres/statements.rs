@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::codec;
+use super::codec::{self, backend, object};
 use crate::core::statement::{Completed, StatementInfo};
 
 enum Pending {
@@ -82,10 +82,10 @@ impl StatementTracker {
         self.pending.push_back(Pending::Sync);
     }
 
-    /// Close ('C' from the client): `kind` is `S` (statement) or `P` (portal).
+    /// A Close from the client: `kind` names a statement or a portal.
     pub fn on_close(&mut self, kind: u8, name: &str) {
         let closed = match kind {
-            b'S' => self.prepared.remove(name),
+            object::STATEMENT => self.prepared.remove(name),
             _ => self.portals.remove(name),
         };
         if let Some(old) = closed {
@@ -96,7 +96,7 @@ impl StatementTracker {
     /// Feed one server message; statements it completes go to `done`.
     pub fn on_server(&mut self, tag: u8, body: &[u8], done: &mut Vec<Completed>) {
         match tag {
-            b'C' => match self.pending.front_mut() {
+            backend::COMMAND_COMPLETE => match self.pending.front_mut() {
                 Some(Pending::Simple(r)) => {
                     if let Some(n) = codec::command_complete_rows(body) {
                         r.rows = Some(r.rows.unwrap_or(0) + n);
@@ -110,14 +110,14 @@ impl StatementTracker {
                 }
                 _ => {}
             },
-            b'I' | b's' => {
+            backend::EMPTY_QUERY_RESPONSE | backend::PORTAL_SUSPENDED => {
                 if let Some(Pending::Execute(_)) = self.pending.front()
                     && let Some(Pending::Execute(r)) = self.pending.pop_front()
                 {
                     r.done(done);
                 }
             }
-            b'E' => {
+            backend::ERROR_RESPONSE => {
                 let message = codec::parse_error(body);
                 let error = format!("{}: {}", message.code, message.message);
                 match self.pending.front_mut() {
@@ -131,7 +131,7 @@ impl StatementTracker {
                     _ => {}
                 }
             }
-            b'Z' => {
+            backend::READY_FOR_QUERY => {
                 // Executes still queued before the Sync were skipped by the
                 // server after an earlier error in the same pipeline.
                 while let Some(p) = self.pending.pop_front() {
@@ -186,10 +186,14 @@ mod tests {
         let mut t = StatementTracker::default();
         let mut done = Vec::new();
         t.on_query(info("insert into t values (1); select 1"));
-        t.on_server(b'C', &complete("INSERT 0 1"), &mut done);
-        t.on_server(b'C', &complete("SELECT 1"), &mut done);
+        t.on_server(
+            backend::COMMAND_COMPLETE,
+            &complete("INSERT 0 1"),
+            &mut done,
+        );
+        t.on_server(backend::COMMAND_COMPLETE, &complete("SELECT 1"), &mut done);
         assert!(done.is_empty());
-        t.on_server(b'Z', b"I", &mut done);
+        t.on_server(backend::READY_FOR_QUERY, b"I", &mut done);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].info.text, "insert into t values (1); select 1");
         assert_eq!(done[0].rows, Some(2));
@@ -204,8 +208,8 @@ mod tests {
         t.on_bind("", "s1");
         t.on_execute("");
         t.on_sync();
-        t.on_server(b'C', &complete("SELECT 1"), &mut done);
-        t.on_server(b'Z', b"I", &mut done);
+        t.on_server(backend::COMMAND_COMPLETE, &complete("SELECT 1"), &mut done);
+        t.on_server(backend::READY_FOR_QUERY, b"I", &mut done);
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].info.text, "select $1");
         assert_eq!(done[0].rows, Some(1));
@@ -220,8 +224,12 @@ mod tests {
         t.on_execute("");
         t.on_execute("");
         t.on_sync();
-        t.on_server(b'E', &error("22012", "division by zero"), &mut done);
-        t.on_server(b'Z', b"I", &mut done);
+        t.on_server(
+            backend::ERROR_RESPONSE,
+            &error("22012", "division by zero"),
+            &mut done,
+        );
+        t.on_server(backend::READY_FOR_QUERY, b"I", &mut done);
         assert_eq!(done.len(), 2);
         assert_eq!(done[0].error.as_deref(), Some("22012: division by zero"));
         assert!(done[1].error.as_deref().unwrap().contains("not executed"));
@@ -233,11 +241,11 @@ mod tests {
         let mut done = Vec::new();
         t.on_query(info("select nope"));
         t.on_server(
-            b'E',
+            backend::ERROR_RESPONSE,
             &error("42703", "column \"nope\" does not exist"),
             &mut done,
         );
-        t.on_server(b'Z', b"I", &mut done);
+        t.on_server(backend::READY_FOR_QUERY, b"I", &mut done);
         assert_eq!(
             done[0].error.as_deref(),
             Some("42703: column \"nope\" does not exist")
@@ -253,8 +261,12 @@ mod tests {
             Arc::default(),
             true,
         )));
-        t.on_server(b'E', &error("42501", "permission denied"), &mut done);
-        t.on_server(b'Z', b"I", &mut done);
+        t.on_server(
+            backend::ERROR_RESPONSE,
+            &error("42501", "permission denied"),
+            &mut done,
+        );
+        t.on_server(backend::READY_FOR_QUERY, b"I", &mut done);
         assert!(done.is_empty());
     }
 

@@ -10,7 +10,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::codec::{self, ErrorNotice, auth};
+use super::codec::{self, ErrorNotice, auth, backend, encryption};
 use super::scram::{self, ScramClient};
 use crate::config::{ConfigError, RoleConfig, TargetConfig, UpstreamTls};
 use crate::secret::Secret;
@@ -134,7 +134,7 @@ pub async fn connect(
     loop {
         let (tag, body) = reader.next(&mut stream).await?;
         match tag {
-            b'R' => {
+            backend::AUTHENTICATION => {
                 if body.len() < 4 {
                     return Err(UpstreamError::Protocol(
                         "short Authentication message".into(),
@@ -197,19 +197,21 @@ pub async fn connect(
                 }
                 stream.write_all(&out).await?;
             }
-            b'S' => {
+            backend::PARAMETER_STATUS => {
                 if let Some((name, rest)) = codec::cstr(&body)
                     && let Some((value, _)) = codec::cstr(rest)
                 {
                     parameters.push((name.to_owned(), value.to_owned()));
                 }
             }
-            b'K' if body.len() == 8 => {
+            backend::BACKEND_KEY_DATA if body.len() == 8 => {
                 backend_key = Some((codec::be_i32(&body[..4]), codec::be_i32(&body[4..])));
             }
-            b'E' => return Err(UpstreamError::Refused(codec::parse_error(&body))),
-            b'N' | b'v' => {}
-            b'Z' => {
+            backend::ERROR_RESPONSE => {
+                return Err(UpstreamError::Refused(codec::parse_error(&body)));
+            }
+            backend::NOTICE_RESPONSE | backend::NEGOTIATE_PROTOCOL_VERSION => {}
+            backend::READY_FOR_QUERY => {
                 return Ok(Upstream {
                     stream,
                     parameters,
@@ -239,7 +241,7 @@ async fn negotiate_tls(
     tcp.write_all(&req).await?;
     let answer = tcp.read_u8().await?;
     match answer {
-        b'S' => {
+        encryption::YES => {
             let name = ServerName::try_from(target.upstream_host().to_owned())
                 .map_err(|e| UpstreamError::Protocol(format!("bad upstream host name: {e}")))?;
             let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
@@ -248,8 +250,8 @@ async fn negotiate_tls(
                 .map_err(UpstreamError::Tls)?;
             Ok(Stream::Tls(Box::new(stream.into())))
         }
-        b'N' if target.upstream_tls == UpstreamTls::Prefer => Ok(Stream::Plain(tcp)),
-        b'N' => Err(UpstreamError::TlsRefused {
+        encryption::NO if target.upstream_tls == UpstreamTls::Prefer => Ok(Stream::Plain(tcp)),
+        encryption::NO => Err(UpstreamError::TlsRefused {
             addr: target.upstream.clone(),
             mode: mode_name(target.upstream_tls),
         }),

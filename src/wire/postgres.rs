@@ -38,6 +38,65 @@ pub mod idgate {
     pub const REFRESH_SESSION: &str = "idgate.refresh_session";
 }
 
+/// The tag of each message a client sends.
+pub mod frontend {
+    pub const QUERY: u8 = b'Q';
+    pub const PARSE: u8 = b'P';
+    pub const BIND: u8 = b'B';
+    pub const EXECUTE: u8 = b'E';
+    pub const DESCRIBE: u8 = b'D';
+    pub const SYNC: u8 = b'S';
+    pub const CLOSE: u8 = b'C';
+    pub const FUNCTION_CALL: u8 = b'F';
+    pub const TERMINATE: u8 = b'X';
+    /// PasswordMessage, and the SASL responses that share its tag.
+    pub const PASSWORD: u8 = b'p';
+}
+
+/// The tag of each message a server sends that the gateway reads.
+pub mod backend {
+    pub const AUTHENTICATION: u8 = b'R';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const DATA_ROW: u8 = b'D';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+}
+
+/// A transaction status in ReadyForQuery.
+pub mod status {
+    pub const IDLE: u8 = b'I';
+    pub const FAILED: u8 = b'E';
+}
+
+/// What a Close or Describe names: a prepared statement or a portal.
+pub mod object {
+    pub const STATEMENT: u8 = b'S';
+    pub const PORTAL: u8 = b'P';
+}
+
+/// The one-byte answers to an SSLRequest or GSSENCRequest.
+pub mod encryption {
+    pub const YES: u8 = b'S';
+    pub const NO: u8 = b'N';
+}
+
+/// Tag and length before every message body.
+pub const HEADER_LEN: usize = 5;
+
+/// The body of a whole message `frame` (as `frame_at` delimits it).
+#[must_use]
+pub fn body(frame: &[u8]) -> &[u8] {
+    &frame[HEADER_LEN..]
+}
+
 /// SQLSTATE codes we send ourselves (`errcodes.txt`).
 pub mod sqlstate {
     pub const UNABLE_TO_CONNECT: &str = "08001";

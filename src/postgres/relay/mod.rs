@@ -41,7 +41,9 @@ mod outgoing;
 use outgoing::{Outgoing, keep_tail};
 
 use super::cancel::CancelKey;
-use super::codec::{self, CodecError, ErrorFields, Splitter, sqlstate};
+use super::codec::{
+    self, CodecError, ErrorFields, Splitter, backend, frontend, object, sqlstate, status,
+};
 use super::enforce::{self, StatementPolicy};
 use super::pool::{Lease, Pool, PoolError, ServerConn};
 use super::statements::StatementTracker;
@@ -151,7 +153,7 @@ fn unknown_definition() -> Arc<[u8]> {
 impl Shared {
     /// Idle, every message answered, nothing half-sent either way.
     fn clean(&self) -> bool {
-        self.ready_status == b'I'
+        self.ready_status == status::IDLE
             && self.ready_count == self.sync_points
             && !self.unsynced
             && !self.client_mid
@@ -176,7 +178,7 @@ impl Shared {
 
     /// Slip in a Close of statement `name`; its answer is swallowed.
     fn inject_close(&mut self, name: &str, out: &mut Outgoing) {
-        out.replace(|b| codec::close(b, b'S', name));
+        out.replace(|b| codec::close(b, object::STATEMENT, name));
         let ready_number = self.next_ready();
         self.closes.push_back(Sent {
             ready_number,
@@ -293,7 +295,7 @@ pub(super) async fn run(
         parse_denials: VecDeque::new(),
         ready_count: 0,
         // The login ended with ReadyForQuery(I), which the relay did not see.
-        ready_status: b'I',
+        ready_status: status::IDLE,
         sync_points: 0,
         phase_base: 0,
         unsynced: false,
@@ -396,7 +398,7 @@ async fn give_back(pool: &Pool, mut lease: Lease, transaction_mode: bool) {
             super::pool::read_until_ready(&mut conn.rx, &mut conn.buf).await
         };
         match reset.await {
-            Ok(Ok(b'I')) if conn.buf.is_empty() => conn.prepared.clear(),
+            Ok(Ok(status::IDLE)) if conn.buf.is_empty() => conn.prepared.clear(),
             _ => return,
         }
     }
@@ -539,7 +541,15 @@ async fn phase(
 fn client_holds(tag: u8) -> bool {
     matches!(
         tag,
-        b'Q' | b'P' | b'B' | b'E' | b'D' | b'S' | b'C' | b'X' | b'F'
+        frontend::QUERY
+            | frontend::PARSE
+            | frontend::BIND
+            | frontend::EXECUTE
+            | frontend::DESCRIBE
+            | frontend::SYNC
+            | frontend::CLOSE
+            | frontend::TERMINATE
+            | frontend::FUNCTION_CALL
     )
 }
 
@@ -547,7 +557,17 @@ fn client_holds(tag: u8) -> bool {
 /// Close completions (some answer the relay's own messages), and
 /// ParameterStatus (what the server says its settings now are).
 fn server_holds(tag: u8) -> bool {
-    matches!(tag, b'C' | b'E' | b'I' | b's' | b'Z' | b'1' | b'3' | b'S')
+    matches!(
+        tag,
+        backend::COMMAND_COMPLETE
+            | backend::ERROR_RESPONSE
+            | backend::EMPTY_QUERY_RESPONSE
+            | backend::PORTAL_SUSPENDED
+            | backend::READY_FOR_QUERY
+            | backend::PARSE_COMPLETE
+            | backend::CLOSE_COMPLETE
+            | backend::PARAMETER_STATUS
+    )
 }
 
 /// Policy and bookkeeping for client messages.
@@ -571,10 +591,10 @@ impl<'a> ClientGate<'a> {
         frame: &[u8],
         out: &mut Outgoing,
     ) -> Result<bool, CodecError> {
-        let body = &frame[5..];
+        let body = codec::body(frame);
         let mut passed = true;
         match tag {
-            b'Q' => {
+            frontend::QUERY => {
                 // Lossy: a client in another (ASCII-safe) client_encoding is
                 // still checked; no byte below 0x80 is lost or merged.
                 // The strict check first: its ASCII path is the faster one.
@@ -595,13 +615,13 @@ impl<'a> ClientGate<'a> {
                 let info = self.info(&text, &verdict);
                 passed = self.simple_query(info, verdict, out);
             }
-            b'F' => {
+            frontend::FUNCTION_CALL => {
                 // The legacy fast-path call names a function by OID only, so
                 // nothing is known about what it does: `unknown`.
                 let (info, verdict) = self.policy.check_function_call();
                 passed = self.simple_query(Arc::new(info), verdict, out);
             }
-            b'P' => {
+            frontend::PARSE => {
                 let (name, sql) = codec::parse_parse(body)?;
                 let types = codec::parse_parameter_types(body)?;
                 let verdict = self.policy.check_parse(name, sql, types);
@@ -622,7 +642,7 @@ impl<'a> ClientGate<'a> {
                     self.prepare_passed(name, definition, out);
                 }
             }
-            b'B' => {
+            frontend::BIND => {
                 let (portal, statement) = codec::parse_bind(body)?;
                 if let Some(verdict) = self.policy.check_bind(statement)
                     && !verdict.allowed
@@ -641,31 +661,31 @@ impl<'a> ClientGate<'a> {
                 s.unsynced = true;
                 s.tracker.on_bind(portal, statement);
             }
-            b'D' => {
+            frontend::DESCRIBE => {
                 let (kind, name) = codec::parse_close(body)?;
-                if kind == b'S' {
+                if kind == object::STATEMENT {
                     self.make_present(name, out);
                 }
                 crate::lock(self.shared).unsynced = true;
             }
-            b'E' => {
+            frontend::EXECUTE => {
                 let mut s = crate::lock(self.shared);
                 s.unsynced = true;
                 s.tracker.on_execute(codec::parse_name(body)?);
             }
-            b'S' => {
+            frontend::SYNC => {
                 let mut s = crate::lock(self.shared);
                 s.sync_points += 1;
                 s.unsynced = false;
                 s.tracker.on_sync();
             }
-            b'C' => {
+            frontend::CLOSE => {
                 let (kind, name) = codec::parse_close(body)?;
                 let mut s = crate::lock(self.shared);
                 s.unsynced = true;
                 s.tracker.on_close(kind, name);
                 if s.transaction_mode {
-                    let statement = (kind == b'S').then(|| {
+                    let statement = (kind == object::STATEMENT).then(|| {
                         self.statements.remove(name);
                         s.server_prepared.remove(name);
                         Box::from(name)
@@ -766,7 +786,7 @@ impl<'a> ClientGate<'a> {
         if let Some(why) = s.taint.clone() {
             self.policy.taint(why);
         }
-        s.ready_status == b'I' && s.ready_count == s.sync_points
+        s.ready_status == status::IDLE && s.ready_count == s.sync_points
     }
 
     fn info(&mut self, sql: &str, verdict: &Verdict) -> Arc<StatementInfo> {
@@ -839,7 +859,7 @@ async fn client_to_upstream(
             client_holds,
             MAX_HELD_CLIENT,
             |out, tag, frame| {
-                if tag == b'X' {
+                if tag == frontend::TERMINATE {
                     // The server connection outlives the client: not forwarded.
                     terminated = true;
                     return Ok(false);
@@ -897,7 +917,9 @@ async fn upstream_to_client(
                 buf,
                 server_holds,
                 MAX_HELD_SERVER,
-                |out, tag, frame| s.on_server_message(tag, &frame[5..], out, portal_prefix, done),
+                |out, tag, frame| {
+                    s.on_server_message(tag, codec::body(frame), out, portal_prefix, done)
+                },
             )?
         };
         audit.live.count_bytes(false, pos);
@@ -927,22 +949,22 @@ impl Shared {
         done: &mut Vec<Completed>,
     ) -> Result<bool, CodecError> {
         match tag {
-            b'1' | b'3' if self.transaction_mode => {
-                let sent = if tag == b'1' {
+            backend::PARSE_COMPLETE | backend::CLOSE_COMPLETE if self.transaction_mode => {
+                let sent = if tag == backend::PARSE_COMPLETE {
                     self.parses.pop_front()
                 } else {
                     self.closes.pop_front()
                 };
                 return Ok(!sent.is_some_and(|s| s.injected));
             }
-            b'S' => {
+            backend::PARAMETER_STATUS => {
                 let (name, value) = codec::parse_parameter_status(body)?;
                 if let Some(why) = self.unfollowable(name, value) {
                     tracing::warn!("session can no longer be followed: {why}");
                     self.taint.get_or_insert(why);
                 }
             }
-            b'C' => {
+            backend::COMMAND_COMPLETE => {
                 let current = self.ready_count + 1;
                 if let Some(p) = &mut self.path_pending
                     && p.ready_number == current
@@ -951,7 +973,7 @@ impl Shared {
                     p.completed = true;
                 }
             }
-            b'E' => {
+            backend::ERROR_RESPONSE => {
                 let current = self.ready_count + 1;
                 if self
                     .path_pending
@@ -981,9 +1003,9 @@ impl Shared {
                     return Ok(false);
                 }
             }
-            b'Z' => {
+            backend::READY_FOR_QUERY => {
                 self.ready_count += 1;
-                self.ready_status = body.first().copied().unwrap_or(b'E');
+                self.ready_status = body.first().copied().unwrap_or(status::FAILED);
                 let ready = self.ready_count;
                 if self
                     .path_pending
@@ -995,7 +1017,7 @@ impl Shared {
                     // nothing can roll it back.
                     if pending.ready_number == ready
                         && pending.completed
-                        && self.ready_status == b'I'
+                        && self.ready_status == status::IDLE
                     {
                         self.path_confirmed = Some(pending.path);
                     }

@@ -67,7 +67,7 @@ impl Session {
                 self.audit_refresh(e, "allowed").await?;
                 let mut ok = BytesMut::with_capacity(32);
                 codec::authentication(&mut ok, codec::auth::OK);
-                codec::ready_for_query(&mut ok, b'I');
+                codec::ready_for_query(&mut ok, codec::status::IDLE);
                 let lost = |_| Refusal::new(sqlstate::CONNECTION_FAILURE, "connection lost");
                 client.write_all(&ok).await.map_err(lost)?;
                 client.flush().await.map_err(lost)?;
@@ -133,7 +133,7 @@ async fn expect_terminate(client: &mut Stream) -> Result<(), Refusal> {
     let mut tag = [0u8; 1];
     match client.read(&mut tag).await {
         Ok(0) | Err(_) => Ok(()),
-        Ok(_) if tag[0] == b'X' => Ok(()),
+        Ok(_) if tag[0] == codec::frontend::TERMINATE => Ok(()),
         Ok(_) => Err(Refusal::new(
             sqlstate::PROTOCOL_VIOLATION,
             "a refresh connection runs no statements",
