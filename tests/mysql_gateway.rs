@@ -457,9 +457,22 @@ async fn forged_tokens_are_refused_on_the_mysql_port() {
     let h = harness().await;
     let genuine = h.analyst();
     let mut parts: Vec<String> = genuine.split('.').map(str::to_owned).collect();
-    // Unsigned (alg none), a flipped signature, claims from elsewhere.
+    // As the PostgreSQL suite's: expired, another audience, garbage; and
+    // unsigned (alg none), a flipped signature, a broken encoding.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let expired = h.issuer.mint(json!({
+        "iss": h.issuer.issuer_url(), "aud": support::AUDIENCE, "sub": "ann",
+        "exp": now - 600, "iat": now - 900, "groups": ["analysts"],
+    }));
+    let wrong_aud = h.issuer.mint(json!({
+        "iss": h.issuer.issuer_url(), "aud": "someone-else", "sub": "ann",
+        "exp": now + 600, "iat": now, "groups": ["analysts"],
+    }));
     let none_header = base64_url(br#"{"alg":"none","typ":"JWT"}"#);
     let forged = [
+        expired,
+        wrong_aud,
+        "garbage".to_owned(),
         format!("{none_header}.{}.", parts[1]),
         {
             let mut sig = parts[2].clone().into_bytes();
@@ -471,11 +484,10 @@ async fn forged_tokens_are_refused_on_the_mysql_port() {
     ];
     for token in forged {
         let out = run(&h, &token, "reader", "SELECT 1").await;
-        assert!(
-            stderr(&out).contains("ERROR 1045"),
-            "{token}: {}",
-            stderr(&out)
-        );
+        let err = stderr(&out);
+        assert!(err.contains("ERROR 1045"), "{token}: {err}");
+        assert!(err.contains("token rejected"), "{token}: {err}");
+        assert!(!err.contains(&token), "the token is echoed back: {err}");
     }
 }
 

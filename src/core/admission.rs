@@ -326,6 +326,7 @@ impl Scope {
         detail: &(dyn std::fmt::Display + Sync),
     ) -> Refusal {
         let refusal = self.upstream_failed(failure, detail);
+        self.services.metrics.login("failed", refusal.kind.label());
         let mut e = self.event(EventKind::SessionEnd);
         e.error = Some(detail.to_string());
         match self.audit_login(e).await {
