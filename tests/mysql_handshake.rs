@@ -130,3 +130,86 @@ async fn a_truncated_handshake_response_is_refused() {
     assert!(matches!(err, Some(HandshakeError::Protocol(_))), "{err:?}");
     assert_eq!(reply.get(4), Some(&0xff), "an ERR packet: {reply:?}");
 }
+
+/// MySQL answers an SSLRequest with nothing, so a client sends its TLS
+/// hello right behind it; when both come in one segment the hello is the
+/// start of TLS, not bytes to refuse.
+#[tokio::test]
+async fn a_tls_hello_in_the_same_segment_as_the_ssl_request_starts_tls() {
+    use bytes::BytesMut;
+    use idgate::mysql::codec::{self, HandshakeResponse, caps};
+
+    let (cert, key) = idgate::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let tls = idgate::tls::server_config(&cert_file, &key_file).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut login = handshake::accept(tcp, Some(&tls), false, 8).await;
+        if let Ok(l) = &mut login {
+            let err = ErrPacket::new(1045, "28000", "login read; the test ends it here");
+            send_error(&mut l.stream, l.next_seq, &err).await;
+        }
+        login
+    });
+
+    let client = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = [0u8; codec::HEADER_LEN];
+        tcp.read_exact(&mut head).unwrap();
+        let (_, len) = codec::decode_header(&head, 1024).unwrap();
+        tcp.read_exact(&mut vec![0; len]).unwrap();
+
+        let response = HandshakeResponse {
+            capabilities: caps::PROTOCOL_41
+                | caps::SECURE_CONNECTION
+                | caps::PLUGIN_AUTH
+                | caps::CONNECT_WITH_DB,
+            max_packet: 1 << 24,
+            charset: codec::UTF8MB4,
+            user: b"reader".to_vec(),
+            auth_response: b"tok.en-42".to_vec(),
+            database: Some(b"shop".to_vec()),
+            auth_plugin: Some(b"mysql_clear_password".to_vec()),
+            attributes: Vec::new(),
+        };
+        let mut payload = BytesMut::new();
+        response.encode_ssl_request(&mut payload);
+        let mut first = BytesMut::new();
+        codec::write_packet(&mut first, 1, &payload);
+        let config =
+            idgate::tls::client_config(idgate::tls::CertCheck::CaFile(&cert_file)).unwrap();
+        let mut conn =
+            rustls::ClientConnection::new(config, "localhost".try_into().unwrap()).unwrap();
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).unwrap();
+        first.extend_from_slice(&hello);
+        tcp.write_all(&first).unwrap();
+
+        let mut stream = rustls::Stream::new(&mut conn, &mut tcp);
+        let mut payload = BytesMut::new();
+        response.encode(&mut payload);
+        let mut packet = BytesMut::new();
+        codec::write_packet(&mut packet, 2, &payload);
+        stream.write_all(&packet).unwrap();
+        let mut reply = [0u8; codec::HEADER_LEN + 1];
+        stream.read_exact(&mut reply).unwrap();
+        reply
+    });
+
+    let login = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server finished")
+        .unwrap()
+        .expect("login read");
+    assert!(login.stream.is_tls());
+    assert_eq!(login.fields.token.expose(), "tok.en-42");
+    let reply = client.await.unwrap();
+    assert_eq!(reply[codec::HEADER_LEN], 0xff, "the ERR, over TLS");
+}

@@ -151,6 +151,21 @@ async fn read_packet(
     }
 }
 
+/// Reads one packet and not a byte past it: the first of a login, which
+/// may be an SSLRequest, after which a client sends its TLS hello at once
+/// (MySQL answers an SSLRequest with nothing), so whatever follows belongs
+/// to the TLS handshake and must stay in the socket.
+async fn read_packet_exact(
+    r: &mut (impl AsyncRead + Unpin),
+) -> Result<(u8, BytesMut), HandshakeError> {
+    let mut head = [0u8; codec::HEADER_LEN];
+    r.read_exact(&mut head).await?;
+    let (seq, len) = codec::decode_header(&head, MAX_LOGIN_PACKET)?;
+    let mut payload = BytesMut::zeroed(len);
+    r.read_exact(&mut payload).await?;
+    Ok((seq, payload))
+}
+
 async fn write_payload(
     w: &mut (impl AsyncWrite + Unpin),
     seq: u8,
@@ -239,15 +254,11 @@ async fn login(
     write_payload(stream, 0, &out).await?;
     let mut buf = BytesMut::with_capacity(512);
     let mut payload;
-    (*seq, payload) = read_packet(stream, &mut buf).await?;
+    (*seq, payload) = read_packet_exact(stream).await?;
     if HandshakeResponse::is_ssl_request(&payload) {
         let config = tls.ok_or(HandshakeError::NoTls)?;
-        // Bytes after the SSLRequest would belong to the TLS handshake.
-        if !buf.is_empty() || stream.is_tls() {
-            return Err(codec::CodecError::Malformed("SSLRequest").into());
-        }
         let Some(Stream::Plain(tcp)) = slot.take() else {
-            unreachable!("checked above")
+            unreachable!("the first packet comes in plain text")
         };
         let accepted = tokio_rustls::TlsAcceptor::from(Arc::clone(config))
             .accept(tcp)

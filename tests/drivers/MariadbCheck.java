@@ -7,7 +7,8 @@
 //
 // Settings from the environment, as for every check in tests/drivers/ (see
 // mysql_check.py): HOST, PORT, USER, PASSWORD (the token), DATABASE, TABLE,
-// AUTH (cleartext | native), CA_FILE, VERIFY_PREPARE=1.
+// AUTH (cleartext | native), CA_FILE, VERIFY_PREPARE=1; and JDBC_PROPERTIES,
+// more connection properties as `key=value;key=value`.
 //
 // Runs a plain SELECT (Statement: COM_QUERY), a prepared statement with a
 // parameter (useServerPrepStmts=true: COM_STMT_PREPARE / COM_STMT_EXECUTE),
@@ -75,6 +76,16 @@ public class MariadbCheck {
       // TLS, unless useSsl=false is said explicitly (the plaintext loopback
       // the gateway may allow).
       props.setProperty("useSsl", "false");
+    }
+    String extra = System.getenv("JDBC_PROPERTIES");
+    if (extra != null && !extra.isEmpty()) {
+      for (String pair : extra.split(";")) {
+        String[] kv = pair.split("=", 2);
+        if (kv.length != 2) {
+          throw new IllegalArgumentException("JDBC_PROPERTIES: not key=value: " + pair);
+        }
+        props.setProperty(kv[0].trim(), kv[1].trim());
+      }
     }
     String url = "jdbc:mariadb://" + host + ":" + port + "/" + database;
     return DriverManager.getConnection(url, props);

@@ -462,6 +462,21 @@ pub async fn admin_sql_in(db: &str, sql: &str) {
     );
 }
 
+/// Run `sql` on the real MariaDB as root in [`MYSQL_DATABASE`] (fixtures,
+/// and watching what the gateway does upstream); its tab-separated rows.
+pub async fn mysql_root(sql: &str) -> String {
+    let addr = mysql_addr();
+    let (host, port) = addr
+        .rsplit_once(':')
+        .expect("IDGATE_TEST_MYSQL is host:port");
+    let out = run(tokio::process::Command::new("mariadb")
+        .args(["--no-defaults", "--skip-ssl", "-h", host, "-P", port])
+        .args(["-u", "root", "-N", "-B", MYSQL_DATABASE, "-e", sql]))
+    .await;
+    assert!(out.status.success(), "{sql}: {}", stderr(&out));
+    stdout(&out)
+}
+
 /// A database name no other test uses.
 pub fn unique_name(prefix: &str) -> String {
     let n: u64 = rand::random();
