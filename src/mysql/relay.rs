@@ -99,6 +99,7 @@ pub(super) async fn run(
         prepared: HashMap::new(),
         sql_prepared: HashMap::new(),
         done: Vec::new(),
+        status: super::handshake::STATUS_AUTOCOMMIT,
     };
     relay.serve(client, conn).await
 }
@@ -122,6 +123,9 @@ struct Relay<'a> {
     sql_prepared: HashMap<String, Vec<Statement>>,
     /// Completed statements awaiting audit (reused).
     done: Vec<Completed>,
+    /// The server's status flags after its last reply (autocommit, in a
+    /// transaction), for the OKs the gateway writes itself.
+    status: u16,
 }
 
 /// A command read whole from the client: its packets are `cbuf[..end]`.
@@ -200,7 +204,7 @@ impl Relay<'_> {
                 }
                 Plan::AnswerOk => {
                     conn.cbuf.advance(held.end);
-                    send_ok(client, 1).await?;
+                    send_ok(client, 1, self.status).await?;
                 }
                 Plan::Replace(payload) => {
                     conn.cbuf.advance(held.end);
@@ -304,6 +308,7 @@ impl Relay<'_> {
             StatementInfo::recycle(info);
         }
         self.sql_prepared.clear();
+        self.status = super::handshake::STATUS_AUTOCOMMIT;
         Ok(Plan::AnswerOk)
     }
 
@@ -577,6 +582,13 @@ impl Relay<'_> {
                 "data after a reply",
             )));
         }
+        // Prepare and field-list replies end without a status of their own.
+        if let Some(Ended::Ok { status }) = reply.ended()
+            && !prepare
+            && command != com::FIELD_LIST
+        {
+            self.status = *status;
+        }
         if let Some(info) = info {
             if prepare {
                 StatementInfo::recycle(info);
@@ -724,9 +736,9 @@ async fn send_packet(client: &mut Stream, seq: u8, err: &ErrPacket) {
     let _ = client.flush().await;
 }
 
-async fn send_ok(client: &mut Stream, seq: u8) -> Result<(), RelayError> {
+async fn send_ok(client: &mut Stream, seq: u8, status: u16) -> Result<(), RelayError> {
     let mut payload = BytesMut::with_capacity(11);
-    codec::encode_ok(&mut payload, 0, super::handshake::STATUS_AUTOCOMMIT);
+    codec::encode_ok(&mut payload, 0, status);
     let mut out = BytesMut::with_capacity(payload.len() + codec::HEADER_LEN);
     codec::write_packet(&mut out, seq, &payload);
     client.write_all(&out).await.map_err(RelayError::Client)?;
