@@ -737,6 +737,8 @@ mod tests {
             "SELECT 1 /*!50000 '*/ ; DELETE FROM orders; -- ' */",
             "SELECT 1--1; DELETE FROM orders",
             "SELECT 1 # x\n; DELETE FROM orders",
+            // The server's `--` comment (any whitespace), not sqlparser's (a space).
+            "SELECT 1 --\t'\n; DELETE FROM orders; -- '",
             "SET STATEMENT max_statement_time=1 FOR DELETE FROM orders",
             "GRANT ALL ON *.* TO x",
             "CREATE TABLE t (id int)",
