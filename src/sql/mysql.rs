@@ -1,6 +1,8 @@
 //! MySQL/MariaDB statements into the same actions and kinds as PostgreSQL's
-//! (SPEC §5), parsed with sqlparser's MySQL dialect after `mysql_lex` has
-//! opened the executable comments the server would run. Deny by default:
+//! (SPEC §5), parsed by `mysql_parse` (sqlparser's MySQL dialect) after
+//! `mysql_lex` has opened the executable comments the server would run.
+//! What a query does besides reading is looked for anywhere in a statement
+//! (row locks, INTO a file, a wrapped write). Deny by default:
 //! a statement sqlparser cannot read, or one this file does not know, is
 //! `unknown`; a function that is not a known side-effect-free built-in
 //! makes a statement need `write`; a setting not known to be harmless is
@@ -10,13 +12,12 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    self, ContextModifier, Expr, ObjectName, ObjectNamePart, Set, TransactionAccessMode,
-    TransactionMode, visit_expressions, visit_relations,
+    self, ContextModifier, Expr, ObjectName, ObjectNamePart, Set, SetExpr, TransactionAccessMode,
+    TransactionMode, Visit, Visitor,
 };
-use sqlparser::dialect::MySqlDialect;
-use sqlparser::parser::Parser;
 
 use super::mysql_lex;
+use super::mysql_parse::{self, Parsed};
 use super::{Classified, Statement, stronger};
 use crate::policy::Action;
 
@@ -36,8 +37,8 @@ pub fn classify_mysql(sql: &str, database: &str) -> Classified {
         match mysql_lex::readings(sql) {
             Ok(readings) => readings
                 .iter()
-                .flat_map(|text| match Parser::parse_sql(&MySqlDialect {}, text) {
-                    Ok(parsed) => parsed.iter().map(|s| classify(s, database)).collect(),
+                .flat_map(|text| match mysql_parse::parse(text) {
+                    Ok(parsed) => parsed.iter().map(|p| classify(p, database)).collect(),
                     Err(e) => vec![unparsed(e.to_string())],
                 })
                 .collect(),
@@ -61,39 +62,132 @@ fn statement(action: Action, kind: &str) -> Statement {
     Statement::new(action, kind)
 }
 
-fn classify(node: &ast::Statement, database: &str) -> Statement {
-    let mut s = base(node);
-    let mut tables = BTreeSet::new();
-    let mut unqualifiable = false;
-    let _ = visit_relations(node, |name| {
-        match qualify(name, database) {
-            Some(t) => {
-                tables.insert(t);
-            }
-            None => unqualifiable = true,
+fn classify(parsed: &Parsed, database: &str) -> Statement {
+    match parsed {
+        Parsed::Sql(node) => {
+            let mut s = base(node);
+            inspect(&mut s, node.as_ref(), database);
+            s
         }
-        ControlFlow::<()>::Continue(())
-    });
-    if unqualifiable {
+        Parsed::StartTransaction { read_write } => begin(*read_write),
+        Parsed::Show { filter } => {
+            let mut s = statement(Action::Read, "show");
+            if let Some(filter) = filter {
+                inspect(&mut s, filter.as_ref(), database);
+            }
+            s
+        }
+    }
+}
+
+/// Raises `s` for what is inside `node`: its tables, the functions it
+/// calls, and what a query anywhere in it does besides reading.
+fn inspect(s: &mut Statement, node: &impl Visit, database: &str) {
+    let mut walk = Walk {
+        database,
+        ..Walk::default()
+    };
+    let _ = node.visit(&mut walk);
+    if walk.unqualifiable {
         s.raise(
             Action::Unknown,
             "a table name the gateway cannot read".into(),
         );
     }
-    s.schemas = tables
+    if walk.locks {
+        s.raise(Action::Write, "FOR UPDATE/SHARE takes row locks".into());
+    }
+    if walk.into_other_than_variable {
+        s.raise(
+            Action::Unknown,
+            "SELECT … INTO other than a variable".into(),
+        );
+    }
+    for inner in walk.writes {
+        s.raise(inner.action, format!("{} inside a query", inner.kind));
+    }
+    s.schemas = walk
+        .tables
         .iter()
-        .filter_map(|t: &String| t.split_once('.').map(|(db, _)| db.to_owned()))
+        .filter_map(|t| t.split_once('.').map(|(db, _)| db.to_owned()))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    s.tables = tables.into_iter().collect();
-    let _ = visit_expressions(node, |e| {
-        if let Expr::Function(f) = e {
-            judge_function(&mut s, &f.name);
+    s.tables = walk.tables.into_iter().collect();
+    for name in &walk.functions {
+        judge_function(s, name);
+    }
+}
+
+/// What a walk over a statement finds.
+#[derive(Default)]
+struct Walk<'a> {
+    database: &'a str,
+    tables: BTreeSet<String>,
+    unqualifiable: bool,
+    functions: Vec<ObjectName>,
+    /// A query anywhere in it locks rows (`FOR UPDATE`, `LOCK IN SHARE
+    /// MODE`, also in a subquery, a derived table or a CTE).
+    locks: bool,
+    /// A SELECT anywhere in it writes INTO something other than a user
+    /// variable (a file, a table).
+    into_other_than_variable: bool,
+    /// Writes a query wraps (MySQL 8's `WITH … DELETE`, which sqlparser
+    /// reads as a query).
+    writes: Vec<Statement>,
+}
+
+impl Visitor for Walk<'_> {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+        match qualify(name, self.database) {
+            Some(t) => {
+                self.tables.insert(t);
+            }
+            None => self.unqualifiable = true,
         }
-        ControlFlow::<()>::Continue(())
-    });
-    s
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            self.functions.push(f.name.clone());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+        self.locks |= !q.locks.is_empty();
+        self.body(&q.body);
+        ControlFlow::Continue(())
+    }
+}
+
+impl Walk<'_> {
+    /// A query's body; the queries nested in it are visited on their own.
+    fn body(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Select(select) => {
+                if select
+                    .into
+                    .as_ref()
+                    .is_some_and(|into| !into.name.to_string().starts_with('@'))
+                {
+                    self.into_other_than_variable = true;
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.body(left);
+                self.body(right);
+            }
+            SetExpr::Insert(inner)
+            | SetExpr::Update(inner)
+            | SetExpr::Delete(inner)
+            | SetExpr::Merge(inner) => self.writes.push(base(inner)),
+            SetExpr::Query(_) | SetExpr::Values(_) | SetExpr::Table(_) => {}
+        }
+    }
 }
 
 /// `db.table` for a table name in `database`; `None` for a shape the
@@ -118,22 +212,9 @@ fn qualify(name: &ObjectName, database: &str) -> Option<String> {
 fn base(node: &ast::Statement) -> Statement {
     use ast::Statement as S;
     match node {
-        S::Query(q) => {
-            let mut s = statement(Action::Read, "select");
-            if !q.locks.is_empty() {
-                s.raise(Action::Write, "FOR UPDATE/SHARE takes row locks".into());
-            }
-            if let ast::SetExpr::Select(select) = q.body.as_ref()
-                && let Some(into) = &select.into
-                && !into.name.to_string().starts_with('@')
-            {
-                s.raise(
-                    Action::Unknown,
-                    "SELECT … INTO other than a variable".into(),
-                );
-            }
-            s
-        }
+        // What a query does besides reading (locks, INTO, a wrapped write)
+        // is found by `inspect`, wherever in the statement it is.
+        S::Query(_) => statement(Action::Read, "select"),
         S::Insert(_) => statement(Action::Write, "insert"),
         S::Update { .. } => statement(Action::Write, "update"),
         S::Delete(_) => statement(Action::Write, "delete"),
@@ -173,16 +254,7 @@ fn base(node: &ast::Statement) -> Statement {
         S::Kill { .. } => statement(Action::Admin, "kill"),
         S::Analyze { .. } | S::OptimizeTable { .. } => statement(Action::Admin, "maintenance"),
         S::Install { .. } | S::Load { .. } | S::LoadData { .. } => statement(Action::Admin, "load"),
-        S::StartTransaction { modes, .. } => {
-            if read_write(modes) {
-                let mut s = statement(Action::Admin, "begin_read_write");
-                s.reason =
-                    Some("READ WRITE overrides the read-only mode the gateway enforces".into());
-                s
-            } else {
-                statement(Action::Transaction, "begin")
-            }
-        }
+        S::StartTransaction { modes, .. } => begin(read_write(modes)),
         S::Commit { .. } => statement(Action::Transaction, "commit"),
         S::Rollback { .. } => statement(Action::Transaction, "rollback"),
         S::Savepoint { .. } => statement(Action::Transaction, "savepoint"),
@@ -222,6 +294,16 @@ fn base(node: &ast::Statement) -> Statement {
             s.reason = Some("a statement the gateway does not classify".into());
             s
         }
+    }
+}
+
+fn begin(read_write: bool) -> Statement {
+    if read_write {
+        let mut s = statement(Action::Admin, "begin_read_write");
+        s.reason = Some("READ WRITE overrides the read-only mode the gateway enforces".into());
+        s
+    } else {
+        statement(Action::Transaction, "begin")
     }
 }
 
@@ -376,7 +458,9 @@ fn judge_function(s: &mut Statement, name: &ObjectName) {
 }
 
 /// Built-in functions of MySQL 8 and MariaDB 10.11 that neither write, nor
-/// lock, nor read files, nor wait on replication, nor burn CPU on purpose.
+/// lock, nor read files, nor wait on replication, nor burn CPU on purpose
+/// (`BENCHMARK`). `SLEEP` only waits, as PostgreSQL's `pg_sleep`, which the
+/// PostgreSQL list allows: a long read ties up a connection just as well.
 /// Sorted (binary search).
 const SAFE_FUNCTIONS: &[&str] = &[
     "abs",
@@ -575,6 +659,7 @@ const SAFE_FUNCTIONS: &[&str] = &[
     "sha2",
     "sign",
     "sin",
+    "sleep",
     "soundex",
     "space",
     "sqrt",
@@ -673,6 +758,11 @@ mod tests {
             "EXPLAIN SELECT * FROM orders",
             "SELECT @@transaction_read_only",
             "SELECT 1 INTO @v",
+            "SELECT SLEEP(1)",
+            "SHOW FULL PROCESSLIST",
+            "SHOW CREATE DATABASE shop",
+            "SHOW TABLE STATUS FROM shop WHERE Name = 'orders'",
+            "SHOW FUNCTION STATUS LIKE 'f%'",
             // With backslash escapes on (the only mode the gateway allows)
             // this is one string, for the server as for the gateway.
             "SELECT 'a\\'; DELETE FROM orders; -- '",
@@ -729,6 +819,20 @@ mod tests {
             "SELECT NEXTVAL(seq)",
             "SELECT * FROM orders FOR UPDATE",
             "SELECT * FROM orders LOCK IN SHARE MODE",
+            // Locks anywhere in the statement.
+            "SELECT * FROM (SELECT * FROM orders FOR UPDATE) AS d",
+            "SELECT * FROM orders WHERE id IN (SELECT id FROM orders FOR UPDATE)",
+            "WITH x AS (SELECT * FROM orders FOR UPDATE) SELECT * FROM x",
+            "SELECT EXISTS (SELECT * FROM orders FOR UPDATE)",
+            // MySQL 8's CTE-wrapped writes, which sqlparser reads as queries.
+            "WITH x AS (SELECT 1) DELETE FROM orders",
+            "WITH x AS (SELECT 1) UPDATE orders SET total = 0",
+            "WITH x AS (SELECT 1 AS id) INSERT INTO orders SELECT id FROM x",
+            // sqlparser's own statement loop stops at END.
+            "SELECT 1 END; DELETE FROM orders",
+            "SELECT * FROM orders END; DELETE FROM orders",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ WRITE",
+            "SHOW TABLE STATUS WHERE my_func(Name) = 1",
             "SELECT BENCHMARK(1000000000, md5('x'))",
             "SELECT 1 /*! ; DELETE FROM orders */",
             "SELECT 1 /*!50000 ; DELETE FROM orders */",
@@ -776,6 +880,10 @@ mod tests {
         }
         assert_eq!(action("SET autocommit = 0"), Action::Transaction);
         assert_eq!(action("START TRANSACTION READ ONLY"), Action::Transaction);
+        assert_eq!(
+            action("START TRANSACTION /*!40100 WITH CONSISTENT SNAPSHOT */"),
+            Action::Transaction
+        );
     }
 
     #[test]
