@@ -70,6 +70,12 @@ fn classify(parsed: &Parsed, database: &str) -> Statement {
             s
         }
         Parsed::StartTransaction { read_write } => begin(*read_write),
+        Parsed::SetGlobalTransaction => {
+            let mut s = statement(Action::Admin, "set_global_transaction");
+            s.reason =
+                Some("SET GLOBAL TRANSACTION changes every new session's transactions".into());
+            s
+        }
         Parsed::Show { filter } => {
             let mut s = statement(Action::Read, "show");
             if let Some(filter) = filter {
@@ -361,16 +367,31 @@ fn assignment(scope: Option<ContextModifier>, name: &ObjectName) -> Statement {
     if first.starts_with('@') && !first.starts_with("@@") {
         return statement(Action::Session, "set_user_variable");
     }
-    let global =
-        matches!(scope, Some(ContextModifier::Global)) || first.eq_ignore_ascii_case("@@global");
+    // `@@session.x` and `@@local.x` are the session's; `@@global.x`,
+    // MySQL 8's `@@persist.x` and a key cache's `@@cache.x` are not.
+    let qualifier = match parts.as_slice() {
+        [_] => None,
+        [q, _] => Some(q.to_ascii_lowercase()),
+        _ => Some(String::new()),
+    };
+    let global = matches!(scope, Some(ContextModifier::Global))
+        || qualifier
+            .as_deref()
+            .is_some_and(|q| !matches!(q, "@@session" | "@@local"));
     let variable = parts
         .last()
         .map(|v| v.trim_start_matches('@').to_ascii_lowercase())
         .unwrap_or_default();
     let mut s = statement(Action::Admin, "set");
     if global {
+        let global = if matches!(scope, Some(ContextModifier::Global)) {
+            "GLOBAL "
+        } else {
+            ""
+        };
         s.reason = Some(format!(
-            "SET GLOBAL {variable} changes the server for everyone"
+            "SET {global}{} changes the server for everyone",
+            parts.join(".")
         ));
     } else if variable == "autocommit" {
         s = statement(Action::Transaction, "set");
@@ -791,6 +812,9 @@ mod tests {
             "SET SESSION transaction_read_only = OFF",
             "SET GLOBAL read_only = 0",
             "SET @@global.max_connections = 1",
+            "SET GLOBAL TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+            "SET @@persist.time_zone = '+00:00'",
+            "SET @@hot_cache.key_buffer_size = 1048576",
             "SET sql_mode = 'NO_BACKSLASH_ESCAPES'",
             "SET sql_mode = 'ANSI_QUOTES'",
             "SET NAMES gbk",

@@ -17,6 +17,9 @@ use sqlparser::tokenizer::Token;
 pub enum Parsed {
     /// What sqlparser reads.
     Sql(Box<ast::Statement>),
+    /// `SET GLOBAL TRANSACTION …`: sqlparser reads it and drops the
+    /// GLOBAL, leaving the session's harmless `SET TRANSACTION`.
+    SetGlobalTransaction,
     /// `START TRANSACTION` with MySQL's characteristics: sqlparser lacks
     /// `WITH CONSISTENT SNAPSHOT`, which mysqldump sends.
     StartTransaction { read_write: bool },
@@ -38,9 +41,17 @@ pub fn parse(text: &str) -> Result<Vec<Parsed>, ParserError> {
         if parser.peek_token().token == Token::EOF {
             return Ok(out);
         }
+        let global_transaction = starts_with(&parser, &["SET", "GLOBAL", "TRANSACTION"]);
         out.push(match mysql_only(&mut parser)? {
             Some(parsed) => parsed,
-            None => Parsed::Sql(Box::new(parser.parse_statement()?)),
+            None => {
+                let statement = parser.parse_statement()?;
+                if global_transaction {
+                    Parsed::SetGlobalTransaction
+                } else {
+                    Parsed::Sql(Box::new(statement))
+                }
+            }
         });
         let next = parser.peek_token();
         if !matches!(next.token, Token::SemiColon | Token::EOF) {
@@ -102,12 +113,17 @@ fn start_transaction(p: &mut Parser) -> Result<Parsed, ParserError> {
     }
 }
 
-/// Consumes `words` (unquoted, any case) if they come next; else nothing.
-fn take(p: &mut Parser, words: &[&str]) -> bool {
-    let all = words.iter().enumerate().all(|(i, want)| {
+/// Whether `words` (unquoted, any case) come next.
+fn starts_with(p: &Parser, words: &[&str]) -> bool {
+    words.iter().enumerate().all(|(i, want)| {
         matches!(&p.peek_nth_token(i).token,
             Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(want))
-    });
+    })
+}
+
+/// Consumes `words` if they come next; else nothing.
+fn take(p: &mut Parser, words: &[&str]) -> bool {
+    let all = starts_with(p, words);
     if all {
         for _ in words {
             p.next_token();
@@ -126,6 +142,7 @@ mod tests {
             .iter()
             .map(|p| match p {
                 Parsed::Sql(_) => "sql",
+                Parsed::SetGlobalTransaction => "set_global_transaction",
                 Parsed::StartTransaction { read_write: false } => "begin",
                 Parsed::StartTransaction { read_write: true } => "begin_read_write",
                 Parsed::Show { filter: None } => "show",
@@ -146,6 +163,16 @@ mod tests {
         ] {
             assert!(parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn set_global_transaction_keeps_its_global() {
+        assert_eq!(
+            kinds(
+                "SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED; SET TRANSACTION READ ONLY"
+            ),
+            ["set_global_transaction", "sql"]
+        );
     }
 
     #[test]
