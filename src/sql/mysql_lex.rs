@@ -10,7 +10,8 @@
 //! `--` where the server takes any whitespace or control character, and
 //! would read a quote after `--<tab>` as opening a string the server never
 //! sees). Anything it cannot read the way the server would is an error,
-//! which the classifier turns into `unknown`.
+//! which the classifier turns into `unknown`: so is `@@` followed by a
+//! quote, which sqlparser reads as part of a name.
 //!
 //! Assumes the session's lexical settings the gateway enforces: backslash
 //! escapes on (no `NO_BACKSLASH_ESCAPES`), `"` quoting strings (no
@@ -27,6 +28,8 @@ pub enum LexError {
     NestedComment,
     #[error("an executable comment the server may end elsewhere")]
     Ambiguous,
+    #[error("a quoted system variable name (@@`name`), which sqlparser reads differently")]
+    QuotedSystemVariable,
 }
 
 /// The texts the server may execute for `sql`, plain comments blanked: one,
@@ -92,6 +95,14 @@ fn lex(s: &[u8]) -> Result<Lexed, LexError> {
     while i < s.len() {
         match s[i] {
             q @ (b'\'' | b'"' | b'`') => i = end_of_quoted(s, i, q)?,
+            // sqlparser takes the quote after `@@` into a name where the
+            // server opens a quoted name: from there on the two would
+            // disagree on what is quoted.
+            b'@' if s.get(i + 1) == Some(&b'@')
+                && matches!(s.get(i + 2), Some(b'\'' | b'"' | b'`')) =>
+            {
+                return Err(LexError::QuotedSystemVariable);
+            }
             b'#' => {
                 let end = end_of_line(s, i);
                 comments.push(i..end);
@@ -283,6 +294,15 @@ mod tests {
         assert!(readings("SELECT /*! 1").is_err());
         assert!(readings("SELECT 'open").is_err());
         assert!(readings("SELECT 1 /* open").is_err());
+    }
+
+    #[test]
+    fn a_quoted_system_variable_name_is_refused() {
+        // sqlparser reads "@@`version" as one name and quotes from the
+        // second backtick on: to it this is one SELECT.
+        let sql = "SELECT @@`version`; DELETE FROM t; SELECT 1 AS ` FROM t WHERE 1 = @@`";
+        assert_eq!(readings(sql), Err(LexError::QuotedSystemVariable));
+        assert!(readings("SELECT '@@`', @@session.`version`, @`x`").is_ok());
     }
 
     #[test]
