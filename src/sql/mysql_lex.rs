@@ -11,7 +11,8 @@
 //! would read a quote after `--<tab>` as opening a string the server never
 //! sees). Anything it cannot read the way the server would is an error,
 //! which the classifier turns into `unknown`: so is `@@` followed by a
-//! quote, which sqlparser reads as part of a name.
+//! quote, which sqlparser reads as part of a name, and a `b` followed by a
+//! quote that is not a bit literal, which it reads without escapes.
 //!
 //! Assumes the session's lexical settings the gateway enforces: backslash
 //! escapes on (no `NO_BACKSLASH_ESCAPES`), `"` quoting strings (no
@@ -30,6 +31,10 @@ pub enum LexError {
     Ambiguous,
     #[error("a quoted system variable name (@@`name`), which sqlparser reads differently")]
     QuotedSystemVariable,
+    #[error(
+        "b\"…\" or a b'…' that is not a bit literal, which sqlparser reads without backslash escapes"
+    )]
+    ByteString,
 }
 
 /// The texts the server may execute for `sql`, plain comments blanked: one,
@@ -102,6 +107,13 @@ fn lex(s: &[u8]) -> Result<Lexed, LexError> {
                 && matches!(s.get(i + 2), Some(b'\'' | b'"' | b'`')) =>
             {
                 return Err(LexError::QuotedSystemVariable);
+            }
+            // sqlparser reads b'…' and b"…" as byte strings without
+            // backslash escapes. To the server b'…' is a bit literal, and
+            // anything but binary digits in it is an error; b"…" is a name
+            // and a string, with escapes.
+            b'b' | b'B' if matches!(s.get(i + 1), Some(b'\'' | b'"')) && !bit_literal(s, i + 1) => {
+                return Err(LexError::ByteString);
             }
             b'#' => {
                 let end = end_of_line(s, i);
@@ -208,6 +220,19 @@ fn end_of_quoted(s: &[u8], at: usize, quote: u8) -> Result<usize, LexError> {
     }))
 }
 
+/// `'` at `at` opens binary digits and a closing `'`.
+fn bit_literal(s: &[u8], at: usize) -> bool {
+    s[at] == b'\''
+        && s[at + 1..]
+            .iter()
+            .position(|&c| c == b'\'')
+            .is_some_and(|end| {
+                s[at + 1..at + 1 + end]
+                    .iter()
+                    .all(|c| matches!(c, b'0' | b'1'))
+            })
+}
+
 fn end_of_line(s: &[u8], at: usize) -> usize {
     s[at..]
         .iter()
@@ -303,6 +328,19 @@ mod tests {
         let sql = "SELECT @@`version`; DELETE FROM t; SELECT 1 AS ` FROM t WHERE 1 = @@`";
         assert_eq!(readings(sql), Err(LexError::QuotedSystemVariable));
         assert!(readings("SELECT '@@`', @@session.`version`, @`x`").is_ok());
+    }
+
+    #[test]
+    fn byte_strings_other_than_bit_literals_are_refused() {
+        for sql in [
+            r#"SELECT b"\"; DELETE FROM t; -- ""#,
+            r"SELECT B'\'; DELETE FROM t; -- '",
+            "SELECT b'012'",
+            "SELECT b'01",
+        ] {
+            assert_eq!(readings(sql), Err(LexError::ByteString), "{sql}");
+        }
+        assert!(readings("SELECT b'0101', B'', 'b''c', `b`, b.x FROM t AS b").is_ok());
     }
 
     #[test]
