@@ -26,7 +26,9 @@ pub const MAX_SQL_BYTES: usize = 1024 * 1024;
 
 /// Classifies every statement `sql` may run in `database` (the session's
 /// current database, which unqualified table names belong to). A `USE`
-/// statement's kind is `use`: the front end must re-check the target.
+/// statement's kind is `use` and its schema the database it switches to
+/// (later statements of the same text are read in it): the front end must
+/// re-check the target.
 pub fn classify_mysql(sql: &str, database: &str) -> Classified {
     let statements = if sql.len() > MAX_SQL_BYTES {
         vec![unparsed(format!(
@@ -38,7 +40,22 @@ pub fn classify_mysql(sql: &str, database: &str) -> Classified {
             Ok(readings) => readings
                 .iter()
                 .flat_map(|text| match mysql_parse::parse(text) {
-                    Ok(parsed) => parsed.iter().map(|p| classify(p, database)).collect(),
+                    Ok(parsed) => {
+                        // `USE other; SELECT … FROM t` reads other.t.
+                        let mut current = database.to_owned();
+                        parsed
+                            .iter()
+                            .map(|p| {
+                                let s = classify(p, &current);
+                                if s.kind == "use"
+                                    && let Some(db) = s.schemas.first()
+                                {
+                                    current.clone_from(db);
+                                }
+                                s
+                            })
+                            .collect()
+                    }
                     Err(e) => vec![unparsed(e.to_string())],
                 })
                 .collect(),
@@ -112,10 +129,14 @@ fn inspect(s: &mut Statement, node: &impl Visit, database: &str) {
     for inner in walk.writes {
         s.raise(inner.action, format!("{} inside a query", inner.kind));
     }
-    s.schemas = walk
+    let schemas = walk
         .tables
         .iter()
-        .filter_map(|t| t.split_once('.').map(|(db, _)| db.to_owned()))
+        .filter_map(|t| t.split_once('.').map(|(db, _)| db.to_owned()));
+    s.schemas = s
+        .schemas
+        .drain(..)
+        .chain(schemas)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -292,7 +313,20 @@ fn base(node: &ast::Statement) -> Statement {
                 statement(Action::Read, "explain")
             }
         }
-        S::Use(_) => statement(Action::Session, "use"),
+        // The database it switches to is its schema; the front end
+        // re-checks it, a database being a target.
+        S::Use(ast::Use::Object(name)) => match name.0.as_slice() {
+            [ObjectNamePart::Identifier(db)] => {
+                let mut s = statement(Action::Session, "use");
+                s.schemas = vec![db.value.clone()];
+                s
+            }
+            _ => {
+                let mut s = statement(Action::Unknown, "use");
+                s.reason = Some("a USE the gateway cannot read".into());
+                s
+            }
+        },
         S::Set(set) => set_statement(set),
         S::Deallocate { .. } => statement(Action::Session, "deallocate"),
         _ => {
@@ -795,6 +829,28 @@ mod tests {
         let c = classify_mysql("SELECT * FROM orders JOIN other.t USING (id)", "shop");
         assert_eq!(c.statements[0].tables, ["other.t", "shop.orders"]);
         assert_eq!(c.statements[0].schemas, ["other", "shop"]);
+    }
+
+    #[test]
+    fn use_names_its_database_and_later_statements_are_read_in_it() {
+        let c = classify_mysql("SELECT * FROM t; USE `other`; SELECT * FROM t", "shop");
+        let found: Vec<_> = c
+            .statements
+            .iter()
+            .map(|s| (s.kind.as_str(), s.schemas.clone(), s.tables.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("select", vec!["shop".to_owned()], vec!["shop.t".to_owned()]),
+                ("use", vec!["other".to_owned()], vec![]),
+                (
+                    "select",
+                    vec!["other".to_owned()],
+                    vec!["other.t".to_owned()]
+                ),
+            ]
+        );
     }
 
     #[test]
