@@ -359,11 +359,17 @@ fn read_write(modes: &[TransactionMode]) -> bool {
 fn set_statement(set: &Set) -> Statement {
     match set {
         Set::SingleAssignment {
-            scope, variable, ..
-        } => assignment(*scope, variable),
+            scope,
+            variable,
+            values,
+            ..
+        } => match values.as_slice() {
+            [value] => assignment(*scope, variable, value),
+            _ => statement(Action::Unknown, "set"),
+        },
         Set::MultipleAssignments { assignments } => assignments
             .iter()
-            .map(|a| assignment(a.scope, &a.name))
+            .map(|a| assignment(a.scope, &a.name, &a.value))
             .reduce(|a, b| if stronger(b.action, a.action) { b } else { a })
             .unwrap_or_else(|| statement(Action::Unknown, "set")),
         Set::SetNames { charset_name, .. } => {
@@ -395,7 +401,7 @@ fn set_statement(set: &Set) -> Statement {
 
 /// One `SET name = value`: a user variable is the session's own; a system
 /// variable only when it is on the harmless list and not global.
-fn assignment(scope: Option<ContextModifier>, name: &ObjectName) -> Statement {
+fn assignment(scope: Option<ContextModifier>, name: &ObjectName, value: &Expr) -> Statement {
     let parts: Vec<String> = name.0.iter().map(|p| p.to_string()).collect();
     let first = parts.first().map(String::as_str).unwrap_or_default();
     if first.starts_with('@') && !first.starts_with("@@") {
@@ -431,6 +437,11 @@ fn assignment(scope: Option<ContextModifier>, name: &ObjectName) -> Statement {
         s = statement(Action::Transaction, "set");
     } else if HARMLESS_VARIABLES.contains(&variable.as_str()) {
         s = statement(Action::Session, "set");
+    } else if variable == "sql_mode" {
+        match sql_mode_is_safe(value) {
+            Ok(()) => s = statement(Action::Session, "set_sql_mode"),
+            Err(why) => s.reason = Some(why),
+        }
     } else {
         s.reason = Some(format!(
             "{variable} is not a setting a session may change through the gateway"
@@ -438,6 +449,79 @@ fn assignment(scope: Option<ContextModifier>, name: &ObjectName) -> Statement {
     }
     s
 }
+
+/// A new `sql_mode` may only add modes that leave the lexical rules alone
+/// (`mysql_lex` assumes backslash escapes and `"` strings), given as
+/// strings, or `CONCAT` of strings and the current `@@sql_mode` (which the
+/// gateway keeps safe), as JDBC drivers and ORMs send it.
+fn sql_mode_is_safe(value: &Expr) -> Result<(), String> {
+    match value {
+        Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(modes) | ast::Value::DoubleQuotedString(modes) => modes
+                .split(',')
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .try_for_each(|m| {
+                    if SAFE_SQL_MODES.contains(&m.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "sql_mode {m} changes how the gateway must read SQL"
+                        ))
+                    }
+                }),
+            _ => Err("sql_mode set to a value the gateway cannot read".into()),
+        },
+        Expr::Identifier(i) if i.value.eq_ignore_ascii_case("@@sql_mode") => Ok(()),
+        Expr::CompoundIdentifier(parts)
+            if parts.len() == 2
+                && parts[0].value.eq_ignore_ascii_case("@@session")
+                && parts[1].value.eq_ignore_ascii_case("sql_mode") =>
+        {
+            Ok(())
+        }
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("concat") => match &f.args {
+            ast::FunctionArguments::List(list)
+                if list.duplicate_treatment.is_none() && list.clauses.is_empty() =>
+            {
+                list.args.iter().try_for_each(|arg| match arg {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => sql_mode_is_safe(e),
+                    _ => Err("sql_mode set to a value the gateway cannot read".into()),
+                })
+            }
+            _ => Err("sql_mode set to a value the gateway cannot read".into()),
+        },
+        _ => Err("sql_mode set to a value the gateway cannot read".into()),
+    }
+}
+
+/// SQL modes that change neither how a text is split into tokens nor what
+/// a statement may reach (not ANSI_QUOTES, NO_BACKSLASH_ESCAPES, the
+/// combinations that include ANSI_QUOTES, ORACLE's parser, IGNORE_SPACE,
+/// PIPES_AS_CONCAT).
+const SAFE_SQL_MODES: &[&str] = &[
+    "ALLOW_INVALID_DATES",
+    "ERROR_FOR_DIVISION_BY_ZERO",
+    "HIGH_NOT_PRECEDENCE",
+    "NO_AUTO_CREATE_USER",
+    "NO_AUTO_VALUE_ON_ZERO",
+    "NO_DIR_IN_CREATE",
+    "NO_ENGINE_SUBSTITUTION",
+    "NO_FIELD_OPTIONS",
+    "NO_KEY_OPTIONS",
+    "NO_TABLE_OPTIONS",
+    "NO_UNSIGNED_SUBTRACTION",
+    "NO_ZERO_DATE",
+    "NO_ZERO_IN_DATE",
+    "ONLY_FULL_GROUP_BY",
+    "PAD_CHAR_TO_FULL_LENGTH",
+    "REAL_AS_FLOAT",
+    "STRICT_ALL_TABLES",
+    "STRICT_TRANS_TABLES",
+    "TIME_ROUND_FRACTIONAL",
+    "TIME_TRUNCATE_FRACTIONAL",
+    "TRADITIONAL",
+];
 
 /// Session variables that change neither what a statement may reach nor
 /// how the gateway must read the next one.
@@ -456,6 +540,7 @@ const HARMLESS_VARIABLES: &[&str] = &[
     "net_write_timeout",
     "optimizer_search_depth",
     "profiling",
+    "sql_auto_is_null",
     "sql_select_limit",
     "sql_safe_updates",
     "time_zone",
@@ -873,6 +958,14 @@ mod tests {
             "SET @@hot_cache.key_buffer_size = 1048576",
             "SET sql_mode = 'NO_BACKSLASH_ESCAPES'",
             "SET sql_mode = 'ANSI_QUOTES'",
+            "SET sql_mode = 'STRICT_TRANS_TABLES,ANSI'",
+            "SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')",
+            "SET sql_mode = CONCAT(@@global.sql_mode, ',STRICT_TRANS_TABLES')",
+            "SET sql_mode = DEFAULT",
+            "SET sql_mode = 4",
+            "SET sql_mode = (SELECT 'ANSI_QUOTES')",
+            "SET sql_mode = REPLACE('ANSI_QUOTEZ', 'Z', 'S')",
+            "SET GLOBAL sql_mode = ''",
             "SET NAMES gbk",
             "SET NAMES sjis",
             "SET character_set_client = big5",
@@ -948,6 +1041,10 @@ mod tests {
             "SET SESSION sql_select_limit = 10",
             "SET @@session.group_concat_max_len = 10000",
             "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'",
+            "SET sql_mode = ''",
+            "SET autocommit = 1, sql_mode = concat(@@sql_mode, ',STRICT_TRANS_TABLES')",
+            "SET @@SESSION.sql_mode = CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO'), @@SESSION.sql_auto_is_null = 0, @@SESSION.wait_timeout = 2147483",
             "USE shop",
         ] {
             assert!(
