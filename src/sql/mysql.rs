@@ -93,6 +93,11 @@ fn classify(parsed: &Parsed, database: &str) -> Statement {
                 Some("SET GLOBAL TRANSACTION changes every new session's transactions".into());
             s
         }
+        Parsed::Do(exprs) => {
+            let mut s = statement(Action::Read, "do");
+            inspect(&mut s, exprs, database);
+            s
+        }
         Parsed::Show { filter } => {
             let mut s = statement(Action::Read, "show");
             if let Some(filter) = filter {
@@ -897,6 +902,7 @@ mod tests {
             "SELECT @@transaction_read_only",
             "SELECT 1 INTO @v",
             "SELECT SLEEP(1)",
+            "DO 1",
             "SHOW FULL PROCESSLIST",
             "SHOW CREATE DATABASE shop",
             "SHOW TABLE STATUS FROM shop WHERE Name = 'orders'",

@@ -23,6 +23,9 @@ pub enum Parsed {
     /// `START TRANSACTION` with MySQL's characteristics: sqlparser lacks
     /// `WITH CONSISTENT SNAPSHOT`, which mysqldump sends.
     StartTransaction { read_write: bool },
+    /// `DO expr, …`: evaluates the expressions like a SELECT and sends no
+    /// rows (sqlparser lacks it).
+    Do(Vec<Expr>),
     /// A SHOW that only lists and that sqlparser cannot read:
     /// `SHOW [FULL] PROCESSLIST`, `SHOW CREATE {DATABASE | SCHEMA}`,
     /// `SHOW {TABLE | FUNCTION | PROCEDURE} STATUS … [LIKE … | WHERE …]`.
@@ -65,6 +68,11 @@ pub fn parse(text: &str) -> Result<Vec<Parsed>, ParserError> {
 fn mysql_only(p: &mut Parser) -> Result<Option<Parsed>, ParserError> {
     if take(p, &["START", "TRANSACTION"]) {
         return start_transaction(p).map(Some);
+    }
+    if take(p, &["DO"]) {
+        return Ok(Some(Parsed::Do(
+            p.parse_comma_separated(Parser::parse_expr)?,
+        )));
     }
     let show = |filter| Ok(Some(Parsed::Show { filter }));
     if take(p, &["SHOW", "PROCESSLIST"]) || take(p, &["SHOW", "FULL", "PROCESSLIST"]) {
@@ -143,6 +151,7 @@ mod tests {
             .map(|p| match p {
                 Parsed::Sql(_) => "sql",
                 Parsed::SetGlobalTransaction => "set_global_transaction",
+                Parsed::Do(_) => "do",
                 Parsed::StartTransaction { read_write: false } => "begin",
                 Parsed::StartTransaction { read_write: true } => "begin_read_write",
                 Parsed::Show { filter: None } => "show",
@@ -197,6 +206,13 @@ mod tests {
         ] {
             assert!(parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn do_takes_a_list_of_expressions() {
+        assert_eq!(kinds("DO 1; DO SLEEP(1), 2"), ["do", "do"]);
+        assert!(parse("DO").is_err());
+        assert!(parse("DO 1 DELETE FROM t").is_err());
     }
 
     #[test]
