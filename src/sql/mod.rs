@@ -4,8 +4,9 @@
 //! `Action::Unknown`, which policies deny unless they permit `unknown`.
 //!
 //! MySQL/MariaDB statements are parsed with sqlparser's MySQL dialect
-//! (`mysql`), after `mysql_lex` has opened the executable comments the
-//! server would run, into the same actions and kinds.
+//! (`mysql_parse`, which owns the loop between statements), after
+//! `mysql_lex` has blanked comments and opened the executable comments the
+//! server would run, and judged (`mysql`) into the same actions and kinds.
 //!
 //! `postgres` classifies; `walk` finds what is inside a statement;
 //! `builtins` is the shipped list of PostgreSQL's built-in functions and
@@ -21,6 +22,7 @@ mod functions;
 mod key;
 mod mysql;
 mod mysql_lex;
+mod mysql_parse;
 mod mysql_session;
 mod names;
 mod postgres;

@@ -1,6 +1,8 @@
 //! MySQL/MariaDB statements into the same actions and kinds as PostgreSQL's
-//! (SPEC §5), parsed with sqlparser's MySQL dialect after `mysql_lex` has
-//! opened the executable comments the server would run. Deny by default:
+//! (SPEC §5), parsed by `mysql_parse` (sqlparser's MySQL dialect) after
+//! `mysql_lex` has opened the executable comments the server would run.
+//! What a query does besides reading is looked for anywhere in a statement
+//! (row locks, INTO a file, a wrapped write). Deny by default:
 //! a statement sqlparser cannot read, or one this file does not know, is
 //! `unknown`; a function that is not a known side-effect-free built-in
 //! makes a statement need `write`; a setting not known to be harmless is
@@ -10,13 +12,12 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    self, ContextModifier, Expr, ObjectName, ObjectNamePart, Set, TransactionAccessMode,
-    TransactionMode, visit_expressions, visit_relations,
+    self, ContextModifier, Expr, ObjectName, ObjectNamePart, Set, SetExpr, TransactionAccessMode,
+    TransactionMode, Visit, Visitor,
 };
-use sqlparser::dialect::MySqlDialect;
-use sqlparser::parser::Parser;
 
 use super::mysql_lex;
+use super::mysql_parse::{self, Parsed};
 use super::{Classified, Statement, stronger};
 use crate::policy::Action;
 
@@ -25,7 +26,9 @@ pub const MAX_SQL_BYTES: usize = 1024 * 1024;
 
 /// Classifies every statement `sql` may run in `database` (the session's
 /// current database, which unqualified table names belong to). A `USE`
-/// statement's kind is `use`: the front end must re-check the target.
+/// statement's kind is `use` and its schema the database it switches to
+/// (later statements of the same text are read in it): the front end must
+/// re-check the target.
 pub fn classify_mysql(sql: &str, database: &str) -> Classified {
     let statements = if sql.len() > MAX_SQL_BYTES {
         vec![unparsed(format!(
@@ -36,8 +39,23 @@ pub fn classify_mysql(sql: &str, database: &str) -> Classified {
         match mysql_lex::readings(sql) {
             Ok(readings) => readings
                 .iter()
-                .flat_map(|text| match Parser::parse_sql(&MySqlDialect {}, text) {
-                    Ok(parsed) => parsed.iter().map(|s| classify(s, database)).collect(),
+                .flat_map(|text| match mysql_parse::parse(text) {
+                    Ok(parsed) => {
+                        // `USE other; SELECT … FROM t` reads other.t.
+                        let mut current = database.to_owned();
+                        parsed
+                            .iter()
+                            .map(|p| {
+                                let s = classify(p, &current);
+                                if s.kind == "use"
+                                    && let Some(db) = s.schemas.first()
+                                {
+                                    current.clone_from(db);
+                                }
+                                s
+                            })
+                            .collect()
+                    }
                     Err(e) => vec![unparsed(e.to_string())],
                 })
                 .collect(),
@@ -61,39 +79,147 @@ fn statement(action: Action, kind: &str) -> Statement {
     Statement::new(action, kind)
 }
 
-fn classify(node: &ast::Statement, database: &str) -> Statement {
-    let mut s = base(node);
-    let mut tables = BTreeSet::new();
-    let mut unqualifiable = false;
-    let _ = visit_relations(node, |name| {
-        match qualify(name, database) {
-            Some(t) => {
-                tables.insert(t);
-            }
-            None => unqualifiable = true,
+fn classify(parsed: &Parsed, database: &str) -> Statement {
+    match parsed {
+        Parsed::Sql(node) => {
+            let mut s = base(node);
+            inspect(&mut s, node.as_ref(), database);
+            s
         }
-        ControlFlow::<()>::Continue(())
-    });
-    if unqualifiable {
+        Parsed::StartTransaction { read_write } => begin(*read_write),
+        Parsed::SetGlobalTransaction => {
+            let mut s = statement(Action::Admin, "set_global_transaction");
+            s.reason =
+                Some("SET GLOBAL TRANSACTION changes every new session's transactions".into());
+            s
+        }
+        Parsed::Do(exprs) => {
+            let mut s = statement(Action::Read, "do");
+            inspect(&mut s, exprs, database);
+            s
+        }
+        Parsed::Show { filter } => {
+            let mut s = statement(Action::Read, "show");
+            if let Some(filter) = filter {
+                inspect(&mut s, filter.as_ref(), database);
+            }
+            s
+        }
+    }
+}
+
+/// Raises `s` for what is inside `node`: its tables, the functions it
+/// calls, and what a query anywhere in it does besides reading.
+fn inspect(s: &mut Statement, node: &impl Visit, database: &str) {
+    let mut walk = Walk {
+        database,
+        ..Walk::default()
+    };
+    let _ = node.visit(&mut walk);
+    if walk.unqualifiable {
         s.raise(
             Action::Unknown,
             "a table name the gateway cannot read".into(),
         );
     }
-    s.schemas = tables
+    if walk.locks {
+        s.raise(Action::Write, "FOR UPDATE/SHARE takes row locks".into());
+    }
+    if walk.into_other_than_variable {
+        s.raise(
+            Action::Unknown,
+            "SELECT … INTO other than a variable".into(),
+        );
+    }
+    for inner in walk.writes {
+        s.raise(inner.action, format!("{} inside a query", inner.kind));
+    }
+    let schemas = walk
+        .tables
         .iter()
-        .filter_map(|t: &String| t.split_once('.').map(|(db, _)| db.to_owned()))
+        .filter_map(|t| t.split_once('.').map(|(db, _)| db.to_owned()));
+    s.schemas = s
+        .schemas
+        .drain(..)
+        .chain(schemas)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    s.tables = tables.into_iter().collect();
-    let _ = visit_expressions(node, |e| {
-        if let Expr::Function(f) = e {
-            judge_function(&mut s, &f.name);
+    s.tables = walk.tables.into_iter().collect();
+    for name in &walk.functions {
+        judge_function(s, name);
+    }
+}
+
+/// What a walk over a statement finds.
+#[derive(Default)]
+struct Walk<'a> {
+    database: &'a str,
+    tables: BTreeSet<String>,
+    unqualifiable: bool,
+    functions: Vec<ObjectName>,
+    /// A query anywhere in it locks rows (`FOR UPDATE`, `LOCK IN SHARE
+    /// MODE`, also in a subquery, a derived table or a CTE).
+    locks: bool,
+    /// A SELECT anywhere in it writes INTO something other than a user
+    /// variable (a file, a table).
+    into_other_than_variable: bool,
+    /// Writes a query wraps (MySQL 8's `WITH … DELETE`, which sqlparser
+    /// reads as a query).
+    writes: Vec<Statement>,
+}
+
+impl Visitor for Walk<'_> {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+        match qualify(name, self.database) {
+            Some(t) => {
+                self.tables.insert(t);
+            }
+            None => self.unqualifiable = true,
         }
-        ControlFlow::<()>::Continue(())
-    });
-    s
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            self.functions.push(f.name.clone());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+        self.locks |= !q.locks.is_empty();
+        self.body(&q.body);
+        ControlFlow::Continue(())
+    }
+}
+
+impl Walk<'_> {
+    /// A query's body; the queries nested in it are visited on their own.
+    fn body(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Select(select) => {
+                if select
+                    .into
+                    .as_ref()
+                    .is_some_and(|into| !into.name.to_string().starts_with('@'))
+                {
+                    self.into_other_than_variable = true;
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.body(left);
+                self.body(right);
+            }
+            SetExpr::Insert(inner)
+            | SetExpr::Update(inner)
+            | SetExpr::Delete(inner)
+            | SetExpr::Merge(inner) => self.writes.push(base(inner)),
+            SetExpr::Query(_) | SetExpr::Values(_) | SetExpr::Table(_) => {}
+        }
+    }
 }
 
 /// `db.table` for a table name in `database`; `None` for a shape the
@@ -118,22 +244,9 @@ fn qualify(name: &ObjectName, database: &str) -> Option<String> {
 fn base(node: &ast::Statement) -> Statement {
     use ast::Statement as S;
     match node {
-        S::Query(q) => {
-            let mut s = statement(Action::Read, "select");
-            if !q.locks.is_empty() {
-                s.raise(Action::Write, "FOR UPDATE/SHARE takes row locks".into());
-            }
-            if let ast::SetExpr::Select(select) = q.body.as_ref()
-                && let Some(into) = &select.into
-                && !into.name.to_string().starts_with('@')
-            {
-                s.raise(
-                    Action::Unknown,
-                    "SELECT … INTO other than a variable".into(),
-                );
-            }
-            s
-        }
+        // What a query does besides reading (locks, INTO, a wrapped write)
+        // is found by `inspect`, wherever in the statement it is.
+        S::Query(_) => statement(Action::Read, "select"),
         S::Insert(_) => statement(Action::Write, "insert"),
         S::Update { .. } => statement(Action::Write, "update"),
         S::Delete(_) => statement(Action::Write, "delete"),
@@ -173,16 +286,7 @@ fn base(node: &ast::Statement) -> Statement {
         S::Kill { .. } => statement(Action::Admin, "kill"),
         S::Analyze { .. } | S::OptimizeTable { .. } => statement(Action::Admin, "maintenance"),
         S::Install { .. } | S::Load { .. } | S::LoadData { .. } => statement(Action::Admin, "load"),
-        S::StartTransaction { modes, .. } => {
-            if read_write(modes) {
-                let mut s = statement(Action::Admin, "begin_read_write");
-                s.reason =
-                    Some("READ WRITE overrides the read-only mode the gateway enforces".into());
-                s
-            } else {
-                statement(Action::Transaction, "begin")
-            }
-        }
+        S::StartTransaction { modes, .. } => begin(read_write(modes)),
         S::Commit { .. } => statement(Action::Transaction, "commit"),
         S::Rollback { .. } => statement(Action::Transaction, "rollback"),
         S::Savepoint { .. } => statement(Action::Transaction, "savepoint"),
@@ -214,7 +318,20 @@ fn base(node: &ast::Statement) -> Statement {
                 statement(Action::Read, "explain")
             }
         }
-        S::Use(_) => statement(Action::Session, "use"),
+        // The database it switches to is its schema; the front end
+        // re-checks it, a database being a target.
+        S::Use(ast::Use::Object(name)) => match name.0.as_slice() {
+            [ObjectNamePart::Identifier(db)] => {
+                let mut s = statement(Action::Session, "use");
+                s.schemas = vec![db.value.clone()];
+                s
+            }
+            _ => {
+                let mut s = statement(Action::Unknown, "use");
+                s.reason = Some("a USE the gateway cannot read".into());
+                s
+            }
+        },
         S::Set(set) => set_statement(set),
         S::Deallocate { .. } => statement(Action::Session, "deallocate"),
         _ => {
@@ -222,6 +339,16 @@ fn base(node: &ast::Statement) -> Statement {
             s.reason = Some("a statement the gateway does not classify".into());
             s
         }
+    }
+}
+
+fn begin(read_write: bool) -> Statement {
+    if read_write {
+        let mut s = statement(Action::Admin, "begin_read_write");
+        s.reason = Some("READ WRITE overrides the read-only mode the gateway enforces".into());
+        s
+    } else {
+        statement(Action::Transaction, "begin")
     }
 }
 
@@ -237,11 +364,17 @@ fn read_write(modes: &[TransactionMode]) -> bool {
 fn set_statement(set: &Set) -> Statement {
     match set {
         Set::SingleAssignment {
-            scope, variable, ..
-        } => assignment(*scope, variable),
+            scope,
+            variable,
+            values,
+            ..
+        } => match values.as_slice() {
+            [value] => assignment(*scope, variable, value),
+            _ => statement(Action::Unknown, "set"),
+        },
         Set::MultipleAssignments { assignments } => assignments
             .iter()
-            .map(|a| assignment(a.scope, &a.name))
+            .map(|a| assignment(a.scope, &a.name, &a.value))
             .reduce(|a, b| if stronger(b.action, a.action) { b } else { a })
             .unwrap_or_else(|| statement(Action::Unknown, "set")),
         Set::SetNames { charset_name, .. } => {
@@ -273,27 +406,47 @@ fn set_statement(set: &Set) -> Statement {
 
 /// One `SET name = value`: a user variable is the session's own; a system
 /// variable only when it is on the harmless list and not global.
-fn assignment(scope: Option<ContextModifier>, name: &ObjectName) -> Statement {
+fn assignment(scope: Option<ContextModifier>, name: &ObjectName, value: &Expr) -> Statement {
     let parts: Vec<String> = name.0.iter().map(|p| p.to_string()).collect();
     let first = parts.first().map(String::as_str).unwrap_or_default();
     if first.starts_with('@') && !first.starts_with("@@") {
         return statement(Action::Session, "set_user_variable");
     }
-    let global =
-        matches!(scope, Some(ContextModifier::Global)) || first.eq_ignore_ascii_case("@@global");
+    // `@@session.x` and `@@local.x` are the session's; `@@global.x`,
+    // MySQL 8's `@@persist.x` and a key cache's `@@cache.x` are not.
+    let qualifier = match parts.as_slice() {
+        [_] => None,
+        [q, _] => Some(q.to_ascii_lowercase()),
+        _ => Some(String::new()),
+    };
+    let global = matches!(scope, Some(ContextModifier::Global))
+        || qualifier
+            .as_deref()
+            .is_some_and(|q| !matches!(q, "@@session" | "@@local"));
     let variable = parts
         .last()
         .map(|v| v.trim_start_matches('@').to_ascii_lowercase())
         .unwrap_or_default();
     let mut s = statement(Action::Admin, "set");
     if global {
+        let global = if matches!(scope, Some(ContextModifier::Global)) {
+            "GLOBAL "
+        } else {
+            ""
+        };
         s.reason = Some(format!(
-            "SET GLOBAL {variable} changes the server for everyone"
+            "SET {global}{} changes the server for everyone",
+            parts.join(".")
         ));
     } else if variable == "autocommit" {
         s = statement(Action::Transaction, "set");
     } else if HARMLESS_VARIABLES.contains(&variable.as_str()) {
         s = statement(Action::Session, "set");
+    } else if variable == "sql_mode" {
+        match sql_mode_is_safe(value) {
+            Ok(()) => s = statement(Action::Session, "set_sql_mode"),
+            Err(why) => s.reason = Some(why),
+        }
     } else {
         s.reason = Some(format!(
             "{variable} is not a setting a session may change through the gateway"
@@ -301,6 +454,79 @@ fn assignment(scope: Option<ContextModifier>, name: &ObjectName) -> Statement {
     }
     s
 }
+
+/// A new `sql_mode` may only add modes that leave the lexical rules alone
+/// (`mysql_lex` assumes backslash escapes and `"` strings), given as
+/// strings, or `CONCAT` of strings and the current `@@sql_mode` (which the
+/// gateway keeps safe), as JDBC drivers and ORMs send it.
+fn sql_mode_is_safe(value: &Expr) -> Result<(), String> {
+    match value {
+        Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(modes) | ast::Value::DoubleQuotedString(modes) => modes
+                .split(',')
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .try_for_each(|m| {
+                    if SAFE_SQL_MODES.contains(&m.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "sql_mode {m} changes how the gateway must read SQL"
+                        ))
+                    }
+                }),
+            _ => Err("sql_mode set to a value the gateway cannot read".into()),
+        },
+        Expr::Identifier(i) if i.value.eq_ignore_ascii_case("@@sql_mode") => Ok(()),
+        Expr::CompoundIdentifier(parts)
+            if parts.len() == 2
+                && parts[0].value.eq_ignore_ascii_case("@@session")
+                && parts[1].value.eq_ignore_ascii_case("sql_mode") =>
+        {
+            Ok(())
+        }
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("concat") => match &f.args {
+            ast::FunctionArguments::List(list)
+                if list.duplicate_treatment.is_none() && list.clauses.is_empty() =>
+            {
+                list.args.iter().try_for_each(|arg| match arg {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => sql_mode_is_safe(e),
+                    _ => Err("sql_mode set to a value the gateway cannot read".into()),
+                })
+            }
+            _ => Err("sql_mode set to a value the gateway cannot read".into()),
+        },
+        _ => Err("sql_mode set to a value the gateway cannot read".into()),
+    }
+}
+
+/// SQL modes that change neither how a text is split into tokens nor what
+/// a statement may reach (not ANSI_QUOTES, NO_BACKSLASH_ESCAPES, the
+/// combinations that include ANSI_QUOTES, ORACLE's parser, IGNORE_SPACE,
+/// PIPES_AS_CONCAT).
+const SAFE_SQL_MODES: &[&str] = &[
+    "ALLOW_INVALID_DATES",
+    "ERROR_FOR_DIVISION_BY_ZERO",
+    "HIGH_NOT_PRECEDENCE",
+    "NO_AUTO_CREATE_USER",
+    "NO_AUTO_VALUE_ON_ZERO",
+    "NO_DIR_IN_CREATE",
+    "NO_ENGINE_SUBSTITUTION",
+    "NO_FIELD_OPTIONS",
+    "NO_KEY_OPTIONS",
+    "NO_TABLE_OPTIONS",
+    "NO_UNSIGNED_SUBTRACTION",
+    "NO_ZERO_DATE",
+    "NO_ZERO_IN_DATE",
+    "ONLY_FULL_GROUP_BY",
+    "PAD_CHAR_TO_FULL_LENGTH",
+    "REAL_AS_FLOAT",
+    "STRICT_ALL_TABLES",
+    "STRICT_TRANS_TABLES",
+    "TIME_ROUND_FRACTIONAL",
+    "TIME_TRUNCATE_FRACTIONAL",
+    "TRADITIONAL",
+];
 
 /// Session variables that change neither what a statement may reach nor
 /// how the gateway must read the next one.
@@ -319,6 +545,7 @@ const HARMLESS_VARIABLES: &[&str] = &[
     "net_write_timeout",
     "optimizer_search_depth",
     "profiling",
+    "sql_auto_is_null",
     "sql_select_limit",
     "sql_safe_updates",
     "time_zone",
@@ -376,8 +603,15 @@ fn judge_function(s: &mut Statement, name: &ObjectName) {
 }
 
 /// Built-in functions of MySQL 8 and MariaDB 10.11 that neither write, nor
-/// lock, nor read files, nor wait on replication, nor burn CPU on purpose.
-/// Sorted (binary search).
+/// lock, nor read files, nor wait on replication, nor burn CPU on purpose
+/// (`BENCHMARK`). `SLEEP` only waits, as PostgreSQL's `pg_sleep`, which the
+/// PostgreSQL list allows: a long read ties up a connection just as well.
+/// Only names native to both: where a server has no native function of a
+/// name, an unqualified call runs the current database's stored function
+/// of that name (MariaDB 10.11 has no `ANY_VALUE`, `BIN_TO_UUID`,
+/// `REGEXP_LIKE`, `UUID_TO_BIN`; MySQL 8 no `LASTVAL`, `NATURAL_SORT_KEY`,
+/// `SFORMAT`). scripts/check-mysql-tricks checks each name against a
+/// server. Sorted (binary search).
 const SAFE_FUNCTIONS: &[&str] = &[
     "abs",
     "acos",
@@ -385,14 +619,12 @@ const SAFE_FUNCTIONS: &[&str] = &[
     "addtime",
     "aes_decrypt",
     "aes_encrypt",
-    "any_value",
     "ascii",
     "asin",
     "atan",
     "atan2",
     "avg",
     "bin",
-    "bin_to_uuid",
     "bit_and",
     "bit_count",
     "bit_length",
@@ -503,7 +735,6 @@ const SAFE_FUNCTIONS: &[&str] = &[
     "last_day",
     "last_insert_id",
     "last_value",
-    "lastval",
     "lcase",
     "lead",
     "least",
@@ -531,7 +762,6 @@ const SAFE_FUNCTIONS: &[&str] = &[
     "mod",
     "month",
     "monthname",
-    "natural_sort_key",
     "now",
     "nth_value",
     "ntile",
@@ -553,7 +783,6 @@ const SAFE_FUNCTIONS: &[&str] = &[
     "random_bytes",
     "rank",
     "regexp_instr",
-    "regexp_like",
     "regexp_replace",
     "regexp_substr",
     "repeat",
@@ -569,12 +798,12 @@ const SAFE_FUNCTIONS: &[&str] = &[
     "sec_to_time",
     "second",
     "session_user",
-    "sformat",
     "sha",
     "sha1",
     "sha2",
     "sign",
     "sin",
+    "sleep",
     "soundex",
     "space",
     "sqrt",
@@ -617,7 +846,6 @@ const SAFE_FUNCTIONS: &[&str] = &[
     "utc_timestamp",
     "uuid",
     "uuid_short",
-    "uuid_to_bin",
     "var_pop",
     "var_samp",
     "variance",
@@ -673,6 +901,12 @@ mod tests {
             "EXPLAIN SELECT * FROM orders",
             "SELECT @@transaction_read_only",
             "SELECT 1 INTO @v",
+            "SELECT SLEEP(1)",
+            "DO 1",
+            "SHOW FULL PROCESSLIST",
+            "SHOW CREATE DATABASE shop",
+            "SHOW TABLE STATUS FROM shop WHERE Name = 'orders'",
+            "SHOW FUNCTION STATUS LIKE 'f%'",
             // With backslash escapes on (the only mode the gateway allows)
             // this is one string, for the server as for the gateway.
             "SELECT 'a\\'; DELETE FROM orders; -- '",
@@ -686,6 +920,28 @@ mod tests {
         let c = classify_mysql("SELECT * FROM orders JOIN other.t USING (id)", "shop");
         assert_eq!(c.statements[0].tables, ["other.t", "shop.orders"]);
         assert_eq!(c.statements[0].schemas, ["other", "shop"]);
+    }
+
+    #[test]
+    fn use_names_its_database_and_later_statements_are_read_in_it() {
+        let c = classify_mysql("SELECT * FROM t; USE `other`; SELECT * FROM t", "shop");
+        let found: Vec<_> = c
+            .statements
+            .iter()
+            .map(|s| (s.kind.as_str(), s.schemas.clone(), s.tables.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("select", vec!["shop".to_owned()], vec!["shop.t".to_owned()]),
+                ("use", vec!["other".to_owned()], vec![]),
+                (
+                    "select",
+                    vec!["other".to_owned()],
+                    vec!["other.t".to_owned()]
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -703,8 +959,19 @@ mod tests {
             "SET SESSION transaction_read_only = OFF",
             "SET GLOBAL read_only = 0",
             "SET @@global.max_connections = 1",
+            "SET GLOBAL TRANSACTION ISOLATION LEVEL READ UNCOMMITTED",
+            "SET @@persist.time_zone = '+00:00'",
+            "SET @@hot_cache.key_buffer_size = 1048576",
             "SET sql_mode = 'NO_BACKSLASH_ESCAPES'",
             "SET sql_mode = 'ANSI_QUOTES'",
+            "SET sql_mode = 'STRICT_TRANS_TABLES,ANSI'",
+            "SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')",
+            "SET sql_mode = CONCAT(@@global.sql_mode, ',STRICT_TRANS_TABLES')",
+            "SET sql_mode = DEFAULT",
+            "SET sql_mode = 4",
+            "SET sql_mode = (SELECT 'ANSI_QUOTES')",
+            "SET sql_mode = REPLACE('ANSI_QUOTEZ', 'Z', 'S')",
+            "SET GLOBAL sql_mode = ''",
             "SET NAMES gbk",
             "SET NAMES sjis",
             "SET character_set_client = big5",
@@ -729,6 +996,20 @@ mod tests {
             "SELECT NEXTVAL(seq)",
             "SELECT * FROM orders FOR UPDATE",
             "SELECT * FROM orders LOCK IN SHARE MODE",
+            // Locks anywhere in the statement.
+            "SELECT * FROM (SELECT * FROM orders FOR UPDATE) AS d",
+            "SELECT * FROM orders WHERE id IN (SELECT id FROM orders FOR UPDATE)",
+            "WITH x AS (SELECT * FROM orders FOR UPDATE) SELECT * FROM x",
+            "SELECT EXISTS (SELECT * FROM orders FOR UPDATE)",
+            // MySQL 8's CTE-wrapped writes, which sqlparser reads as queries.
+            "WITH x AS (SELECT 1) DELETE FROM orders",
+            "WITH x AS (SELECT 1) UPDATE orders SET total = 0",
+            "WITH x AS (SELECT 1 AS id) INSERT INTO orders SELECT id FROM x",
+            // sqlparser's own statement loop stops at END.
+            "SELECT 1 END; DELETE FROM orders",
+            "SELECT * FROM orders END; DELETE FROM orders",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ WRITE",
+            "SHOW TABLE STATUS WHERE my_func(Name) = 1",
             "SELECT BENCHMARK(1000000000, md5('x'))",
             "SELECT 1 /*! ; DELETE FROM orders */",
             "SELECT 1 /*!50000 ; DELETE FROM orders */",
@@ -737,6 +1018,8 @@ mod tests {
             "SELECT 1 /*!50000 '*/ ; DELETE FROM orders; -- ' */",
             "SELECT 1--1; DELETE FROM orders",
             "SELECT 1 # x\n; DELETE FROM orders",
+            // The server's `--` comment (any whitespace), not sqlparser's (a space).
+            "SELECT 1 --\t'\n; DELETE FROM orders; -- '",
             "SET STATEMENT max_statement_time=1 FOR DELETE FROM orders",
             "GRANT ALL ON *.* TO x",
             "CREATE TABLE t (id int)",
@@ -764,6 +1047,10 @@ mod tests {
             "SET SESSION sql_select_limit = 10",
             "SET @@session.group_concat_max_len = 10000",
             "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'",
+            "SET sql_mode = ''",
+            "SET autocommit = 1, sql_mode = concat(@@sql_mode, ',STRICT_TRANS_TABLES')",
+            "SET @@SESSION.sql_mode = CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO'), @@SESSION.sql_auto_is_null = 0, @@SESSION.wait_timeout = 2147483",
             "USE shop",
         ] {
             assert!(
@@ -774,6 +1061,10 @@ mod tests {
         }
         assert_eq!(action("SET autocommit = 0"), Action::Transaction);
         assert_eq!(action("START TRANSACTION READ ONLY"), Action::Transaction);
+        assert_eq!(
+            action("START TRANSACTION /*!40100 WITH CONSISTENT SNAPSHOT */"),
+            Action::Transaction
+        );
     }
 
     #[test]

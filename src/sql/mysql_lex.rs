@@ -1,17 +1,25 @@
 //! MySQL's lexical rules where sqlparser's tokenizer would read a text
-//! differently from the server: executable comments. `/*! … */` runs as
-//! SQL on every server, `/*M! … */` on MariaDB only, and a version
-//! (`/*!50700 … */`, `/*M!100500 … */`) makes the content run only on a
-//! server at least that new. The classifier must judge what the server
-//! may run, so [`readings`] gives the text once with every executable
-//! comment opened up, and, when some may also be skipped, once more with
-//! those left out. Anything it cannot read the way the server would is an
-//! error, which the classifier turns into `unknown`.
+//! differently from the server: comments and executable comments.
+//! `/*! … */` runs as SQL on every server, `/*M! … */` on MariaDB only, and
+//! a version (`/*!50700 … */`, `/*M!100500 … */`) makes the content run
+//! only on a server at least that new. The classifier must judge what the
+//! server may run, so [`readings`] gives the text once with every
+//! executable comment opened up, and, when some may also be skipped, once
+//! more with those left out. Every plain comment is blanked in both: the
+//! parser never decides what a comment is (sqlparser wants a space after
+//! `--` where the server takes any whitespace or control character, and
+//! would read a quote after `--<tab>` as opening a string the server never
+//! sees). Anything it cannot read the way the server would is an error,
+//! which the classifier turns into `unknown`: so is `@@` followed by a
+//! quote, which sqlparser reads as part of a name, and a `b` followed by a
+//! quote that is not a bit literal, which it reads without escapes.
 //!
 //! Assumes the session's lexical settings the gateway enforces: backslash
 //! escapes on (no `NO_BACKSLASH_ESCAPES`), `"` quoting strings (no
 //! `ANSI_QUOTES`), and a client character set in which no multi-byte
 //! character contains a quote or backslash byte.
+
+use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LexError {
@@ -21,30 +29,41 @@ pub enum LexError {
     NestedComment,
     #[error("an executable comment the server may end elsewhere")]
     Ambiguous,
+    #[error("a quoted system variable name (@@`name`), which sqlparser reads differently")]
+    QuotedSystemVariable,
+    #[error(
+        "b\"…\" or a b'…' that is not a bit literal, which sqlparser reads without backslash escapes"
+    )]
+    ByteString,
 }
 
-/// The texts the server may execute for `sql`: one, or two when an
-/// executable comment may be skipped (the first with every one opened).
+/// The texts the server may execute for `sql`, plain comments blanked: one,
+/// or two when an executable comment may be skipped (the first with every
+/// one opened).
 pub fn readings(sql: &str) -> Result<Vec<String>, LexError> {
-    let comments = executable_comments(sql.as_bytes())?;
-    if comments.is_empty() {
-        return Ok(vec![sql.to_owned()]);
-    }
+    let Lexed {
+        executables,
+        comments,
+    } = lex(sql.as_bytes())?;
     let mut opened = sql.as_bytes().to_vec();
-    let mut skipped = sql.as_bytes().to_vec();
+    for c in comments {
+        blank(&mut opened[c]);
+    }
+    let mut skipped = opened.clone();
     let mut conditional = false;
-    for c in &comments {
-        blank(&mut opened[c.start..c.body]);
-        blank(&mut opened[c.end - 2..c.end]);
+    for c in &executables {
+        for text in [&mut opened, &mut skipped] {
+            blank(&mut text[c.start..c.body]);
+            blank(&mut text[c.end - 2..c.end]);
+        }
         if c.conditional {
             conditional = true;
             blank(&mut skipped[c.start..c.end]);
-        } else {
-            skipped[c.start..c.end].copy_from_slice(&opened[c.start..c.end]);
         }
     }
-    // Only ASCII bytes were blanked, so both are still UTF-8.
-    let text = |b: Vec<u8>| String::from_utf8(b).expect("ASCII replaced by ASCII");
+    // Only whole characters were blanked (every range starts and ends at
+    // an ASCII byte), so both are still UTF-8.
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("whole characters replaced by spaces");
     let mut out = vec![text(opened)];
     if conditional {
         out.push(text(skipped));
@@ -66,19 +85,50 @@ struct Executable {
     conditional: bool,
 }
 
-fn executable_comments(s: &[u8]) -> Result<Vec<Executable>, LexError> {
+/// What the server skips or runs specially in a text.
+struct Lexed {
+    executables: Vec<Executable>,
+    /// Plain comments, `#` and `-- ` to the end of the line, `/* … */`.
+    comments: Vec<Range<usize>>,
+}
+
+fn lex(s: &[u8]) -> Result<Lexed, LexError> {
     let mut found = Vec::new();
+    let mut comments = Vec::new();
     let mut i = 0;
     let mut open: Option<(usize, usize, bool)> = None;
     while i < s.len() {
         match s[i] {
             q @ (b'\'' | b'"' | b'`') => i = end_of_quoted(s, i, q)?,
-            b'#' => i = end_of_line(s, i),
+            // sqlparser takes the quote after `@@` into a name where the
+            // server opens a quoted name: from there on the two would
+            // disagree on what is quoted.
+            b'@' if s.get(i + 1) == Some(&b'@')
+                && matches!(s.get(i + 2), Some(b'\'' | b'"' | b'`')) =>
+            {
+                return Err(LexError::QuotedSystemVariable);
+            }
+            // sqlparser reads b'…' and b"…" as byte strings without
+            // backslash escapes. To the server b'…' is a bit literal, and
+            // anything but binary digits in it is an error; b"…" is a name
+            // and a string, with escapes.
+            b'b' | b'B' if matches!(s.get(i + 1), Some(b'\'' | b'"')) && !bit_literal(s, i + 1) => {
+                return Err(LexError::ByteString);
+            }
+            b'#' => {
+                let end = end_of_line(s, i);
+                comments.push(i..end);
+                i = end;
+            }
+            // The server's rule: `--` and whitespace or a control character
+            // (sqlparser's: `--` and a space).
             b'-' if s.get(i + 1) == Some(&b'-')
                 && s.get(i + 2)
                     .is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control()) =>
             {
-                i = end_of_line(s, i)
+                let end = end_of_line(s, i);
+                comments.push(i..end);
+                i = end;
             }
             b'*' if open.is_some() && s.get(i + 1) == Some(&b'/') => {
                 let (start, body, conditional) = open.take().expect("checked");
@@ -107,7 +157,10 @@ fn executable_comments(s: &[u8]) -> Result<Vec<Executable>, LexError> {
                         i = body;
                     }
                     None => {
-                        i = find(s, i + 2, b"*/").ok_or(LexError::Unterminated("comment"))? + 2;
+                        let end =
+                            find(s, i + 2, b"*/").ok_or(LexError::Unterminated("comment"))? + 2;
+                        comments.push(i..end);
+                        i = end;
                     }
                 }
             }
@@ -117,7 +170,10 @@ fn executable_comments(s: &[u8]) -> Result<Vec<Executable>, LexError> {
     if open.is_some() {
         return Err(LexError::Unterminated("executable comment"));
     }
-    Ok(found)
+    Ok(Lexed {
+        executables: found,
+        comments,
+    })
 }
 
 /// `/*!`, `/*M!` (either case) with an optional version of five or six
@@ -164,6 +220,19 @@ fn end_of_quoted(s: &[u8], at: usize, quote: u8) -> Result<usize, LexError> {
     }))
 }
 
+/// `'` at `at` opens binary digits and a closing `'`.
+fn bit_literal(s: &[u8], at: usize) -> bool {
+    s[at] == b'\''
+        && s[at + 1..]
+            .iter()
+            .position(|&c| c == b'\'')
+            .is_some_and(|end| {
+                s[at + 1..at + 1 + end]
+                    .iter()
+                    .all(|c| matches!(c, b'0' | b'1'))
+            })
+}
+
 fn end_of_line(s: &[u8], at: usize) -> usize {
     s[at..]
         .iter()
@@ -182,10 +251,39 @@ fn find(s: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// `text` with each of `comments` replaced by as many spaces.
+    fn blanked(text: &str, comments: &[&str]) -> String {
+        comments.iter().fold(text.to_owned(), |t, c| {
+            t.replacen(c, &" ".repeat(c.len()), 1)
+        })
+    }
+
     #[test]
-    fn plain_text_is_one_reading() {
+    fn plain_text_is_one_reading_with_its_comments_blanked() {
         let sql = "SELECT '/*!', \"*/\", `/*!x` -- /*! DELETE */\n# /*!\nFROM t /* c */";
-        assert_eq!(readings(sql).unwrap(), vec![sql.to_owned()]);
+        assert_eq!(
+            readings(sql).unwrap(),
+            vec![blanked(sql, &["-- /*! DELETE */\n", "# /*!\n", "/* c */"])]
+        );
+        assert_eq!(readings("SELECT 1").unwrap(), vec!["SELECT 1".to_owned()]);
+    }
+
+    #[test]
+    fn a_dash_comment_ends_by_the_servers_rule_not_the_parsers() {
+        // The server reads `--` and a tab or a control character as a
+        // comment: the quote after it opens no string, the DELETE runs.
+        for sql in [
+            "SELECT 1 --\t'\n; DELETE FROM t; -- '",
+            "SELECT 1 --\u{1}'\n; DELETE FROM t; -- '",
+        ] {
+            let r = readings(sql).unwrap();
+            assert_eq!(r.len(), 1);
+            assert!(!r[0].contains('\''), "{:?}", r[0]);
+            assert!(r[0].contains("; DELETE FROM t;"), "{:?}", r[0]);
+        }
+        // A line comment inside an executable comment hides a `*/`.
+        let r = readings("SELECT 1 /*! , 2 -- */\n , 3 */");
+        assert_eq!(r, Err(LexError::Ambiguous));
     }
 
     #[test]
@@ -221,6 +319,28 @@ mod tests {
         assert!(readings("SELECT /*! 1").is_err());
         assert!(readings("SELECT 'open").is_err());
         assert!(readings("SELECT 1 /* open").is_err());
+    }
+
+    #[test]
+    fn a_quoted_system_variable_name_is_refused() {
+        // sqlparser reads "@@`version" as one name and quotes from the
+        // second backtick on: to it this is one SELECT.
+        let sql = "SELECT @@`version`; DELETE FROM t; SELECT 1 AS ` FROM t WHERE 1 = @@`";
+        assert_eq!(readings(sql), Err(LexError::QuotedSystemVariable));
+        assert!(readings("SELECT '@@`', @@session.`version`, @`x`").is_ok());
+    }
+
+    #[test]
+    fn byte_strings_other_than_bit_literals_are_refused() {
+        for sql in [
+            r#"SELECT b"\"; DELETE FROM t; -- ""#,
+            r"SELECT B'\'; DELETE FROM t; -- '",
+            "SELECT b'012'",
+            "SELECT b'01",
+        ] {
+            assert_eq!(readings(sql), Err(LexError::ByteString), "{sql}");
+        }
+        assert!(readings("SELECT b'0101', B'', 'b''c', `b`, b.x FROM t AS b").is_ok());
     }
 
     #[test]
