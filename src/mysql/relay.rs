@@ -40,6 +40,9 @@ use crate::tls::Stream;
 /// Largest command the gateway holds to check (several packets, for a
 /// statement over 16 MiB); beyond it the connection ends.
 const MAX_COMMAND: usize = 64 * 1024 * 1024;
+/// Beyond this many texts one `PREPARE` name may stand for, it stands
+/// for something unknown.
+const MAX_DEFINITIONS: usize = 8;
 /// Room kept free in a read buffer before each read.
 const READ_ROOM: usize = 16 * 1024;
 
@@ -359,10 +362,15 @@ impl Relay<'_> {
         if verdict.allowed {
             for s in &statements {
                 if let Some((name, inner)) = &s.prepare {
-                    self.sql_prepared
-                        .entry(name.to_ascii_lowercase())
-                        .or_default()
-                        .push((**inner).clone());
+                    let defs = self.sql_prepared.entry(name.clone()).or_default();
+                    defs.push((**inner).clone());
+                    if defs.len() > MAX_DEFINITIONS {
+                        // Too many to judge at EXECUTE: it becomes unknown.
+                        defs.clear();
+                        let mut u = Statement::new(Action::Unknown, "execute");
+                        u.reason = Some(format!("{name} may stand for too many statements"));
+                        defs.push(u);
+                    }
                 }
             }
         }
@@ -375,25 +383,25 @@ impl Relay<'_> {
 
     /// What each statement really does: `PREPARE name FROM '…'` needs what
     /// its text needs; `EXECUTE name` is every statement the name may
-    /// stand for (unknown when none).
+    /// stand for, earlier in this text or before (unknown when none).
     fn effective(&self, statements: Vec<Statement>) -> Vec<Statement> {
+        let mut here: HashMap<String, Statement> = HashMap::new();
         let mut out = Vec::with_capacity(statements.len());
         for s in statements {
             match (&s.prepare, &s.execute) {
-                (Some((_, inner)), _) => {
-                    let mut inner = (**inner).clone();
-                    inner.prepare.clone_from(&s.prepare);
-                    out.push(inner);
+                (Some((name, inner)), _) => {
+                    here.insert(name.clone(), (**inner).clone());
+                    out.push(s);
                 }
-                (None, Some(name)) => match self.sql_prepared.get(&name.to_ascii_lowercase()) {
-                    Some(defs) => out.extend(defs.iter().cloned()),
-                    None => {
-                        let mut u = Statement::new(Action::Unknown, "execute");
-                        u.reason =
-                            Some(format!("EXECUTE {name}: no PREPARE of that name was seen"));
-                        out.push(u);
+                (None, Some(name)) => {
+                    if let Some(def) = here.get(name) {
+                        out.push(def.clone());
+                    } else if let Some(defs) = self.sql_prepared.get(name) {
+                        out.extend(defs.iter().cloned());
+                    } else {
+                        out.push(s);
                     }
-                },
+                }
                 (None, None) => out.push(s),
             }
         }

@@ -30,6 +30,14 @@ pub const MAX_SQL_BYTES: usize = 1024 * 1024;
 /// (later statements of the same text are read in it): the front end must
 /// re-check the target.
 pub fn classify_mysql(sql: &str, database: &str) -> Classified {
+    classify_nested(sql, database, 0)
+}
+
+/// A PREPARE's text is classified as a statement of its own; a text that
+/// prepares a text that prepares… is not followed this deep.
+const MAX_PREPARE_NESTING: usize = 2;
+
+fn classify_nested(sql: &str, database: &str, nesting: usize) -> Classified {
     let statements = if sql.len() > MAX_SQL_BYTES {
         vec![unparsed(format!(
             "statement text of {} bytes exceeds the {MAX_SQL_BYTES}-byte limit",
@@ -46,7 +54,7 @@ pub fn classify_mysql(sql: &str, database: &str) -> Classified {
                         parsed
                             .iter()
                             .map(|p| {
-                                let s = classify(p, &current);
+                                let s = classify(p, &current, nesting);
                                 if s.kind == "use"
                                     && let Some(db) = s.schemas.first()
                                 {
@@ -79,8 +87,35 @@ fn statement(action: Action, kind: &str) -> Statement {
     Statement::new(action, kind)
 }
 
-fn classify(parsed: &Parsed, database: &str) -> Statement {
+fn classify(parsed: &Parsed, database: &str, nesting: usize) -> Statement {
     match parsed {
+        Parsed::Prepare { name, text } => {
+            let inner = classify_nested(text, database, nesting + 1).statements;
+            let mut s = match inner.as_slice() {
+                [one] if nesting < MAX_PREPARE_NESTING => one.clone(),
+                _ => {
+                    let mut u = statement(Action::Unknown, "prepare");
+                    u.reason = Some(format!(
+                        "PREPARE {name}: its text must be one statement the gateway can read"
+                    ));
+                    u
+                }
+            };
+            s.prepare = Some((name.to_ascii_lowercase(), Box::new(s.clone())));
+            s
+        }
+        Parsed::Execute { name, using } => {
+            let mut arguments = statement(Action::Read, "execute");
+            inspect(&mut arguments, using, database);
+            if arguments.action != Action::Read {
+                return arguments;
+            }
+            // The front end substitutes what `name` was prepared as.
+            let mut s = statement(Action::Unknown, "execute");
+            s.execute = Some(name.to_ascii_lowercase());
+            s.reason = Some(format!("EXECUTE {name}: no PREPARE of that name was seen"));
+            s
+        }
         Parsed::Sql(node) => {
             let mut s = base(node);
             inspect(&mut s, node.as_ref(), database);

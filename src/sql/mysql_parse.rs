@@ -32,6 +32,12 @@ pub enum Parsed {
     /// The WHERE filter is an expression like any other: it may call
     /// functions or read tables.
     Show { filter: Option<Box<Expr>> },
+    /// `PREPARE name FROM 'text'`: a text known now (`FROM @var` is not,
+    /// and is an error here, so `unknown`).
+    Prepare { name: String, text: String },
+    /// `EXECUTE name [USING expr, …]` (not MariaDB's `EXECUTE IMMEDIATE`):
+    /// what `name` was prepared as, with the arguments evaluated first.
+    Execute { name: String, using: Vec<Expr> },
 }
 
 /// The statements of `text`, or the first error.
@@ -66,6 +72,24 @@ pub fn parse(text: &str) -> Result<Vec<Parsed>, ParserError> {
 /// A statement this module reads itself, or `None` (nothing consumed) for
 /// sqlparser to read.
 fn mysql_only(p: &mut Parser) -> Result<Option<Parsed>, ParserError> {
+    if take(p, &["PREPARE"]) {
+        let name = p.parse_identifier()?.value;
+        if !take(p, &["FROM"]) {
+            return p.expected("FROM", p.peek_token());
+        }
+        let text = p.parse_literal_string()?;
+        return Ok(Some(Parsed::Prepare { name, text }));
+    }
+    if starts_with(p, &["EXECUTE"]) && !starts_with(p, &["EXECUTE", "IMMEDIATE"]) {
+        p.next_token();
+        let name = p.parse_identifier()?.value;
+        let using = if take(p, &["USING"]) {
+            p.parse_comma_separated(Parser::parse_expr)?
+        } else {
+            Vec::new()
+        };
+        return Ok(Some(Parsed::Execute { name, using }));
+    }
     if take(p, &["START", "TRANSACTION"]) {
         return start_transaction(p).map(Some);
     }
