@@ -77,6 +77,14 @@ fn mysql_only(p: &mut Parser) -> Result<Option<Parsed>, ParserError> {
         if !take(p, &["FROM"]) {
             return p.expected("FROM", p.peek_token());
         }
+        // A quoted literal only: a bare word or @var is read here too.
+        let next = p.peek_token();
+        if !matches!(
+            next.token,
+            Token::SingleQuotedString(_) | Token::DoubleQuotedString(_)
+        ) {
+            return p.expected("the statement text as a string literal", next);
+        }
         let text = p.parse_literal_string()?;
         return Ok(Some(Parsed::Prepare { name, text }));
     }
@@ -180,8 +188,20 @@ mod tests {
                 Parsed::StartTransaction { read_write: true } => "begin_read_write",
                 Parsed::Show { filter: None } => "show",
                 Parsed::Show { filter: Some(_) } => "show_where",
+                Parsed::Prepare { .. } => "prepare",
+                Parsed::Execute { .. } => "execute",
             })
             .collect()
+    }
+
+    #[test]
+    fn prepare_from_a_literal_and_execute_by_name() {
+        assert_eq!(
+            kinds("PREPARE s FROM 'SELECT ?'; EXECUTE s USING 1; EXECUTE IMMEDIATE 'SELECT 1'"),
+            ["prepare", "execute", "sql"]
+        );
+        // The text behind a variable is not known when PREPARE is judged.
+        assert!(parse("PREPARE s FROM @q").is_err());
     }
 
     #[test]
