@@ -98,6 +98,8 @@ pub struct Options {
     /// Also serve MySQL, with target [`MYSQL_TARGET`] in front of the
     /// machine's MariaDB.
     pub mysql: bool,
+    /// The MySQL target's database (default [`MYSQL_DATABASE`]).
+    pub mysql_database: Option<String>,
 }
 
 impl Default for Options {
@@ -117,6 +119,7 @@ impl Default for Options {
             audit_key: None,
             max_lifetime: None,
             mysql: false,
+            mysql_database: None,
         }
     }
 }
@@ -320,7 +323,10 @@ fn mysql_target(options: &Options) -> TargetConfig {
         name: MYSQL_TARGET.into(),
         protocol: Protocol::Mysql,
         upstream: mysql_addr(),
-        database: MYSQL_DATABASE.into(),
+        database: options
+            .mysql_database
+            .clone()
+            .unwrap_or_else(|| MYSQL_DATABASE.into()),
         upstream_tls: UpstreamTls::Disable,
         upstream_ca_file: None,
         pool: PoolConfig {
@@ -465,13 +471,20 @@ pub async fn admin_sql_in(db: &str, sql: &str) {
 /// Run `sql` on the real MariaDB as root in [`MYSQL_DATABASE`] (fixtures,
 /// and watching what the gateway does upstream); its tab-separated rows.
 pub async fn mysql_root(sql: &str) -> String {
+    mysql_root_in(MYSQL_DATABASE, sql, ";").await
+}
+
+/// As `mysql_root`, in `database`, with statements ending at `delimiter`
+/// (a routine's body has `;` of its own).
+pub async fn mysql_root_in(database: &str, sql: &str, delimiter: &str) -> String {
     let addr = mysql_addr();
     let (host, port) = addr
         .rsplit_once(':')
         .expect("IDGATE_TEST_MYSQL is host:port");
     let out = run(tokio::process::Command::new("mariadb")
         .args(["--no-defaults", "--skip-ssl", "-h", host, "-P", port])
-        .args(["-u", "root", "-N", "-B", MYSQL_DATABASE, "-e", sql]))
+        .arg(format!("--delimiter={delimiter}"))
+        .args(["-u", "root", "-N", "-B", database, "-e", sql]))
     .await;
     assert!(out.status.success(), "{sql}: {}", stderr(&out));
     stdout(&out)
