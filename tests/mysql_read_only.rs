@@ -27,7 +27,6 @@ const DATABASE: &str = "shop";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "setup, state and teardown are for the server")]
 struct Corpus {
     setup: Vec<String>,
     state: Vec<String>,
