@@ -30,7 +30,6 @@ pub const OFFERED: u32 = caps::LONG_PASSWORD
     | caps::FOUND_ROWS
     | caps::LONG_FLAG
     | caps::CONNECT_WITH_DB
-    | caps::IGNORE_SPACE
     | caps::PROTOCOL_41
     | caps::INTERACTIVE
     | caps::TRANSACTIONS

@@ -29,9 +29,10 @@ pub type Lease = pool::Lease<Connector>;
 pub type PoolError = pool::PoolError<UpstreamError>;
 
 /// The capabilities that change what travels on a connection: only
-/// clients that agree on all of them can share one.
+/// clients that agree on all of them can share one. (`IGNORE_SPACE` is
+/// never passed on: it sets an sql_mode under which the server would read
+/// names differently from the gateway.)
 pub const PROTOCOL_CAPS: u32 = caps::FOUND_ROWS
-    | caps::IGNORE_SPACE
     | caps::MULTI_STATEMENTS
     | caps::MULTI_RESULTS
     | caps::PS_MULTI_RESULTS
@@ -94,6 +95,7 @@ impl pool::Connector for Connector {
             cbuf: BytesMut::with_capacity(4096),
             read_only: variant.read_only,
         };
+        conn.check_sql_mode().await?;
         conn.set_up().await?;
         Ok(conn)
     }
@@ -119,6 +121,51 @@ impl ServerConn {
             self.run("SET SESSION TRANSACTION READ ONLY").await?;
         }
         Ok(())
+    }
+
+    /// The gateway must read statements as the server will: refuse a
+    /// server whose default sql_mode changes how SQL is read.
+    async fn check_sql_mode(&mut self) -> Result<(), UpstreamError> {
+        let modes = self.value("SELECT @@SESSION.sql_mode").await?;
+        crate::sql::sql_mode_is_followable(modes.as_deref().unwrap_or_default())
+            .map_err(UpstreamError::Unfollowable)
+    }
+
+    /// The one value of a one-column, one-row query.
+    async fn value(&mut self, sql: &str) -> Result<Option<String>, UpstreamError> {
+        let mut payload = Vec::with_capacity(sql.len() + 1);
+        payload.push(com::QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        let mut out = BytesMut::with_capacity(payload.len() + codec::HEADER_LEN);
+        codec::write_packet(&mut out, 0, &payload);
+        self.tx.write_all(&out).await?;
+        self.tx.flush().await?;
+        let mut reply = Reply::to(com::QUERY, self.deprecate_eof());
+        // Column count, its definition, the EOF after it (without
+        // DEPRECATE_EOF), then the row.
+        let row_at = if self.deprecate_eof() { 2 } else { 3 };
+        let mut value = None;
+        let mut index = 0;
+        loop {
+            while let Some((_, len)) = codec::frame_at(&self.buf, codec::MAX_PAYLOAD)? {
+                let packet = self.buf.split_to(codec::HEADER_LEN + len);
+                let payload = &packet[codec::HEADER_LEN..];
+                if index == row_at && payload.first() != Some(&codec::header::NULL_VALUE) {
+                    let mut r = codec::Reader::new(payload, "row");
+                    value = Some(String::from_utf8_lossy(r.lenenc_bytes()?).into_owned());
+                }
+                index += 1;
+                if reply.feed(payload)? == Progress::Done {
+                    return match reply.ended() {
+                        Some(Ended::Err(e)) => Err(UpstreamError::Refused(e.clone())),
+                        _ => Ok(value),
+                    };
+                }
+            }
+            if self.rx.read_buf(&mut self.buf).await? == 0 {
+                return Err(UpstreamError::Protocol("connection closed".into()));
+            }
+        }
     }
 
     /// Forget the last person's session (variables, temporary tables,

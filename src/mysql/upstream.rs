@@ -47,6 +47,8 @@ pub enum UpstreamError {
     Password(#[from] ConfigError),
     #[error("upstream protocol: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    Unfollowable(String),
 }
 
 impl UpstreamError {
@@ -60,6 +62,7 @@ impl UpstreamError {
             UpstreamError::Plugin(_) | UpstreamError::FullAuthNeedsTls => "upstream_auth_plugin",
             UpstreamError::Password(_) => "upstream_password",
             UpstreamError::Protocol(_) => "upstream_protocol",
+            UpstreamError::Unfollowable(_) => "upstream_sql_mode",
         }
     }
 }

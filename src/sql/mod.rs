@@ -31,7 +31,7 @@ mod walk;
 
 pub use catalogue::{Catalogue, UserCode, UserObject};
 pub use key::classification_key;
-pub use mysql::{charset_is_safe, classify_mysql};
+pub use mysql::{charset_is_safe, classify_mysql, sql_mode_is_followable};
 pub use mysql_session::{Intercepted, mysql_intercepted};
 pub use names::parse_identifier_list;
 pub use postgres::{MAX_SQL_BYTES, classify_postgres};

@@ -535,6 +535,24 @@ fn sql_mode_is_safe(value: &Expr) -> Result<(), String> {
     }
 }
 
+/// Whether the gateway reads statements as a server does whose sql_mode
+/// is `modes` (as `@@sql_mode` shows it); why not, when it does not.
+pub fn sql_mode_is_followable(modes: &str) -> Result<(), String> {
+    modes
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .try_for_each(|m| {
+            if SAFE_SQL_MODES.contains(&m.as_str()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the server's sql_mode includes {m}, under which the gateway cannot read statements as the server does"
+                ))
+            }
+        })
+}
+
 /// SQL modes that change neither how a text is split into tokens nor what
 /// a statement may reach (not ANSI_QUOTES, NO_BACKSLASH_ESCAPES, the
 /// combinations that include ANSI_QUOTES, ORACLE's parser, IGNORE_SPACE,
@@ -896,6 +914,28 @@ const SAFE_FUNCTIONS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_sql_mode_is_followed_only_when_it_reads_sql_as_the_gateway_does() {
+        assert!(sql_mode_is_followable("").is_ok());
+        assert!(
+            sql_mode_is_followable(
+                "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION"
+            )
+            .is_ok()
+        );
+        for unsafe_mode in [
+            "ANSI_QUOTES",
+            "NO_BACKSLASH_ESCAPES",
+            "ANSI",
+            "ORACLE,STRICT_ALL_TABLES",
+        ] {
+            assert!(
+                sql_mode_is_followable(unsafe_mode).is_err(),
+                "{unsafe_mode}"
+            );
+        }
+    }
 
     fn actions(sql: &str) -> Vec<(Action, String)> {
         classify_mysql(sql, "shop")

@@ -66,7 +66,9 @@ pub mod com {
 pub mod header {
     pub const OK: u8 = 0x00;
     pub const AUTH_MORE_DATA: u8 = 0x01;
+    /// A LOCAL INFILE request in a reply; in a text row, a NULL value.
     pub const LOCAL_INFILE: u8 = 0xfb;
+    pub const NULL_VALUE: u8 = 0xfb;
     /// EOF, or an AuthSwitchRequest during login.
     pub const EOF: u8 = 0xfe;
     pub const ERR: u8 = 0xff;
