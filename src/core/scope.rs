@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use super::judge::Judge;
 use super::services::Services;
 use crate::audit::{AuditError, AuditEvent, EventKind};
 use crate::config::{OnExpiry, Protocol, TargetConfig};
@@ -76,6 +77,23 @@ impl Scope {
     /// like statements (in order, flushed within the commit delay).
     pub async fn audit_queued(&self, e: AuditEvent) -> Result<(), AuditError> {
         self.services.audit.record(e).await
+    }
+
+    /// The statement judge of this admitted session at `target`.
+    pub fn judge(&self, target: &TargetConfig) -> Judge {
+        Judge::new(
+            Arc::clone(&self.services),
+            Arc::clone(self.identity.as_ref().expect("admitted")),
+            target.name.clone(),
+            self.role.clone().expect("admitted"),
+            self.context(target),
+        )
+    }
+
+    /// Audit that the admitted session has started (after its client was
+    /// told it is in).
+    pub async fn audit_start(&self) -> Result<(), AuditError> {
+        self.audit_queued(self.event(EventKind::SessionStart)).await
     }
 
     /// What policies see of this session at `target` (statement fields

@@ -19,10 +19,8 @@ use super::pool::{Lease, PROTOCOL_CAPS, PoolError, ServerConn, Variant};
 use super::relay;
 use super::upstream::UpstreamError;
 use super::{Frontend, LiveConn};
-use crate::audit::EventKind;
 use crate::config::Protocol;
 use crate::core::admission::{Refusal, RefusalKind, UpstreamFailure};
-use crate::core::judge::Judge;
 use crate::core::scope::Scope;
 use crate::tls::Stream;
 
@@ -220,24 +218,13 @@ async fn serve(
     if client.stream.write_all(&ok).await.is_err() || client.stream.flush().await.is_err() {
         return;
     }
-    if scope
-        .audit_queued(scope.event(EventKind::SessionStart))
-        .await
-        .is_err()
-    {
+    if scope.audit_start().await.is_err() {
         return;
     }
-    let judge = Judge::new(
-        Arc::clone(&scope.services),
-        identity,
-        target.name.clone(),
-        role,
-        scope.context(&target),
-    );
     let outcome = relay::run(
         &fe,
         &scope,
-        judge,
+        scope.judge(&target),
         &mut client.stream,
         &mut lease,
         &variant,

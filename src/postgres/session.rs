@@ -18,10 +18,8 @@ use super::enforce::StatementPolicy;
 use super::pool::{self, Lease, Pool, PoolError, ServerConn, Variant};
 use super::relay;
 use super::upstream::UpstreamError;
-use crate::audit::EventKind;
 use crate::config::{PoolMode, Protocol, TargetConfig};
 use crate::core::admission::{Admitted, Refusal, RefusalKind, UpstreamFailure};
-use crate::core::judge::Judge;
 use crate::core::scope::Scope;
 use crate::secret::Secret;
 use crate::sessions::RefreshSecret;
@@ -555,16 +553,10 @@ impl Session {
         if client.write_all(&hello).await.is_err() || client.flush().await.is_err() {
             return;
         }
-        if scope
-            .audit_queued(scope.event(EventKind::SessionStart))
-            .await
-            .is_err()
-        {
+        if scope.audit_start().await.is_err() {
             return;
         }
 
-        let identity = scope.identity.clone().expect("logged in");
-        let role = scope.role.clone().expect("logged in");
         let catalogue = Arc::clone(
             self.fe
                 .catalogues
@@ -572,15 +564,8 @@ impl Session {
                 .expect("every target has a catalogue"),
         );
         catalogue.wait_read().await;
-        let judge = Judge::new(
-            Arc::clone(&scope.services),
-            identity,
-            target.name.clone(),
-            role,
-            scope.context(&target),
-        );
         let policy = StatementPolicy::new(
-            judge,
+            scope.judge(&target),
             pool.user().to_owned(),
             catalogue,
             start_path,

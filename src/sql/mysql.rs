@@ -497,19 +497,13 @@ fn assignment(scope: Option<ContextModifier>, name: &ObjectName, value: &Expr) -
 fn sql_mode_is_safe(value: &Expr) -> Result<(), String> {
     match value {
         Expr::Value(v) => match &v.value {
-            ast::Value::SingleQuotedString(modes) | ast::Value::DoubleQuotedString(modes) => modes
-                .split(',')
-                .map(|m| m.trim().to_ascii_uppercase())
-                .filter(|m| !m.is_empty())
-                .try_for_each(|m| {
-                    if SAFE_SQL_MODES.contains(&m.as_str()) {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "sql_mode {m} changes how the gateway must read SQL"
-                        ))
-                    }
-                }),
+            ast::Value::SingleQuotedString(modes) | ast::Value::DoubleQuotedString(modes) => {
+                unsafe_sql_mode(modes).map_or(Ok(()), |m| {
+                    Err(format!(
+                        "sql_mode {m} changes how the gateway must read SQL"
+                    ))
+                })
+            }
             _ => Err("sql_mode set to a value the gateway cannot read".into()),
         },
         Expr::Identifier(i) if i.value.eq_ignore_ascii_case("@@sql_mode") => Ok(()),
@@ -538,19 +532,19 @@ fn sql_mode_is_safe(value: &Expr) -> Result<(), String> {
 /// Whether the gateway reads statements as a server does whose sql_mode
 /// is `modes` (as `@@sql_mode` shows it); why not, when it does not.
 pub fn sql_mode_is_followable(modes: &str) -> Result<(), String> {
+    unsafe_sql_mode(modes).map_or(Ok(()), |m| {
+        Err(format!(
+            "the server's sql_mode includes {m}, under which the gateway cannot read statements as the server does"
+        ))
+    })
+}
+
+/// The first mode of the comma-separated `modes` not in `SAFE_SQL_MODES`.
+fn unsafe_sql_mode(modes: &str) -> Option<String> {
     modes
         .split(',')
         .map(|m| m.trim().to_ascii_uppercase())
-        .filter(|m| !m.is_empty())
-        .try_for_each(|m| {
-            if SAFE_SQL_MODES.contains(&m.as_str()) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the server's sql_mode includes {m}, under which the gateway cannot read statements as the server does"
-                ))
-            }
-        })
+        .find(|m| !m.is_empty() && !SAFE_SQL_MODES.contains(&m.as_str()))
 }
 
 /// SQL modes that change neither how a text is split into tokens nor what
