@@ -130,3 +130,127 @@ async fn a_truncated_handshake_response_is_refused() {
     assert!(matches!(err, Some(HandshakeError::Protocol(_))), "{err:?}");
     assert_eq!(reply.get(4), Some(&0xff), "an ERR packet: {reply:?}");
 }
+
+/// A TCP stream whose first write carries `prefix` in front: the
+/// SSLRequest and the TLS ClientHello in one segment, as a fast client
+/// sends them (MySQL has no answer to an SSLRequest to wait for).
+struct Prefixed {
+    tcp: tokio::net::TcpStream,
+    prefix: Option<Vec<u8>>,
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let Some(prefix) = self.prefix.take() else {
+            return std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf);
+        };
+        let mut both = prefix.clone();
+        both.extend_from_slice(buf);
+        match std::pin::Pin::new(&mut self.tcp).poll_write(cx, &both) {
+            // Small enough to go whole on loopback; else try again later.
+            Poll::Ready(Ok(n)) if n == both.len() => Poll::Ready(Ok(buf.len())),
+            Poll::Ready(Ok(_)) => Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                self.prefix = Some(prefix);
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_client_hello_right_behind_the_ssl_request_is_the_tls_handshake() {
+    use bytes::BytesMut;
+    use idgate::mysql::codec::{self, HandshakeResponse, caps};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (cert, key) = idgate::tls::self_signed(&["localhost"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("k.pem"), key).unwrap();
+    let tls =
+        idgate::tls::server_config(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        handshake::accept(tcp, Some(&tls), false, 7).await
+    });
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut greeting = vec![0u8; 4];
+    tcp.read_exact(&mut greeting).await.unwrap();
+    let len = usize::from(greeting[0]) | usize::from(greeting[1]) << 8;
+    let mut rest = vec![0u8; len];
+    tcp.read_exact(&mut rest).await.unwrap();
+    let response = HandshakeResponse {
+        capabilities: caps::PROTOCOL_41
+            | caps::SECURE_CONNECTION
+            | caps::PLUGIN_AUTH
+            | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA
+            | caps::CONNECT_WITH_DB
+            | caps::SSL,
+        max_packet: 1 << 24,
+        charset: codec::UTF8MB4,
+        user: b"reader".to_vec(),
+        auth_response: b"tok.en-hello\0".to_vec(),
+        database: Some(b"shop".to_vec()),
+        auth_plugin: Some(b"mysql_clear_password".to_vec()),
+        attributes: Vec::new(),
+    };
+    let mut payload = BytesMut::new();
+    response.encode_ssl_request(&mut payload);
+    let mut prefix = BytesMut::new();
+    codec::write_packet(&mut prefix, 1, &payload);
+    let stream = Prefixed {
+        tcp,
+        prefix: Some(prefix.to_vec()),
+    };
+    let config = idgate::tls::client_config(idgate::tls::CertCheck::EncryptOnly).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect("localhost".try_into().unwrap(), stream)
+        .await
+        .expect("the gateway takes the hello that came with the SSLRequest");
+    let mut payload = BytesMut::new();
+    response.encode(&mut payload);
+    let mut packet = BytesMut::new();
+    codec::write_packet(&mut packet, 2, &payload);
+    tls.write_all(&packet).await.unwrap();
+    tls.flush().await.unwrap();
+    let login = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server finished")
+        .unwrap()
+        .expect("login read");
+    assert!(login.stream.is_tls());
+    assert_eq!(login.fields.token.expose(), "tok.en-hello");
+}

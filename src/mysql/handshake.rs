@@ -151,6 +151,24 @@ async fn read_packet(
     }
 }
 
+/// Reads exactly one packet, nothing past it: the client's first answer,
+/// which may be an SSLRequest that its TLS ClientHello follows at once
+/// (MySQL has no reply to an SSLRequest). Bytes of that hello must stay
+/// in the socket for the TLS handshake.
+async fn read_packet_exact(
+    r: &mut (impl AsyncRead + Unpin),
+) -> Result<(u8, BytesMut), HandshakeError> {
+    let mut head = [0u8; codec::HEADER_LEN];
+    r.read_exact(&mut head).await?;
+    let (seq, len) = codec::packet_header(head);
+    if len > MAX_LOGIN_PACKET {
+        return Err(codec::CodecError::TooLong(len).into());
+    }
+    let mut payload = BytesMut::zeroed(len);
+    r.read_exact(&mut payload).await?;
+    Ok((seq, payload))
+}
+
 async fn write_payload(
     w: &mut (impl AsyncWrite + Unpin),
     seq: u8,
@@ -239,11 +257,10 @@ async fn login(
     write_payload(stream, 0, &out).await?;
     let mut buf = BytesMut::with_capacity(512);
     let mut payload;
-    (*seq, payload) = read_packet(stream, &mut buf).await?;
+    (*seq, payload) = read_packet_exact(stream).await?;
     if HandshakeResponse::is_ssl_request(&payload) {
         let config = tls.ok_or(HandshakeError::NoTls)?;
-        // Bytes after the SSLRequest would belong to the TLS handshake.
-        if !buf.is_empty() || stream.is_tls() {
+        if stream.is_tls() {
             return Err(codec::CodecError::Malformed("SSLRequest").into());
         }
         let Some(Stream::Plain(tcp)) = slot.take() else {

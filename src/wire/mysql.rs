@@ -116,14 +116,20 @@ impl CodecError {
 /// length)`; the packet takes `HEADER_LEN + length` bytes. A payload longer
 /// than `max` is an error before it is buffered.
 pub fn frame_at(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, CodecError> {
-    let Some(head) = buf.get(..HEADER_LEN) else {
+    let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
-    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    let (seq, len) = packet_header(*head);
     if len > max {
         return Err(CodecError::TooLong(len));
     }
-    Ok((buf.len() >= HEADER_LEN + len).then_some((head[3], len)))
+    Ok((buf.len() >= HEADER_LEN + len).then_some((seq, len)))
+}
+
+/// A packet header: `(sequence id, payload length)`.
+pub fn packet_header(head: [u8; HEADER_LEN]) -> (u8, usize) {
+    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    (head[3], len)
 }
 
 /// Appends `payload` as packets starting at sequence id `seq`, split at
