@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod mint;
 pub mod oidc_provider;
 
 use std::net::SocketAddr;
