@@ -77,26 +77,7 @@ fn stderr(o: &Output) -> String {
 
 /// MariaDB as root, directly.
 async fn root(sql: &str) -> String {
-    let addr = support::mysql_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    let out = support::run(
-        tokio::process::Command::new("mariadb")
-            .args([
-                "--skip-ssl",
-                "-h",
-                host,
-                "-P",
-                port,
-                "-u",
-                "root",
-                "-N",
-                "-B",
-            ])
-            .args([MYSQL_DATABASE, "-e", sql]),
-    )
-    .await;
-    assert!(out.status.success(), "{sql}: {}", stderr(&out));
-    stdout(&out)
+    support::mysql_root(sql).await
 }
 
 /// A fresh table with three rows, readable by the fixture user.

@@ -25,10 +25,11 @@ use idgate::dev::DevIssuer;
 use idgate::secret::Secret;
 use idgate::wire::mysql::{self as codec, ErrPacket, Handshake, HandshakeResponse, caps};
 use support::mint::Mint;
+use support::tunnel::TunnelProcess;
 use support::{Harness, MYSQL_DATABASE, MYSQL_TARGET, Options, stderr, stdout, unique_name};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 const POLICY: &str = r#"
@@ -100,35 +101,7 @@ async fn table() -> String {
 }
 
 async fn root(sql: &str) -> String {
-    let addr = support::mysql_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    let out = support::run(
-        Command::new("mariadb")
-            .args([
-                "--skip-ssl",
-                "-h",
-                host,
-                "-P",
-                port,
-                "-u",
-                "root",
-                "-N",
-                "-B",
-            ])
-            .args([MYSQL_DATABASE, "-e", sql]),
-    )
-    .await;
-    assert!(out.status.success(), "{sql}: {}", stderr(&out));
-    stdout(&out)
-}
-
-/// A running `idgate tunnel` and the local port it serves.
-struct TunnelProcess {
-    /// Dropping it stops the tunnel.
-    _child: Child,
-    port: u16,
-    /// The line it printed.
-    greeting: String,
+    support::mysql_root(sql).await
 }
 
 async fn tunnel(s: &Setup, extra: &[&str]) -> TunnelProcess {
@@ -139,33 +112,9 @@ async fn tunnel(s: &Setup, extra: &[&str]) -> TunnelProcess {
 
 /// `idgate tunnel shop ARGS`, once it says where it listens.
 async fn tunnel_with(args: &[String]) -> TunnelProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idgate"))
-        .args(["tunnel", MYSQL_TARGET])
-        .args(args)
-        .env("IDGATE_LOG", "idgate=debug")
-        .env_remove("IDGATE_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("idgate tunnel runs");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let greeting = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the tunnel says where it listens")
-        .expect("read")
-        .expect("a line");
-    let port = greeting
-        .split("ready on 127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {greeting:?}"));
-    TunnelProcess {
-        _child: child,
-        port,
-        greeting,
-    }
+    let mut all = vec![MYSQL_TARGET.to_owned()];
+    all.extend_from_slice(args);
+    support::tunnel::start(&all, "idgate=debug").await
 }
 
 /// The `mariadb` client at the tunnel, with no password anywhere it

@@ -22,6 +22,7 @@ use idgate::dev::DevIssuer;
 use idgate::secret::Secret;
 use serde_json::{Value, json};
 use support::mint::Mint;
+use support::tunnel::TunnelProcess;
 use support::{Harness, Options, eventually, stderr, stdout, unique_name};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -118,40 +119,10 @@ impl Setup {
     }
 }
 
-/// A running `idgate tunnel` and the local port it serves.
-struct TunnelProcess {
-    /// Dropping it stops the tunnel.
-    _child: Child,
-    port: u16,
-}
-
 async fn tunnel(s: &Setup) -> TunnelProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idgate"))
-        .args(["tunnel", support::TARGET, "--role", "reader"])
-        .args(s.gateway_args())
-        .env("IDGATE_LOG", "idgate=info")
-        .env_remove("IDGATE_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("idgate tunnel runs");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the tunnel says where it listens")
-        .expect("read")
-        .expect("a line");
-    let port = line
-        .split("ready on 127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    TunnelProcess {
-        _child: child,
-        port,
-    }
+    let mut args: Vec<String> = vec![support::TARGET.into(), "--role".into(), "reader".into()];
+    args.extend(s.gateway_args());
+    support::tunnel::start(&args, "idgate=info").await
 }
 
 impl TunnelProcess {

@@ -7,6 +7,7 @@
 
 pub mod mint;
 pub mod oidc_provider;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,31 @@ pub const MYSQL_DATABASE: &str = "idgate_test";
 /// `host:port` of the real MariaDB under test.
 pub fn mysql_addr() -> String {
     std::env::var("IDGATE_TEST_MYSQL").unwrap_or_else(|_| "127.0.0.1:3306".into())
+}
+
+/// Runs `sql` on MariaDB as root, directly, in the fixture database;
+/// its rows, tab-separated.
+pub async fn mysql_root(sql: &str) -> String {
+    let addr = mysql_addr();
+    let (host, port) = addr
+        .rsplit_once(':')
+        .expect("IDGATE_TEST_MYSQL is host:port");
+    let out = run(tokio::process::Command::new("mariadb")
+        .args([
+            "--skip-ssl",
+            "-h",
+            host,
+            "-P",
+            port,
+            "-u",
+            "root",
+            "-N",
+            "-B",
+        ])
+        .args([MYSQL_DATABASE, "-e", sql]))
+    .await;
+    assert!(out.status.success(), "{sql}: {}", stderr(&out));
+    stdout(&out)
 }
 
 /// `host:port` of the real PostgreSQL under test.
