@@ -129,7 +129,8 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Run psql against the gateway with a fresh token.
+    /// Run psql, or mariadb/mysql for a MySQL target, against the gateway
+    /// with a fresh token.
     Connect(idgate::cli::connect::ConnectArgs),
     /// A local listener for clients that cannot hold a token: they connect
     /// without a password; the tunnel logs in to the gateway with a fresh

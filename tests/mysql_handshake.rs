@@ -10,6 +10,15 @@ use idgate::mysql::codec::ErrPacket;
 use idgate::mysql::handshake::{self, ClientLogin, HandshakeError, send_error};
 use tokio::net::TcpListener;
 
+/// The gateway's TLS config, with a self-signed certificate.
+fn tls_config() -> Arc<rustls::ServerConfig> {
+    let (cert, key) = idgate::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("k.pem"), key).unwrap();
+    idgate::tls::server_config(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap()
+}
+
 /// Accepts one client with `plaintext_ok` and TLS, answers its login with
 /// an ERR (so the client exits), and returns what was read and what the
 /// client printed.
@@ -17,12 +26,7 @@ async fn one_login(
     plaintext_ok: bool,
     client_args: &[&str],
 ) -> (Result<ClientLogin, HandshakeError>, Output) {
-    let (cert, key) = idgate::tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.pem"), cert).unwrap();
-    std::fs::write(dir.path().join("k.pem"), key).unwrap();
-    let tls =
-        idgate::tls::server_config(&dir.path().join("c.pem"), &dir.path().join("k.pem")).unwrap();
+    let tls = tls_config();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {

@@ -7,22 +7,22 @@
 //!
 //! Tokens reach the binary the way a person's token command gives them: a
 //! command (`curl`) that fetches a freshly minted token from the test's
-//! own mint, which signs with a development issuer the gateway trusts.
+//! own mint (`support::mint`), which signs with a development issuer the
+//! gateway trusts.
 
 mod support;
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::routing::get;
 use idgate::cli::endpoint::{Endpoint, EndpointArgs, SslMode};
 use idgate::cli::tunnel::RefreshFailure;
 use idgate::dev::DevIssuer;
 use idgate::secret::Secret;
 use serde_json::{Value, json};
+use support::mint::Mint;
+use support::tunnel::TunnelProcess;
 use support::{Harness, Options, eventually, stderr, stdout, unique_name};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -34,30 +34,6 @@ permit(principal in Group::"analysts", action, resource == Role::"app/reader");
 @id("security-administers")
 permit(principal in Group::"security", action == Action::"administer", resource == Gateway::"idgate");
 "#;
-
-/// Who the mint issues tokens for, and for how long.
-struct Minting {
-    subject: String,
-    groups: Vec<String>,
-    ttl: Duration,
-}
-
-/// Hands out a freshly minted token per request, as a person's token
-/// command would print one.
-struct Mint {
-    issuer: Arc<DevIssuer>,
-    minting: Mutex<Minting>,
-    issued: AtomicUsize,
-}
-
-impl Mint {
-    fn token(&self) -> String {
-        let m = self.minting.lock().expect("mint lock");
-        let groups: Vec<&str> = m.groups.iter().map(String::as_str).collect();
-        self.issuer
-            .mint_for(&m.subject, &groups, support::AUDIENCE, m.ttl)
-    }
-}
 
 /// A gateway whose issuer the test's mint signs for, with its admin API.
 struct Setup {
@@ -76,32 +52,7 @@ async fn setup(subject: &str, ttl: Duration) -> Setup {
         ..Options::default()
     })
     .await;
-    let mint = Arc::new(Mint {
-        issuer,
-        minting: Mutex::new(Minting {
-            subject: subject.into(),
-            groups: vec!["analysts".into()],
-            ttl,
-        }),
-        issued: AtomicUsize::new(0),
-    });
-    let app = axum::Router::new()
-        .route(
-            "/token",
-            get(|State(mint): State<Arc<Mint>>| async move {
-                mint.issued.fetch_add(1, Ordering::SeqCst);
-                mint.token()
-            }),
-        )
-        .with_state(Arc::clone(&mint));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind mint");
-    let command = format!(
-        "curl -sf http://{}/token",
-        listener.local_addr().expect("addr")
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (mint, command) = Mint::serve(issuer, subject, &["analysts"], ttl).await;
     Setup { h, mint, command }
 }
 
@@ -130,17 +81,16 @@ impl Setup {
             profile: None,
             gateway: Some(self.h.addr.ip().to_string()),
             port: Some(self.h.addr.port()),
+            protocol: None,
             ca_file: Some(self.cert().into()),
             sslmode: SslMode::VerifyFull,
         };
-        Endpoint::new(&args.settings().expect("settings"), args.sslmode).expect("endpoint")
-    }
-
-    /// From now on, tokens of `subject` in `groups`.
-    fn mint_for(&self, subject: &str, groups: &[&str]) {
-        let mut m = self.mint.minting.lock().expect("mint lock");
-        m.subject = subject.into();
-        m.groups = groups.iter().map(|g| (*g).to_owned()).collect();
+        Endpoint::new(
+            &args.settings().expect("settings"),
+            support::TARGET,
+            args.sslmode,
+        )
+        .expect("endpoint")
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -169,40 +119,10 @@ impl Setup {
     }
 }
 
-/// A running `idgate tunnel` and the local port it serves.
-struct TunnelProcess {
-    /// Dropping it stops the tunnel.
-    _child: Child,
-    port: u16,
-}
-
 async fn tunnel(s: &Setup) -> TunnelProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_idgate"))
-        .args(["tunnel", support::TARGET, "--role", "reader"])
-        .args(s.gateway_args())
-        .env("IDGATE_LOG", "idgate=info")
-        .env_remove("IDGATE_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("idgate tunnel runs");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the tunnel says where it listens")
-        .expect("read")
-        .expect("a line");
-    let port = line
-        .split("ready on 127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    TunnelProcess {
-        _child: child,
-        port,
-    }
+    let mut args: Vec<String> = vec![support::TARGET.into(), "--role".into(), "reader".into()];
+    args.extend(s.gateway_args());
+    support::tunnel::start(&args, "idgate=info").await
 }
 
 impl TunnelProcess {
@@ -333,7 +253,7 @@ async fn psql_pgbench_and_cancels_work_through_the_tunnel_without_a_password() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert!(s.mint.issued.load(Ordering::SeqCst) >= 4);
+    assert!(s.mint.issued() >= 4);
 }
 
 /// Token lifetime in the long-session tests: short, so a few pass quickly.
@@ -482,7 +402,7 @@ async fn refused_refreshes_leave_the_session_to_expire(
     // Logged in: from now on, the token command answers differently (long
     // before the first refresh, due a fifth of the token's life before it
     // expires).
-    s.mint_for(&offered, groups);
+    s.mint.mint_for(&offered, groups);
     let session = s.session_of(&person).await.expect("listed");
     let exp = session["token_expires_at"].as_i64().expect("exp");
     let session_id = session["id"].as_str().expect("id").to_owned();
@@ -548,7 +468,7 @@ async fn idgate_connect_runs_psql_with_a_fresh_token_never_on_its_command_line()
     let out = support::run(&mut connect(&["-c", "select current_user"])).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "idgate_ro");
-    assert_eq!(s.mint.issued.load(Ordering::SeqCst), 1);
+    assert_eq!(s.mint.issued(), 1);
 
     // psql's own exit code comes back.
     let out = support::run(&mut connect(&["-c", "select 1/0"])).await;

@@ -1,7 +1,9 @@
 //! Where the gateway is and how to reach it, for `connect` and `tunnel`:
-//! host, port and CA from the person's settings (flags, then `IDGATE_*`
-//! variables, then the config file), and how its certificate is checked.
-//! Tokens only ever travel to it over TLS.
+//! host, the port of the target's protocol and CA from the person's
+//! settings (flags, then `IDGATE_*` variables, then the config file), and
+//! how its certificate is checked. Tokens only ever travel to it over TLS,
+//! unless the person asks for plain text to a gateway on loopback
+//! (`--sslmode disable`, for one that allows plaintext loopback).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,12 +14,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::settings::Protocol;
 use super::{CliError, Overrides, Settings};
-use crate::tls::{CertCheck, TlsError};
+use crate::tls::{CertCheck, Stream, TlsError};
 use crate::wire::postgres as codec;
 
-/// A TLS connection to the gateway's PostgreSQL port.
-pub type GatewayStream = tokio_rustls::client::TlsStream<TcpStream>;
+/// A connection to the gateway: TLS, or plain on loopback when asked.
+pub type GatewayStream = Stream;
 
 /// How long reaching the gateway (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,15 +34,22 @@ pub struct EndpointArgs {
     /// (IDGATE_GATEWAY, or `gateway` in the config file).
     #[arg(long)]
     pub gateway: Option<String>,
-    /// The gateway's PostgreSQL port (IDGATE_POSTGRES_PORT; default 6432).
+    /// The gateway's port for the target's protocol (default: 6432 for
+    /// PostgreSQL, IDGATE_POSTGRES_PORT; 3307 for MySQL, IDGATE_MYSQL_PORT).
     #[arg(long)]
     pub port: Option<u16>,
+    /// The target's protocol (IDGATE_PROTOCOL, or `[targets.NAME]
+    /// protocol` in the config file); default postgres.
+    #[arg(long, value_enum)]
+    pub protocol: Option<Protocol>,
     /// CA certificates (PEM) that sign the gateway's certificate
     /// (IDGATE_CA_FILE); default: the system's trust store.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// `verify-full` checks the gateway's certificate and host name;
-    /// `require` only encrypts (for `idgate dev`'s throwaway certificate).
+    /// `require` only encrypts (for `idgate dev`'s throwaway certificate);
+    /// `disable` sends the token in plain text, only to a gateway on
+    /// loopback that allows it.
     #[arg(
         long,
         env = "IDGATE_SSLMODE",
@@ -55,7 +65,8 @@ impl EndpointArgs {
         Settings::load(Overrides {
             profile: self.profile.clone(),
             gateway: self.gateway.clone(),
-            postgres_port: self.port,
+            port: self.port,
+            protocol: self.protocol,
             ca_file: self.ca_file.clone(),
             ..Overrides::default()
         })
@@ -65,6 +76,7 @@ impl EndpointArgs {
 /// How the gateway's certificate is checked, named as libpq names it.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
+    Disable,
     Require,
     VerifyFull,
 }
@@ -73,6 +85,7 @@ impl SslMode {
     #[must_use]
     pub fn as_libpq(self) -> &'static str {
         match self {
+            SslMode::Disable => "disable",
             SslMode::Require => "require",
             SslMode::VerifyFull => "verify-full",
         }
@@ -87,6 +100,8 @@ pub enum EndpointError {
     NoGateway,
     #[error("gateway host {0:?} is not a valid host name")]
     BadHost(String),
+    #[error("--sslmode disable with the gateway at {0}, which is not on loopback")]
+    PlaintextOffLoopback(String),
     #[error("gateway CA file {0}")]
     Tls(#[from] TlsError),
     #[error("cannot reach the gateway at {addr}: {source}")]
@@ -109,13 +124,16 @@ impl EndpointError {
         match self {
             EndpointError::Settings(e) => e.hint(),
             EndpointError::NoGateway | EndpointError::BadHost(_) => {
-                "pass --gateway HOST (or set IDGATE_GATEWAY, or `gateway` in ~/.config/idgate/config.toml), and --port if it is not 6432".into()
+                "pass --gateway HOST (or set IDGATE_GATEWAY, or `gateway` in ~/.config/idgate/config.toml), and --port if it is not the default (6432 for PostgreSQL, 3307 for MySQL)".into()
+            }
+            EndpointError::PlaintextOffLoopback(_) => {
+                "tokens travel in plain text only on loopback: use --sslmode require or verify-full".into()
             }
             EndpointError::Tls(_) => {
                 "--ca-file (IDGATE_CA_FILE) must name a PEM file of CA certificates".into()
             }
             EndpointError::Unreachable { .. } => {
-                "check --gateway and --port (IDGATE_GATEWAY, IDGATE_POSTGRES_PORT) and that the gateway runs".into()
+                "check --gateway, --port and --protocol (IDGATE_GATEWAY, IDGATE_POSTGRES_PORT or IDGATE_MYSQL_PORT, IDGATE_PROTOCOL) and that the gateway runs".into()
             }
             EndpointError::NoTls(_) => "the gateway must have tls_cert_file and tls_key_file set".into(),
             EndpointError::Handshake { .. } => {
@@ -129,17 +147,21 @@ impl EndpointError {
     pub fn exit_code(&self) -> u8 {
         match self {
             EndpointError::Settings(e) => e.exit_code(),
-            EndpointError::NoGateway | EndpointError::BadHost(_) => 2,
+            EndpointError::NoGateway
+            | EndpointError::BadHost(_)
+            | EndpointError::PlaintextOffLoopback(_) => 2,
             _ => 1,
         }
     }
 }
 
-/// The gateway's PostgreSQL port, with the TLS settings to reach it.
+/// The gateway's front end for one target's protocol, with the TLS
+/// settings to reach it.
 #[derive(Clone)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    pub protocol: Protocol,
     pub sslmode: SslMode,
     pub ca_file: Option<PathBuf>,
     server_name: ServerName<'static>,
@@ -150,13 +172,16 @@ impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("addr", &self.addr())
+            .field("protocol", &self.protocol)
             .field("sslmode", &self.sslmode)
             .finish_non_exhaustive()
     }
 }
 
 impl Endpoint {
-    pub fn new(settings: &Settings, sslmode: SslMode) -> Result<Self, EndpointError> {
+    /// The gateway's front end for `target` (its protocol from the
+    /// settings).
+    pub fn new(settings: &Settings, target: &str, sslmode: SslMode) -> Result<Self, EndpointError> {
         let host = settings
             .gateway
             .clone()
@@ -164,14 +189,19 @@ impl Endpoint {
             .ok_or(EndpointError::NoGateway)?;
         let server_name =
             ServerName::try_from(host.clone()).map_err(|_| EndpointError::BadHost(host.clone()))?;
+        if sslmode == SslMode::Disable && !is_loopback(&host) {
+            return Err(EndpointError::PlaintextOffLoopback(host));
+        }
         let check = match (sslmode, &settings.ca_file) {
-            (SslMode::Require, _) => CertCheck::EncryptOnly,
+            (SslMode::Disable | SslMode::Require, _) => CertCheck::EncryptOnly,
             (SslMode::VerifyFull, Some(path)) => CertCheck::CaFile(path),
             (SslMode::VerifyFull, None) => CertCheck::SystemRoots,
         };
+        let protocol = settings.protocol_of(target);
         Ok(Endpoint {
             host,
-            port: settings.postgres_port,
+            port: settings.port(protocol),
+            protocol,
             sslmode,
             ca_file: settings.ca_file.clone(),
             server_name,
@@ -179,27 +209,55 @@ impl Endpoint {
         })
     }
 
-    fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+    /// Whether the token goes to the gateway over TLS.
+    #[must_use]
+    pub fn uses_tls(&self) -> bool {
+        self.sslmode != SslMode::Disable
     }
 
-    /// A TLS connection to the gateway: SSLRequest, then the handshake.
-    pub async fn connect(&self) -> Result<GatewayStream, EndpointError> {
+    /// A TCP connection to the gateway.
+    pub async fn tcp(&self) -> Result<TcpStream, EndpointError> {
         let addr = self.addr();
         let unreachable = |source| EndpointError::Unreachable {
             addr: addr.clone(),
             source,
         };
-        let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
-        let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
             .await
             .map_err(|_| unreachable(timed_out()))?
             .map_err(unreachable)?;
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    /// The TLS handshake on `tcp`, once the protocol has asked for it.
+    pub async fn start_tls(&self, tcp: TcpStream) -> Result<GatewayStream, EndpointError> {
+        let handshake = |source| EndpointError::Handshake {
+            addr: self.addr(),
+            source,
+        };
+        let tls = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.tls.connect(self.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| handshake(timed_out()))?
+        .map_err(handshake)?;
+        Ok(Stream::Tls(Box::new(tls.into())))
+    }
+
+    /// A connection to the gateway's PostgreSQL port: SSLRequest, then the
+    /// TLS handshake (plain with `--sslmode disable`).
+    pub async fn connect(&self) -> Result<GatewayStream, EndpointError> {
+        let mut tcp = self.tcp().await?;
+        if !self.uses_tls() {
+            return Ok(Stream::Plain(tcp));
+        }
+        let addr = self.addr();
+        let unreachable = |source| EndpointError::Unreachable {
+            addr: addr.clone(),
+            source,
+        };
         let mut request = BytesMut::with_capacity(8);
         codec::ssl_request(&mut request);
         tcp.write_all(&request).await.map_err(unreachable)?;
@@ -211,16 +269,30 @@ impl Endpoint {
         if answer[0] != b'S' {
             return Err(EndpointError::NoTls(addr));
         }
-        let handshake = |source| EndpointError::Handshake {
-            addr: addr.clone(),
-            source,
-        };
-        tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            self.tls.connect(self.server_name.clone(), tcp),
-        )
-        .await
-        .map_err(|_| handshake(timed_out()))?
-        .map_err(handshake)
+        self.start_tls(tcp).await
     }
+
+    /// `host:port`, for messages.
+    #[must_use]
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::TimedOut)
+}
+
+/// A loopback address, or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

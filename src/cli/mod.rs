@@ -2,10 +2,11 @@
 //! cache, `idgate token` and `idgate logout`, `idgate connect` and
 //! `idgate tunnel`.
 //!
-//! Invariant: nothing here imports a server module (`postgres` sessions,
-//! `gateway`, `sessions`, `admin`'s server, `config`, `identity`): this is
-//! the client a person runs on a laptop. It uses only the pure PostgreSQL
-//! codec (bytes ⇄ messages), TLS client configs and `Secret`.
+//! Invariant: nothing here imports a server module (`postgres`, `mysql`,
+//! `gateway`, `core`, `sessions`, `admin`'s server, `config`, `identity`):
+//! this is the client a person runs on a laptop. It uses only the pure
+//! PostgreSQL and MySQL codecs (bytes ⇄ messages), TLS client configs and
+//! streams, and `Secret`.
 
 mod cache;
 pub mod connect;

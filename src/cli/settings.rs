@@ -1,7 +1,9 @@
 //! Client settings: flags, then `IDGATE_*` variables, then
 //! `$XDG_CONFIG_HOME/idgate/config.toml` (a `[profiles.NAME]` section over
 //! the file's top-level keys). Unknown keys in the file are errors with
-//! `file:line:col`, as in the gateway's own config.
+//! `file:line:col`, as in the gateway's own config. Which front end of
+//! the gateway a target is behind (PostgreSQL or MySQL) is a setting too:
+//! the client cannot ask the gateway without a token.
 
 use crate::position::position;
 use std::collections::BTreeMap;
@@ -19,6 +21,26 @@ pub const DEFAULT_SCOPES: &[&str] = &["openid", "offline_access"];
 pub const DEFAULT_POSTGRES_PORT: u16 = 6432;
 pub const DEFAULT_MYSQL_PORT: u16 = 3307;
 
+/// Which front end of the gateway a target is behind: what the gateway's
+/// own `[[targets]] protocol` says of it.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Postgres,
+    Mysql,
+}
+
+impl Protocol {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+        }
+    }
+}
+
 /// What the command line gives; every field overrides the rest.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -32,6 +54,11 @@ pub struct Overrides {
     pub gateway: Option<String>,
     pub postgres_port: Option<u16>,
     pub mysql_port: Option<u16>,
+    /// The gateway's port for whichever protocol a target speaks
+    /// (`--port`): over `postgres_port` and `mysql_port` alike.
+    pub port: Option<u16>,
+    /// The protocol of every target (`--protocol`).
+    pub protocol: Option<Protocol>,
     pub ca_file: Option<PathBuf>,
 }
 
@@ -49,6 +76,14 @@ pub struct Settings {
     pub gateway: Option<String>,
     pub postgres_port: u16,
     pub mysql_port: u16,
+    /// `--port`, over both ports.
+    port: Option<u16>,
+    /// `--protocol` or `IDGATE_PROTOCOL`: every target's protocol.
+    protocol: Option<Protocol>,
+    /// `[targets.NAME] protocol`, per target.
+    target_protocols: BTreeMap<String, Protocol>,
+    /// `protocol` in the file: for targets it does not name.
+    default_protocol: Option<Protocol>,
     /// CA certificate(s) for the gateway's TLS; system roots when `None`.
     pub ca_file: Option<PathBuf>,
     /// Where tokens are cached (`$XDG_CACHE_HOME/idgate`).
@@ -127,6 +162,18 @@ impl Settings {
                 None => Ok(file.unwrap_or(default)),
             },
         };
+        let protocol = match overrides.protocol {
+            Some(p) => Some(p),
+            None => match env("IDGATE_PROTOCOL") {
+                Some(v) => Some(<Protocol as clap::ValueEnum>::from_str(&v, true).map_err(
+                    |_| CliError::MissingSetting {
+                        what: "valid protocol",
+                        hint: format!("IDGATE_PROTOCOL={v:?}: write postgres or mysql"),
+                    },
+                )?),
+                None => None,
+            },
+        };
         Ok(Settings {
             profile,
             issuer,
@@ -154,6 +201,10 @@ impl Settings {
                 layer.mysql_port,
                 DEFAULT_MYSQL_PORT,
             )?,
+            port: overrides.port,
+            protocol,
+            target_protocols: layer.targets,
+            default_protocol: layer.protocol,
             ca_file: overrides
                 .ca_file
                 .or_else(|| env("IDGATE_CA_FILE").map(PathBuf::from))
@@ -175,6 +226,25 @@ impl Settings {
         self.client_id.as_deref().ok_or_else(|| CliError::MissingSetting {
             what: "client id",
             hint: "pass --client-id ID, set IDGATE_CLIENT_ID, or put client_id = \"…\" in ~/.config/idgate/config.toml".into(),
+        })
+    }
+
+    /// The protocol `target` speaks: `--protocol`, `IDGATE_PROTOCOL`,
+    /// `[targets.NAME] protocol`, the file's `protocol`, else PostgreSQL.
+    #[must_use]
+    pub fn protocol_of(&self, target: &str) -> Protocol {
+        self.protocol
+            .or_else(|| self.target_protocols.get(target).copied())
+            .or(self.default_protocol)
+            .unwrap_or_default()
+    }
+
+    /// The gateway's port for `protocol`.
+    #[must_use]
+    pub fn port(&self, protocol: Protocol) -> u16 {
+        self.port.unwrap_or(match protocol {
+            Protocol::Postgres => self.postgres_port,
+            Protocol::Mysql => self.mysql_port,
         })
     }
 }
@@ -222,8 +292,17 @@ struct RawLayer {
     gateway: Option<String>,
     postgres_port: Option<u16>,
     mysql_port: Option<u16>,
+    protocol: Option<Protocol>,
+    targets: Option<BTreeMap<String, RawTarget>>,
     ca_file: Option<String>,
     profiles: Option<BTreeMap<String, RawLayer>>,
+}
+
+/// `[targets.NAME]`: what the client needs to know of one target.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    protocol: Option<Protocol>,
 }
 
 /// A layer after validation: the issuer checked, paths resolved.
@@ -236,6 +315,9 @@ struct Layer {
     gateway: Option<String>,
     postgres_port: Option<u16>,
     mysql_port: Option<u16>,
+    protocol: Option<Protocol>,
+    /// Each named target's protocol.
+    targets: BTreeMap<String, Protocol>,
     ca_file: Option<PathBuf>,
 }
 
@@ -310,6 +392,15 @@ impl ConfigFile {
                 gateway: p.gateway.or(layer.gateway),
                 postgres_port: p.postgres_port.or(layer.postgres_port),
                 mysql_port: p.mysql_port.or(layer.mysql_port),
+                protocol: p.protocol.or(layer.protocol),
+                // A profile's targets over the top-level ones, by name.
+                targets: match (layer.targets, p.targets) {
+                    (Some(mut base), Some(over)) => {
+                        base.extend(over);
+                        Some(base)
+                    }
+                    (base, over) => over.or(base),
+                },
                 ca_file: p.ca_file.or(layer.ca_file),
                 profiles: None,
             };
@@ -331,6 +422,13 @@ impl ConfigFile {
             gateway: layer.gateway,
             postgres_port: layer.postgres_port,
             mysql_port: layer.mysql_port,
+            protocol: layer.protocol,
+            targets: layer
+                .targets
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, t)| Some((name, t.protocol?)))
+                .collect(),
             ca_file: layer.ca_file.map(|f| base.join(f)),
         })
     }
@@ -431,6 +529,64 @@ postgres_port = 7432
         let (e, _d) = load(Some(FILE), &[], unknown);
         let e = e.unwrap_err();
         assert!(e.hint().contains("[profiles.staging]"), "{}", e.hint());
+    }
+
+    #[test]
+    fn a_targets_protocol_comes_from_flag_variable_target_entry_or_file_default() {
+        let text = r#"
+gateway = "idgate.example.com"
+mysql_port = 3310
+
+[targets.shop]
+protocol = "mysql"
+
+[profiles.mysql-only]
+protocol = "mysql"
+
+[profiles.mysql-only.targets.orders]
+protocol = "postgres"
+"#;
+        let (s, _d) = load(Some(text), &[], Overrides::default());
+        let s = s.unwrap();
+        assert_eq!(s.protocol_of("shop"), Protocol::Mysql);
+        assert_eq!(s.protocol_of("orders"), Protocol::Postgres);
+        assert_eq!(s.port(Protocol::Mysql), 3310);
+        assert_eq!(s.port(Protocol::Postgres), DEFAULT_POSTGRES_PORT);
+
+        // A profile's default, and its own entry over it.
+        let profile = Overrides {
+            profile: Some("mysql-only".into()),
+            ..Overrides::default()
+        };
+        let (s, _d) = load(Some(text), &[], profile);
+        let s = s.unwrap();
+        assert_eq!(s.protocol_of("anything"), Protocol::Mysql);
+        assert_eq!(s.protocol_of("shop"), Protocol::Mysql);
+        assert_eq!(s.protocol_of("orders"), Protocol::Postgres);
+
+        // The variable names every target's protocol; the flag wins.
+        let vars = [("IDGATE_PROTOCOL", "MySQL")];
+        let (s, _d) = load(Some(text), &vars, Overrides::default());
+        assert_eq!(s.unwrap().protocol_of("orders"), Protocol::Mysql);
+        let flags = Overrides {
+            protocol: Some(Protocol::Postgres),
+            port: Some(4000),
+            ..Overrides::default()
+        };
+        let (s, _d) = load(Some(text), &vars, flags);
+        let s = s.unwrap();
+        assert_eq!(s.protocol_of("shop"), Protocol::Postgres);
+        assert_eq!(s.port(Protocol::Mysql), 4000, "--port is the port in use");
+
+        let (e, _d) = load(None, &[("IDGATE_PROTOCOL", "oracle")], Overrides::default());
+        assert!(e.unwrap_err().hint().contains("postgres or mysql"));
+        let (e, _d) = load(
+            Some("[targets.shop]\nprotocol = \"mssql\"\n"),
+            &[],
+            Overrides::default(),
+        );
+        let shown = e.unwrap_err().to_string();
+        assert!(shown.contains("config.toml:2:"), "{shown}");
     }
 
     #[test]

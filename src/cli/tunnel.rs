@@ -8,6 +8,11 @@
 //!
 //! Local clients connect without TLS and without a password: whoever
 //! reaches the listener acts as you, so it listens on loopback only.
+//!
+//! This file is the PostgreSQL tunnel and what both share; `mysql` is the
+//! tunnel for a MySQL target.
+
+mod mysql;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +23,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::endpoint::{Endpoint, EndpointArgs, EndpointError};
+use super::endpoint::{Endpoint, EndpointArgs, EndpointError, SslMode};
+use super::settings::Protocol;
 use super::token_source::{self, TokenArgs, TokenSource, TokenSourceError};
 use crate::secret::Secret;
 use crate::wire::postgres::{self as codec, ErrorFields, StartupMessage, idgate, sqlstate};
@@ -125,7 +131,7 @@ pub struct Tunnel {
 pub async fn run(args: TunnelArgs, stop: CancellationToken) -> Result<(), TunnelError> {
     let listener = listen(args.listen).await?;
     let settings = args.endpoint.settings().map_err(EndpointError::from)?;
-    let endpoint = Endpoint::new(&settings, args.endpoint.sslmode)?;
+    let endpoint = Endpoint::new(&settings, &args.target, args.endpoint.sslmode)?;
     let tokens = token_source::from_args(&args.tokens, &settings);
     let tunnel = Tunnel::new(listener, endpoint, tokens, args.target, args.role);
     println!("{}", tunnel.greeting());
@@ -171,24 +177,50 @@ impl Tunnel {
             .expect("a bound listener has an address")
     }
 
-    /// One line saying where to connect, with a psql line to paste.
+    /// One line saying where to connect, with a client line to paste
+    /// (psql, or mariadb for a MySQL target).
     #[must_use]
     pub fn greeting(&self) -> String {
         let addr = self.local_addr();
         let s = &self.shared;
-        let user = s
-            .role
-            .as_ref()
-            .map(|r| format!(" user={r}"))
-            .unwrap_or_default();
+        let client = match s.endpoint.protocol {
+            Protocol::Postgres => {
+                let user = s
+                    .role
+                    .as_ref()
+                    .map(|r| format!(" user={r}"))
+                    .unwrap_or_default();
+                format!(
+                    "psql \"host={} port={} dbname={}{user} sslmode=disable\"",
+                    addr.ip(),
+                    addr.port(),
+                    s.target
+                )
+            }
+            Protocol::Mysql => {
+                let user = s
+                    .role
+                    .as_ref()
+                    .map(|r| format!(" -u {r}"))
+                    .unwrap_or_default();
+                format!(
+                    "mariadb -h {} -P {}{user} --skip-ssl {}",
+                    addr.ip(),
+                    addr.port(),
+                    s.target
+                )
+            }
+        };
+        let plain = if s.endpoint.sslmode == SslMode::Disable {
+            " (plain text)"
+        } else {
+            ""
+        };
         format!(
-            "idgate tunnel: {} via {}:{} ready on {addr}; connect without a password: psql \"host={} port={} dbname={}{user} sslmode=disable\"",
+            "idgate tunnel: {} ({}) via {}{plain} ready on {addr}; connect without a password: {client}",
             s.target,
-            s.endpoint.host,
-            s.endpoint.port,
-            addr.ip(),
-            addr.port(),
-            s.target,
+            s.endpoint.protocol.as_str(),
+            s.endpoint.addr(),
         )
     }
 
@@ -203,7 +235,11 @@ impl Tunnel {
                 Ok((local, peer)) => {
                     let shared = Arc::clone(&self.shared);
                     tokio::spawn(async move {
-                        if let Err(e) = serve_local(&shared, local).await {
+                        let served = match shared.endpoint.protocol {
+                            Protocol::Postgres => serve_local(&shared, local).await,
+                            Protocol::Mysql => mysql::serve_local(&shared, local).await,
+                        };
+                        if let Err(e) = served {
                             tracing::debug!(%peer, "local connection ended: {e}");
                         }
                     });

@@ -7,18 +7,10 @@ use ed25519_dalek::hazmat::{ExpandedSecretKey, raw_sign};
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha512};
 
-pub const NATIVE_PASSWORD: &[u8] = b"mysql_native_password";
-pub const CACHING_SHA2_PASSWORD: &[u8] = b"caching_sha2_password";
-pub const CLEAR_PASSWORD: &[u8] = b"mysql_clear_password";
-/// MariaDB's `ed25519` plugin (client side `client_ed25519`).
-pub const ED25519: &[u8] = b"client_ed25519";
-
-/// caching_sha2_password's AuthMoreData after the scramble: the server
-/// had the password cached (fast auth) or wants the password itself.
-pub const FAST_AUTH_OK: u8 = 3;
-pub const FULL_AUTH: u8 = 4;
-/// The client's request for the server's RSA key (full auth, no TLS).
-pub const REQUEST_PUBLIC_KEY: u8 = 2;
+pub use crate::wire::mysql::plugin::{
+    CACHING_SHA2_PASSWORD, CLEAR_PASSWORD, ED25519, FAST_AUTH_OK, FULL_AUTH, NATIVE_PASSWORD,
+    REQUEST_PUBLIC_KEY,
+};
 
 /// `SHA1(password) XOR SHA1(nonce + SHA1(SHA1(password)))`; empty for an
 /// empty password, as the server expects.

@@ -40,6 +40,22 @@ pub mod caps {
     pub const DEPRECATE_EOF: u32 = 1 << 24;
 }
 
+/// Auth plugin names, and the bytes of caching_sha2_password's exchange.
+pub mod plugin {
+    pub const NATIVE_PASSWORD: &[u8] = b"mysql_native_password";
+    pub const CACHING_SHA2_PASSWORD: &[u8] = b"caching_sha2_password";
+    pub const CLEAR_PASSWORD: &[u8] = b"mysql_clear_password";
+    /// MariaDB's `ed25519` plugin (client side `client_ed25519`).
+    pub const ED25519: &[u8] = b"client_ed25519";
+
+    /// caching_sha2_password's AuthMoreData after the scramble: the server
+    /// had the password cached (fast auth) or wants the password itself.
+    pub const FAST_AUTH_OK: u8 = 3;
+    pub const FULL_AUTH: u8 = 4;
+    /// The client's request for the server's RSA key (full auth, no TLS).
+    pub const REQUEST_PUBLIC_KEY: u8 = 2;
+}
+
 /// Command bytes (`enum_server_command`).
 pub mod com {
     pub const QUIT: u8 = 0x01;

@@ -5,7 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod mint;
 pub mod oidc_provider;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
