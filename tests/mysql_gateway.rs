@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Harness, MYSQL_DATABASE, MYSQL_TARGET, Options, unique_name};
+use support::{Harness, MYSQL_DATABASE, MYSQL_TARGET, Options, mysql_wire, unique_name};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -477,62 +477,8 @@ fn base64_url(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
-/// A raw client logged in through the gateway with `token` (plain text on
-/// loopback, the token as the `mysql_clear_password` answer).
 async fn raw_login(h: &Harness, token: &str) -> TcpStream {
-    use bytes::BytesMut;
-    use idgate::mysql::codec::{self, HandshakeResponse, caps};
-    let mut tcp = TcpStream::connect(h.mysql_addr.expect("MySQL"))
-        .await
-        .expect("connect");
-    read_packet(&mut tcp).await;
-    let response = HandshakeResponse {
-        capabilities: caps::PROTOCOL_41
-            | caps::SECURE_CONNECTION
-            | caps::PLUGIN_AUTH
-            | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA
-            | caps::CONNECT_WITH_DB
-            | caps::DEPRECATE_EOF,
-        max_packet: 1 << 24,
-        charset: codec::UTF8MB4,
-        user: b"reader".to_vec(),
-        auth_response: token.as_bytes().to_vec(),
-        database: Some(MYSQL_TARGET.as_bytes().to_vec()),
-        auth_plugin: Some(b"mysql_clear_password".to_vec()),
-        attributes: Vec::new(),
-    };
-    let mut payload = BytesMut::new();
-    response.encode(&mut payload);
-    let mut out = BytesMut::new();
-    codec::write_packet(&mut out, 1, &payload);
-    tcp.write_all(&out).await.unwrap();
-    let (_, ok) = read_packet(&mut tcp).await;
-    assert_eq!(ok.first(), Some(&0), "logged in: {ok:?}");
-    tcp
-}
-
-/// One packet: (sequence id, payload).
-async fn read_packet(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head))
-        .await
-        .expect("a packet in time")
-        .expect("a packet");
-    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
-    let mut payload = vec![0; len];
-    tcp.read_exact(&mut payload).await.expect("payload");
-    (head[3], payload)
-}
-
-async fn command(tcp: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
-    let mut out = bytes::BytesMut::new();
-    idgate::mysql::codec::write_packet(&mut out, 0, payload);
-    tcp.write_all(&out).await.unwrap();
-    read_packet(tcp).await.1
-}
-
-fn err_code(payload: &[u8]) -> Option<u16> {
-    (payload.first() == Some(&0xff)).then(|| u16::from_le_bytes([payload[1], payload[2]]))
+    mysql_wire::login(h.mysql_addr.expect("MySQL"), token, "reader").await
 }
 
 #[tokio::test]
@@ -551,24 +497,24 @@ async fn unlisted_commands_are_refused_and_the_session_goes_on() {
         &[0x0c, 1, 0, 0, 0],
         &[0x7f],
     ] {
-        let reply = command(&mut tcp, refused).await;
+        let reply = mysql_wire::command(&mut tcp, refused).await;
         assert_eq!(
-            err_code(&reply),
+            mysql_wire::err_code(&reply),
             Some(1047),
             "0x{:02x}: {reply:?}",
             refused[0]
         );
     }
-    let ping = command(&mut tcp, &[0x0e]).await;
+    let ping = mysql_wire::command(&mut tcp, &[0x0e]).await;
     assert_eq!(ping.first(), Some(&0), "COM_PING: {ping:?}");
     // LOAD DATA LOCAL is never offered: the server is asked without
     // CLIENT_LOCAL_FILES, and the statement needs more than read anyway.
-    let local = command(
+    let local = mysql_wire::command(
         &mut tcp,
         b"\x03LOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE t",
     )
     .await;
-    assert!(err_code(&local).is_some(), "{local:?}");
+    assert!(mysql_wire::err_code(&local).is_some(), "{local:?}");
 }
 
 #[tokio::test]
@@ -577,8 +523,8 @@ async fn a_malformed_command_ends_only_its_session() {
     // The wrong sequence id for a command.
     let mut tcp = raw_login(&h, &h.analyst()).await;
     tcp.write_all(&[1, 0, 0, 5, 0x0e]).await.unwrap();
-    let (_, reply) = read_packet(&mut tcp).await;
-    assert_eq!(err_code(&reply), Some(1156), "{reply:?}");
+    let reply = mysql_wire::packet(&mut tcp).await;
+    assert_eq!(mysql_wire::err_code(&reply), Some(1156), "{reply:?}");
     gone(tcp).await;
     // A command announced far larger than the gateway holds.
     let mut tcp = raw_login(&h, &h.analyst()).await;

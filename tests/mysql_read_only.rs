@@ -209,79 +209,6 @@ fn the_corpus_is_large_enough_and_every_entry_says_why() {
     );
 }
 
-/// A raw client logged in through the gateway as `role` in `target`, plain
-/// text on loopback, multi-statements on, the token as the
-/// `mysql_clear_password` answer.
-async fn login(addr: std::net::SocketAddr, token: &str, role: &str) -> tokio::net::TcpStream {
-    use idgate::mysql::codec::{self, HandshakeResponse, caps};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    packet(&mut tcp).await;
-    let response = HandshakeResponse {
-        capabilities: caps::PROTOCOL_41
-            | caps::SECURE_CONNECTION
-            | caps::PLUGIN_AUTH
-            | caps::PLUGIN_AUTH_LENENC_CLIENT_DATA
-            | caps::CONNECT_WITH_DB
-            | caps::MULTI_STATEMENTS
-            | caps::MULTI_RESULTS
-            | caps::DEPRECATE_EOF,
-        max_packet: 1 << 24,
-        charset: codec::UTF8MB4,
-        user: role.as_bytes().to_vec(),
-        auth_response: token.as_bytes().to_vec(),
-        database: Some(support::MYSQL_TARGET.as_bytes().to_vec()),
-        auth_plugin: Some(b"mysql_clear_password".to_vec()),
-        attributes: Vec::new(),
-    };
-    let mut payload = bytes::BytesMut::new();
-    response.encode(&mut payload);
-    send(&mut tcp, 1, &payload).await;
-    let ok = packet(&mut tcp).await;
-    assert_eq!(ok.first(), Some(&0), "logged in: {ok:?}");
-    tcp
-}
-
-async fn send(tcp: &mut tokio::net::TcpStream, seq: u8, payload: &[u8]) {
-    use tokio::io::AsyncWriteExt;
-    let mut out = bytes::BytesMut::new();
-    idgate::mysql::codec::write_packet(&mut out, seq, payload);
-    tcp.write_all(&out).await.expect("send");
-}
-
-async fn packet(tcp: &mut tokio::net::TcpStream) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut head = [0u8; 4];
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        tcp.read_exact(&mut head),
-    )
-    .await
-    .expect("a packet in time")
-    .expect("a packet");
-    let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
-    let mut payload = vec![0; len];
-    tcp.read_exact(&mut payload).await.expect("payload");
-    payload
-}
-
-/// One COM_QUERY through the gateway: `Err` with the error it ended in.
-async fn query(tcp: &mut tokio::net::TcpStream, sql: &str) -> Result<(), String> {
-    use idgate::mysql::response::{Ended, Progress, Reply};
-    let mut payload = vec![idgate::mysql::codec::com::QUERY];
-    payload.extend_from_slice(sql.as_bytes());
-    send(tcp, 0, &payload).await;
-    let mut reply = Reply::to(idgate::mysql::codec::com::QUERY, true);
-    loop {
-        let p = packet(tcp).await;
-        if reply.feed(&p).expect("a reply the codec reads") == Progress::Done {
-            return match reply.ended() {
-                Some(Ended::Err(e)) => Err(format!("{} {}", e.code, e.message)),
-                _ => Ok(()),
-            };
-        }
-    }
-}
-
 /// The corpus end to end: through the gateway's MySQL front end to the
 /// real MariaDB, with the read-only grant on a role whose upstream user
 /// can write. Every trick is refused (by the gateway, or for a marked gap
@@ -324,8 +251,8 @@ async fn through_the_gateway_every_trick_is_refused_and_changes_nothing() {
     let mut refused = 0;
     for t in corpus.tricks.iter().filter(|t| t.not_run.is_none()) {
         let sql = with_db(&t.sql);
-        let mut tcp = login(addr, &token, "writer").await;
-        match query(&mut tcp, &sql).await {
+        let mut tcp = support::mysql_wire::login(addr, &token, "writer").await;
+        match support::mysql_wire::query(&mut tcp, &sql).await {
             Ok(()) => let_through.push(format!("{sql:?} ({})", t.why)),
             Err(_) => refused += 1,
         }
@@ -334,8 +261,8 @@ async fn through_the_gateway_every_trick_is_refused_and_changes_nothing() {
     let mut reads_refused = Vec::new();
     for r in &corpus.reads {
         let sql = with_db(&r.sql);
-        let mut tcp = login(addr, &token, "writer").await;
-        if let Err(e) = query(&mut tcp, &sql).await {
+        let mut tcp = support::mysql_wire::login(addr, &token, "writer").await;
+        if let Err(e) = support::mysql_wire::query(&mut tcp, &sql).await {
             reads_refused.push(format!("{sql:?}: {e}"));
         }
     }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod mint;
+pub mod mysql_wire;
 pub mod oidc_provider;
 pub mod tunnel;
 
