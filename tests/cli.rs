@@ -324,7 +324,8 @@ async fn check_config_accepts_the_example() {
         .args(["check-config", "--config"])
         .arg(dir.path().join("idgate.toml"))
         .env("ORDERS_RO_PASSWORD", "x")
-        .env("ORDERS_ADMIN_PASSWORD", "x"))
+        .env("ORDERS_ADMIN_PASSWORD", "x")
+        .env("SHOP_RO_PASSWORD", "x"))
     .await;
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
