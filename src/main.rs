@@ -40,7 +40,8 @@ enum Command {
         config: PathBuf,
     },
     /// Zero-config trial: development issuer + gateway in front of a local
-    /// PostgreSQL, or of a throwaway one it starts when none will do.
+    /// PostgreSQL and MariaDB, or of throwaway ones it starts when none
+    /// will do.
     Dev {
         /// The PostgreSQL server to put the gateway in front of
         /// [default: postgres://127.0.0.1:5432]; when nothing answers
@@ -48,9 +49,22 @@ enum Command {
         /// stands in.
         #[arg(long)]
         upstream: Option<String>,
-        /// Where the gateway listens.
+        /// Where the gateway listens for PostgreSQL clients.
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: SocketAddr,
+        /// An admin login of the MySQL/MariaDB server to put the gateway in
+        /// front of, and the database to make for the trial
+        /// [default: mysql://root@127.0.0.1:3306/idgate_dev]; when nothing
+        /// answers there, a throwaway server from the machine's MariaDB
+        /// binaries stands in.
+        #[arg(long, value_name = "URL")]
+        mysql_upstream: Option<String>,
+        /// Where the gateway listens for MySQL clients.
+        #[arg(long, value_name = "ADDR", default_value = idgate::dev::mariadb::DEFAULT_LISTEN)]
+        mysql_listen: SocketAddr,
+        /// Serve PostgreSQL only.
+        #[arg(long, conflicts_with_all = ["mysql_upstream", "mysql_listen"])]
+        no_mysql: bool,
         /// Most client connections at once; more get SQLSTATE 53300.
         #[arg(long, default_value_t = 1000)]
         max_connections: usize,
@@ -352,6 +366,9 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
         Command::Dev {
             upstream,
             listen,
+            mysql_upstream,
+            mysql_listen,
+            no_mysql,
             max_connections,
             pool_mode,
             pool_size,
@@ -361,6 +378,10 @@ async fn run(command: Command, loaded: Option<Config>) -> anyhow::Result<ExitCod
             idgate::dev::trial::TrialOptions {
                 upstream,
                 listen,
+                mysql: (!no_mysql).then_some(idgate::dev::trial::MysqlOptions {
+                    upstream: mysql_upstream,
+                    listen: mysql_listen,
+                }),
                 max_connections,
                 pool: PoolConfig {
                     mode: pool_mode.into(),

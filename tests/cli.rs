@@ -1,7 +1,7 @@
-//! The `idgate` binary as a user runs it: `dev` prints a psql line that
-//! connects (to a throwaway PostgreSQL when none answers), `check-config`
-//! points at the broken line, `audit verify` catches an edited trail, and
-//! only commands that log in upstream need its secrets.
+//! The `idgate` binary as a user runs it: `dev` prints psql and mariadb
+//! lines that connect (to throwaway servers when none answers),
+//! `check-config` points at the broken line, `audit verify` catches an
+//! edited trail, and only commands that log in upstream need its secrets.
 
 mod support;
 
@@ -24,32 +24,85 @@ async fn psql(line: &str, sql: &str) -> std::process::Output {
     .await
 }
 
+/// Runs a printed mariadb line with `sql` through bash, as a user pastes it.
+async fn mariadb(line: &str, sql: &str) -> std::process::Output {
+    run(tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("{line} -N -B -e '{sql}'"))
+        .stdin(Stdio::null()))
+    .await
+}
+
+/// What `idgate dev` printed up to its client lines.
+#[derive(Default)]
+struct DevLines {
+    /// The `dev` and `reader` psql lines.
+    psql: Vec<String>,
+    /// The `dev` and `reader` mariadb lines.
+    mariadb: Vec<String>,
+    /// Every other line.
+    other: Vec<String>,
+}
+
+impl DevLines {
+    /// Read until two psql and two mariadb lines were printed.
+    async fn read(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+        within: Duration,
+    ) -> DevLines {
+        let mut out = DevLines::default();
+        tokio::time::timeout(within, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.starts_with("PGPASSWORD=") {
+                    out.psql.push(line);
+                } else if line.starts_with("MYSQL_PWD=") {
+                    out.mariadb.push(line);
+                } else {
+                    out.other.push(line);
+                }
+                if out.psql.len() == 2 && out.mariadb.len() == 2 {
+                    return;
+                }
+            }
+            panic!(
+                "idgate dev exited without printing two psql and two mariadb lines: {:?}",
+                out.other
+            );
+        })
+        .await
+        .expect("idgate dev became ready");
+        out
+    }
+}
+
+/// The trial in front of the machine's PostgreSQL and MariaDB: each line
+/// logs in, `dev` may write, `reader` is a SELECT-only user upstream
+/// whom the policy lets only read.
 #[tokio::test]
-async fn dev_prints_a_psql_line_that_connects() {
+async fn dev_prints_psql_and_mariadb_lines_that_connect() {
     let mut child = idgate()
-        .args(["dev", "--listen", "127.0.0.1:0"])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--mysql-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--upstream")
         .arg(format!("postgres://postgres@{}/postgres", pg_addr()))
+        .arg("--mysql-upstream")
+        .arg(format!("mysql://root@{}/idgate_dev", mysql_addr()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut psql_lines = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("PGPASSWORD=") {
-                psql_lines.push(line);
-                if psql_lines.len() == 2 {
-                    return;
-                }
-            }
-        }
-        panic!("idgate dev exited without printing two psql lines");
-    })
-    .await
-    .expect("idgate dev became ready");
+    let DevLines {
+        psql: psql_lines,
+        mariadb: mariadb_lines,
+        ..
+    } = DevLines::read(&mut lines, Duration::from_secs(60)).await;
     let out = psql(&psql_lines[0], "select current_user").await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "postgres");
@@ -70,6 +123,64 @@ async fn dev_prints_a_psql_line_that_connects() {
         stderr(&out)
     );
 
+    assert!(
+        mariadb_lines[0].contains(" --skip-ssl -h 127.0.0.1 ")
+            && mariadb_lines[0].ends_with(" -u dev idgate_dev"),
+        "{}",
+        mariadb_lines[0]
+    );
+    let table = format!("dev_trial_{}", std::process::id());
+    let out = mariadb(
+        &mariadb_lines[0],
+        &format!(
+            "create table {table} (x int); insert into {table} values (1); select current_user(), database(), count(*) from {table}"
+        ),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "idgate_dev_writer@%\tidgate_dev\t1");
+    let out = mariadb(
+        &mariadb_lines[1],
+        &format!("select current_user(), count(*) from {table}"),
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "idgate_dev_reader@%\t1");
+    let out = mariadb(
+        &mariadb_lines[1],
+        &format!("insert into {table} values (2)"),
+    )
+    .await;
+    assert!(!out.status.success(), "the reader line may only read");
+    assert!(stderr(&out).contains("ERROR 1142"), "{}", stderr(&out));
+    let out = mariadb(&mariadb_lines[0], &format!("drop table {table}")).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (host, port) = mysql_addr()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.to_owned()))
+        .unwrap();
+    let grants = run(tokio::process::Command::new("mariadb")
+        .args([
+            "--skip-ssl",
+            "-h",
+            &host,
+            "-P",
+            &port,
+            "-u",
+            "root",
+            "-N",
+            "-B",
+        ])
+        .args(["-e", "show grants for idgate_dev_reader"]))
+    .await;
+    assert!(grants.status.success(), "{}", stderr(&grants));
+    let grants = stdout(&grants);
+    assert!(
+        grants.lines().all(|g| g.starts_with("GRANT USAGE ON *.*")
+            || g.starts_with("GRANT SELECT ON `idgate_dev`.*")),
+        "the reader's upstream user may only read: {grants}"
+    );
+
     let mut err = String::new();
     child.kill().await.unwrap();
     tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut err)
@@ -87,83 +198,138 @@ fn closed_port() -> u16 {
         .port()
 }
 
-/// Stops a throwaway server that a failing test would leave behind: the
-/// test then kills idgate (`kill_on_drop`), which gives it no chance to.
-struct LeftBehind(std::path::PathBuf);
+/// Stops the throwaway servers that a failing test would leave behind:
+/// the test then kills idgate (`kill_on_drop`), which gives it no chance
+/// to. Each is named by its pid file and the signal that stops it.
+#[derive(Default)]
+struct LeftBehind(Vec<(std::path::PathBuf, nix::sys::signal::Signal)>);
 
 impl Drop for LeftBehind {
     fn drop(&mut self) {
-        let pid_file = std::fs::read_to_string(self.0.join("data/postmaster.pid"));
-        if let Some(pid) = pid_file.ok().and_then(|f| f.lines().next()?.parse().ok()) {
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        for (pid_file, signal) in &self.0 {
+            let pid_file = std::fs::read_to_string(pid_file);
+            if let Some(pid) = pid_file
+                .ok()
+                .and_then(|f| f.lines().next()?.trim().parse().ok())
+            {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), *signal);
+            }
         }
     }
 }
 
-/// The fresh-machine trial (#14): with nothing listening on its upstream,
-/// `idgate dev` runs a throwaway PostgreSQL of its own, both printed lines
-/// reach it, and SIGTERM stops the server and removes its directory.
+/// The directory a "started a throwaway …" line names.
+fn throwaway_dir(started: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        started
+            .split_once("(in ")
+            .and_then(|(_, rest)| rest.split_once(", removed on exit)"))
+            .expect("the line names the directory")
+            .0,
+    )
+}
+
+/// The process a pid file names, under /proc.
+fn process_of(pid_file: &std::path::Path) -> std::path::PathBuf {
+    let pid = std::fs::read_to_string(pid_file).unwrap();
+    std::path::PathBuf::from(format!("/proc/{}", pid.lines().next().unwrap().trim()))
+}
+
+/// The fresh-machine trial (#14, #15): with nothing listening on either
+/// upstream, `idgate dev` runs a throwaway PostgreSQL and a throwaway
+/// MariaDB of its own, every printed line reaches them, and SIGTERM stops
+/// both servers and removes their directories.
 #[tokio::test]
-async fn dev_starts_a_throwaway_postgres_when_none_answers_and_removes_it_on_sigterm() {
+async fn dev_starts_throwaway_servers_when_none_answers_and_removes_them_on_sigterm() {
     let mut child = idgate()
-        .args(["dev", "--listen", "127.0.0.1:0", "--upstream"])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--mysql-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--upstream")
         .arg(format!("postgres://127.0.0.1:{}", closed_port()))
+        .arg("--mysql-upstream")
+        .arg(format!("mysql://127.0.0.1:{}", closed_port()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut started = None;
-    let mut psql_lines = Vec::new();
-    tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("started a throwaway PostgreSQL") {
-                started = Some(line);
-            } else if line.starts_with("PGPASSWORD=") {
-                psql_lines.push(line);
-                if psql_lines.len() == 2 {
-                    return;
-                }
-            }
-        }
-        panic!("idgate dev exited without printing two psql lines");
-    })
-    .await
-    .expect("idgate dev became ready");
-    let started = started.expect("idgate dev said it started a throwaway PostgreSQL");
-    assert!(
-        started.starts_with("nothing answers on 127.0.0.1:"),
-        "{started}"
-    );
-    let dir = std::path::PathBuf::from(
-        started
-            .split_once("(in ")
-            .and_then(|(_, rest)| rest.split_once(", removed on exit)"))
-            .expect("the line names the directory")
-            .0,
-    );
-    let _left_behind = LeftBehind(dir.clone());
-    let pid_file = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap();
-    let server = std::path::PathBuf::from(format!("/proc/{}", pid_file.lines().next().unwrap()));
-    assert!(server.exists(), "the throwaway server runs");
+    let printed = DevLines::read(&mut lines, Duration::from_secs(180)).await;
+    let started = |what: &str| {
+        let line = printed
+            .other
+            .iter()
+            .find(|l| l.contains(&format!("started a throwaway {what}")))
+            .unwrap_or_else(|| {
+                panic!(
+                    "idgate dev said it started a throwaway {what}: {:?}",
+                    printed.other
+                )
+            });
+        assert!(line.starts_with("nothing answers on 127.0.0.1:"), "{line}");
+        throwaway_dir(line)
+    };
+    let pg_dir = started("PostgreSQL");
+    let mariadb_dir = started("MariaDB");
+    let _left_behind = LeftBehind(vec![
+        (
+            pg_dir.join("data/postmaster.pid"),
+            nix::sys::signal::Signal::SIGINT,
+        ),
+        (
+            mariadb_dir.join("mariadbd.pid"),
+            nix::sys::signal::Signal::SIGTERM,
+        ),
+    ]);
+    let pg_server = process_of(&pg_dir.join("data/postmaster.pid"));
+    let mariadb_server = process_of(&mariadb_dir.join("mariadbd.pid"));
+    assert!(pg_server.exists(), "the throwaway PostgreSQL runs");
+    assert!(mariadb_server.exists(), "the throwaway MariaDB runs");
 
     let out = psql(
-        &psql_lines[0],
+        &printed.psql[0],
         "select current_user, current_setting($$data_directory$$)",
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
-        format!("postgres|{}", dir.join("data").display()),
+        format!("postgres|{}", pg_dir.join("data").display()),
         "the dev line reaches the throwaway server"
     );
-    let out = psql(&psql_lines[1], "select current_user").await;
+    let out = psql(&printed.psql[1], "select current_user").await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "idgate_dev_reader");
-    let out = psql(&psql_lines[1], "create table reader_was_here (x int)").await;
+    let out = psql(&printed.psql[1], "create table reader_was_here (x int)").await;
+    assert!(!out.status.success(), "the reader line may only read");
+
+    let out = mariadb(
+        &printed.mariadb[0],
+        "create table t (x int); insert into t values (1); select current_user(), @@datadir",
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!(
+            "idgate_dev_writer@%\t{}/",
+            mariadb_dir.join("data").display()
+        ),
+        "the dev line reaches the throwaway server"
+    );
+    let out = mariadb(
+        &printed.mariadb[1],
+        "select current_user(), count(*) from t",
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "idgate_dev_reader@%\t1");
+    let out = mariadb(&printed.mariadb[1], "insert into t values (2)").await;
     assert!(!out.status.success(), "the reader line may only read");
 
     let pid = nix::unistd::Pid::from_raw(child.id().unwrap().try_into().unwrap());
@@ -173,8 +339,10 @@ async fn dev_starts_a_throwaway_postgres_when_none_answers_and_removes_it_on_sig
         .expect("idgate dev stopped on SIGTERM")
         .unwrap();
     assert!(status.success(), "{status}");
-    assert!(!server.exists(), "the throwaway server is gone");
-    assert!(!dir.exists(), "{} is removed", dir.display());
+    for (server, dir) in [(pg_server, pg_dir), (mariadb_server, mariadb_dir)] {
+        assert!(!server.exists(), "{} is stopped", server.display());
+        assert!(!dir.exists(), "{} is removed", dir.display());
+    }
 }
 
 /// A throwaway server stands in where nothing answers; a server that wants

@@ -1,7 +1,8 @@
 //! `idgate dev`: a throwaway issuer, config and policy around a local
-//! PostgreSQL, so someone can try the gateway with one command. Everything
-//! it makes lives in a fresh temporary directory. Where no PostgreSQL will
-//! do, it runs a throwaway one of its own (`throwaway`).
+//! PostgreSQL and, when there is one, a local MariaDB (`mariadb`), so
+//! someone can try the gateway with one command. Everything it makes lives
+//! in a fresh temporary directory. Where no server will do, it runs a
+//! throwaway one of its own (`throwaway`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::DevIssuer;
+use super::mariadb;
 use super::throwaway::ThrowawayPostgres;
 use crate::config::{
     Algorithm, AuditConfig, Config, GatewayConfig, IssuerConfig, OnExpiry, PolicyConfig,
@@ -67,6 +69,18 @@ pub fn parse_upstream(url: &str) -> anyhow::Result<Upstream> {
         "" => "postgres".to_owned(),
         db => db.to_owned(),
     };
+    Ok(Upstream {
+        addr: format!("{host}:{port}"),
+        user,
+        password: u.password().map(Secret::new),
+        database,
+        tls: sslmode(url, &u)?,
+    })
+}
+
+/// The upstream TLS of an upstream URL: libpq's `?sslmode=` (default
+/// `prefer`), the only query parameter understood.
+pub(super) fn sslmode(url: &str, u: &url::Url) -> anyhow::Result<UpstreamTls> {
     let mut tls = UpstreamTls::Prefer;
     for (key, value) in u.query_pairs() {
         match (key.as_ref(), value.as_ref()) {
@@ -80,29 +94,29 @@ pub fn parse_upstream(url: &str) -> anyhow::Result<Upstream> {
             (other, _) => bail!("`{other}` in `{url}` is not understood; only sslmode is"),
         }
     }
-    Ok(Upstream {
-        addr: format!("{host}:{port}"),
-        user,
-        password: u.password().map(Secret::new),
-        database,
-        tls,
-    })
+    Ok(tls)
 }
 
-/// The upstream user of the trial's `reader` role: it may only read, so
-/// the read-only grant holds at the server as well as in the gateway.
+/// The upstream user of the trial's `reader` roles (PostgreSQL and
+/// MySQL): it may only read, so the read-only grant holds at the server
+/// as well as in the gateway.
 pub const READER_USER: &str = "idgate_dev_reader";
 
-/// Developers may do anything as `dev`; everyone may read as `reader`.
-pub fn policy_text(target: &str) -> String {
+/// Developers may do anything as `dev`; everyone may read as `reader`:
+/// on every target of the trial, PostgreSQL and MySQL alike, whose roles
+/// bear these two names.
+pub fn policy_text() -> String {
     format!(
-        "// idgate dev: members of {DEV_GROUP} may connect and do anything as `dev`.\n\
+        "// idgate dev: members of {DEV_GROUP} may connect and do anything as `dev`,\n\
+         // on every target of the trial (PostgreSQL and MySQL alike).\n\
          @id(\"dev-allow-all\")\n\
-         permit(principal in Group::\"{DEV_GROUP}\", action, resource == Role::\"{target}/dev\");\n\n\
+         permit(principal in Group::\"{DEV_GROUP}\", action, resource is Role)\n\
+         when {{ resource.name == \"dev\" }};\n\n\
          // Everyone may read as `reader`, whose upstream user can only read.\n\
          @id(\"dev-read-only\")\n\
          permit(principal, action in [Action::\"connect\", Action::\"read\", Action::\"session\", Action::\"transaction\"], \
-         resource == Role::\"{target}/reader\");\n"
+         resource is Role)\n\
+         when {{ resource.name == \"reader\" }};\n"
     )
 }
 
@@ -183,15 +197,46 @@ pub struct TrialOptions {
     /// A `postgres://` URL; `None` for [`DEFAULT_UPSTREAM`].
     pub upstream: Option<String>,
     pub listen: SocketAddr,
+    /// The MySQL side; `None` serves PostgreSQL alone.
+    pub mysql: Option<MysqlOptions>,
     /// Most client connections at once.
     pub max_connections: usize,
-    /// The target's upstream pool.
+    /// The targets' upstream pools (MySQL's always by session).
     pub pool: PoolConfig,
     /// False discards audit events instead of writing them, to measure
     /// what the audit trail costs.
     pub audit: bool,
     /// The runtime's threads (0: one per core), as built by the caller.
     pub threads: usize,
+}
+
+/// The MySQL side of `idgate dev`.
+#[derive(Debug)]
+pub struct MysqlOptions {
+    /// A `mysql://` URL of an admin login; `None` for
+    /// [`mariadb::DEFAULT_UPSTREAM`].
+    pub upstream: Option<String>,
+    pub listen: SocketAddr,
+}
+
+/// The PostgreSQL the trial serves: `requested`, or a throwaway server
+/// (returned too, to be kept until the gateway stops) when that cannot.
+async fn postgres_upstream(
+    requested: Upstream,
+    defaulted: bool,
+) -> anyhow::Result<(Upstream, Option<ThrowawayPostgres>)> {
+    let Some(reason) = unusable(&requested, defaulted).await else {
+        return Ok((requested, None));
+    };
+    let server = ThrowawayPostgres::start().await.map_err(|e| {
+        anyhow::anyhow!("{reason}, and no throwaway PostgreSQL could be started: {e}")
+    })?;
+    println!(
+        "{reason}: started a throwaway PostgreSQL on {} (in {}, removed on exit)",
+        server.addr(),
+        server.dir().display()
+    );
+    Ok((Upstream::throwaway(&server), Some(server)))
 }
 
 /// Build the trial config in `dir`, start issuer and gateway, print how to
@@ -211,22 +256,27 @@ pub async fn run(
         );
     }
     let requested = parse_upstream(options.upstream.as_deref().unwrap_or(DEFAULT_UPSTREAM))?;
-    // Declared before the gateway, so dropped after it: on every way out,
-    // errors included, the server stops only once nothing relays to it.
-    let (upstream, _throwaway) = match unusable(&requested, options.upstream.is_none()).await {
-        None => (requested, None),
-        Some(reason) => {
-            let server = ThrowawayPostgres::start().await.map_err(|e| {
-                anyhow::anyhow!("{reason}, and no throwaway PostgreSQL could be started: {e}")
-            })?;
-            println!(
-                "{reason}: started a throwaway PostgreSQL on {} (in {}, removed on exit)",
-                server.addr(),
-                server.dir().display()
-            );
-            (Upstream::throwaway(&server), Some(server))
-        }
+    let mysql_requested = match &options.mysql {
+        Some(m) => Some((
+            mariadb::parse_upstream(m.upstream.as_deref().unwrap_or(mariadb::DEFAULT_UPSTREAM))?,
+            m.upstream.is_none(),
+            m.listen,
+        )),
+        None => None,
     };
+    // Both sides at once: a throwaway server takes seconds to start.
+    // Declared before the gateway, so the servers are dropped after it: on
+    // every way out, errors included, each stops only once nothing relays
+    // to it.
+    let (postgres, mysql) = tokio::join!(
+        postgres_upstream(requested, options.upstream.is_none()),
+        async {
+            let (upstream, defaulted, listen) = mysql_requested?;
+            let trial = mariadb::prepare(upstream, defaulted, &options.pool).await?;
+            Some((trial, listen))
+        }
+    );
+    let (upstream, _throwaway) = postgres?;
     // Kept after exit so the audit trail of the trial can be read.
     let dir = tempfile::Builder::new()
         .prefix("idgate-dev-")
@@ -253,6 +303,20 @@ pub async fn run(
             false
         }
     };
+    let (mysql_target, _mysql_throwaway) = match mysql {
+        Some((mut trial, listen)) => {
+            // Target names are what clients send as the database, one
+            // namespace for both protocols.
+            if trial.target.name == config.targets[0].name {
+                trial.target.name.push_str("_mysql");
+            }
+            config.gateway.mysql_listen = Some(listen);
+            let name = trial.target.name.clone();
+            config.targets.push(trial.target);
+            (Some(name), trial.throwaway)
+        }
+        None => (None, None),
+    };
     let running = if options.audit {
         crate::gateway::start(config).await?
     } else {
@@ -260,10 +324,16 @@ pub async fn run(
     };
     let token = issuer.mint_for(DEV_USER, &[DEV_GROUP], DEV_AUDIENCE, TOKEN_TTL);
     let addr = running.postgres_addr;
-    println!(
-        "idgate dev is ready: issuer {}, gateway {addr}",
-        issuer.issuer_url()
-    );
+    match running.mysql_addr {
+        Some(mysql_addr) => println!(
+            "idgate dev is ready: issuer {}, gateway {addr} (PostgreSQL) and {mysql_addr} (MySQL)",
+            issuer.issuer_url()
+        ),
+        None => println!(
+            "idgate dev is ready: issuer {}, gateway {addr}",
+            issuer.issuer_url()
+        ),
+    }
     let files = if options.audit {
         "policy, TLS, audit trail"
     } else {
@@ -283,6 +353,15 @@ pub async fn run(
     if reader {
         println!("read-only (policy and a SELECT-only upstream user):\n");
         println!("{}\n", psql("reader"));
+    }
+    if let (Some(target), Some(mysql_addr)) = (&mysql_target, running.mysql_addr) {
+        let mariadb = |role: &str| {
+            mariadb::client_line(mysql_addr, role, target, &token, &dir.join("gateway.crt"))
+        };
+        println!("MySQL, the same token as the password (in plain text on loopback only):\n");
+        println!("{}\n", mariadb("dev"));
+        println!("read-only (policy and a SELECT-only upstream user):\n");
+        println!("{}\n", mariadb("reader"));
     }
     let stop = running.shutdown_token();
     tokio::spawn(async move {
@@ -309,7 +388,7 @@ pub fn write_config(
     std::fs::write(&cert_file, cert)?;
     std::fs::write(&key_file, key)?;
     let policy_file = dir.join("policy.cedar");
-    std::fs::write(&policy_file, policy_text(&upstream.database))?;
+    std::fs::write(&policy_file, policy_text())?;
     Ok(Config {
         gateway: GatewayConfig {
             postgres_listen: listen,
