@@ -99,6 +99,7 @@ pub(super) async fn run(
         live,
         database: pool.database().to_owned(),
         verdicts: VerdictCache::default(),
+        key_scratch: String::new(),
         prepared: HashMap::new(),
         sql_prepared: HashMap::new(),
         done: Vec::new(),
@@ -120,6 +121,9 @@ struct Relay<'a> {
     /// The upstream database: unqualified table names are in it.
     database: String,
     verdicts: VerdictCache,
+    /// Where a verdict's cache key (`sql::classification_key`) is built,
+    /// kept so that looking one up allocates nothing.
+    key_scratch: String,
     /// Protocol-level prepared statements by the server's id.
     prepared: HashMap<u32, Arc<StatementInfo>>,
     /// `PREPARE name FROM '…'`: what each name may stand for.
@@ -332,15 +336,21 @@ impl Relay<'_> {
         }
     }
 
-    /// Judge every statement of `text`, with the verdict cache.
+    /// Judge every statement of `text`, with the verdict cache: texts
+    /// that differ only in numbers (`… WHERE id = 41231`) share a verdict,
+    /// as on the PostgreSQL side.
     fn check(&mut self, text: &str) -> Verdict {
         let hour = self.judge.hour_of_week();
         // Only texts that change nothing the verdicts depend on are cached:
         // the generation never moves.
-        if let (Some(v), _) = self.verdicts.get(text, text, (0, 0), hour) {
+        let key = sql::classification_key(text, &mut self.key_scratch);
+        let (hit, exact) = self.verdicts.get(key, text, (0, 0), hour);
+        if let Some(v) = hit {
             return v.clone();
         }
+        let key = key.to_owned();
         let mut classified = sql::classify_mysql(text, &self.database);
+        let numbers_matter = classified.numbers_matter;
         if let Some(why) = writes_identity(text, &classified.statements) {
             let mut s = Statement::new(Action::Unknown, "identity");
             s.reason = Some(why.into());
@@ -375,8 +385,14 @@ impl Relay<'_> {
             }
         }
         if cacheable {
-            self.verdicts
-                .insert(text.to_owned(), text, false, verdict.clone(), (0, 0), hour);
+            self.verdicts.insert(
+                key,
+                text,
+                numbers_matter || exact,
+                verdict.clone(),
+                (0, 0),
+                hour,
+            );
         }
         verdict
     }
