@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::throwaway::ThrowawayMariadb;
-use super::trial::{READER_USER, sslmode};
+use super::trial::{READER_USER, Upstream, sslmode};
 use crate::config::{PoolConfig, PoolMode, Protocol, RoleConfig, TargetConfig, UpstreamTls};
 use crate::mysql::pool::{ServerConn, Variant};
 use crate::mysql::upstream::UpstreamError;
@@ -27,32 +27,20 @@ pub const WRITER_USER: &str = "idgate_dev_writer";
 /// How long the admin login may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The admin login `idgate dev` uses on a MySQL server, from a
-/// `mysql://user:pass@host:port/db` URL (`mariadb://` too) with an
-/// optional `?sslmode=` (default `prefer`).
-#[derive(Debug, PartialEq)]
-pub struct Upstream {
-    pub addr: String,
-    pub user: String,
-    pub password: Option<Secret>,
-    /// The dev database, created when missing.
-    pub database: String,
-    pub tls: UpstreamTls,
-}
-
-impl Upstream {
-    /// The throwaway server's admin login.
-    fn throwaway(server: &ThrowawayMariadb, database: &str) -> Self {
-        Upstream {
-            addr: server.addr().to_string(),
-            user: super::throwaway::MARIADB_ADMIN_USER.into(),
-            password: Some(server.password().clone()),
-            database: database.to_owned(),
-            tls: UpstreamTls::Disable,
-        }
+/// The throwaway server's admin login.
+fn throwaway_upstream(server: &ThrowawayMariadb, database: &str) -> Upstream {
+    Upstream {
+        addr: server.addr().to_string(),
+        user: super::throwaway::MARIADB_ADMIN_USER.into(),
+        password: Some(server.password().clone()),
+        database: database.to_owned(),
+        tls: UpstreamTls::Disable,
     }
 }
 
+/// The admin login `idgate dev` uses on a MySQL server and the dev
+/// database (created when missing), from a `mysql://user:pass@host:port/db`
+/// URL (`mariadb://` too) with an optional `?sslmode=` (default `prefer`).
 pub fn parse_upstream(url: &str) -> anyhow::Result<Upstream> {
     let u = url::Url::parse(url).with_context(|| format!("`{url}` is not a URL"))?;
     if !matches!(u.scheme(), "mysql" | "mariadb") {
@@ -115,7 +103,7 @@ pub async fn prepare(requested: Upstream, defaulted: bool, pool: &PoolConfig) ->
                 server.addr(),
                 server.dir().display()
             );
-            let upstream = Upstream::throwaway(&server, &requested.database);
+            let upstream = throwaway_upstream(&server, &requested.database);
             match admin_login(&upstream).await {
                 Ok(conn) => (upstream, conn, Some(server)),
                 Err(e) => {

@@ -30,8 +30,9 @@ const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// Where `idgate dev` points without `--upstream`.
 pub const DEFAULT_UPSTREAM: &str = "postgres://127.0.0.1:5432";
 
-/// Where `idgate dev` points, from a `postgres://user:pass@host:port/db`
-/// URL with an optional libpq-style `?sslmode=` (default `prefer`).
+/// A server `idgate dev` points at: from a `postgres://user:pass@host:port/db`
+/// URL with an optional libpq-style `?sslmode=` (default `prefer`), or a
+/// `mysql://` one (`mariadb::parse_upstream`).
 #[derive(Debug, PartialEq)]
 pub struct Upstream {
     pub addr: String,
