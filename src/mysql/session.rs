@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, ErrPacket, errcode};
 use super::handshake::{self, ClientLogin, HandshakeError, STATUS_AUTOCOMMIT};
-use super::pool::{Lease, PROTOCOL_CAPS, PoolError, ServerConn, Variant};
+use super::pool::{Lease, PROTOCOL_CAPS, Pool, PoolError, ServerConn, Variant};
 use super::relay;
 use super::upstream::UpstreamError;
 use super::{Frontend, LiveConn};
-use crate::config::Protocol;
+use crate::config::{Protocol, TargetConfig};
 use crate::core::admission::{Refusal, RefusalKind, UpstreamFailure};
 use crate::core::scope::Scope;
 use crate::tls::Stream;
@@ -117,8 +117,16 @@ pub(super) async fn run(
         () = shutdown.cancelled() => Err(Refusal::shutdown()),
     };
     match admitted {
-        Ok(lease) => {
-            Box::pin(serve(fe, scope, client, lease, connection_id, &shutdown)).await;
+        Ok(established) => {
+            Box::pin(serve(
+                fe,
+                scope,
+                client,
+                established,
+                connection_id,
+                &shutdown,
+            ))
+            .await;
         }
         Err(refusal) => {
             let seq = client.next_seq;
@@ -139,15 +147,16 @@ async fn admit(
     fe: &Frontend,
     scope: &mut Scope,
     client: &mut ClientLogin,
-) -> Result<(Lease, Arc<Variant>), Refusal> {
+) -> Result<Established, Refusal> {
     let fields = &client.fields;
     let target = scope.find_target(fields.database.as_deref().unwrap_or_default())?;
     scope.check_transport(client.stream.is_tls()).await?;
     let admitted = scope.admit(target, &fields.user, &fields.token).await?;
-    let pool = fe
-        .pools
-        .get(&admitted.target.name, &admitted.role)
-        .expect("every role of every target has a pool");
+    let pool = Arc::clone(
+        fe.pools
+            .get(&admitted.target.name, &admitted.role)
+            .expect("every role of every target has a pool"),
+    );
     let variant = pool.intern(Variant {
         read_only: admitted.read_only,
         capabilities: fields.capabilities & PROTOCOL_CAPS,
@@ -163,7 +172,20 @@ async fn admit(
             .refuse_upstream(UpstreamFailure::Unavailable, &e)
             .await);
     }
-    Ok((lease, variant))
+    Ok(Established {
+        target: admitted.target,
+        pool,
+        lease,
+        variant,
+    })
+}
+
+/// What a successful login hands to the relay.
+struct Established {
+    target: TargetConfig,
+    pool: Arc<Pool>,
+    lease: Lease,
+    variant: Arc<Variant>,
 }
 
 /// Name the person on the upstream session, for MariaDB's own views
@@ -186,16 +208,16 @@ async fn serve(
     fe: Arc<Frontend>,
     scope: Scope,
     mut client: ClientLogin,
-    (mut lease, variant): (Lease, Arc<Variant>),
+    established: Established,
     connection_id: u32,
     shutdown: &CancellationToken,
 ) {
-    let target = scope
-        .services
-        .config
-        .target(scope.target.as_deref().unwrap_or_default())
-        .cloned()
-        .expect("admitted to a configured target");
+    let Established {
+        target,
+        pool,
+        mut lease,
+        variant,
+    } = established;
     let live = scope.register(&target, None, shutdown);
     let identity = scope.identity.clone().expect("admitted");
     let role = scope.role.clone().expect("admitted");
@@ -233,10 +255,6 @@ async fn serve(
     .await;
     let error = match outcome {
         Ok(()) => {
-            let pool = fe
-                .pools
-                .get(&target.name, scope.role.as_deref().unwrap_or_default())
-                .expect("every role of every target has a pool");
             match lease.conn().reset().await {
                 Ok(()) => pool.checkin(lease),
                 Err(e) => tracing::debug!(session = %scope.id, "reset before reuse failed: {e}"),
